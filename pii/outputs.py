@@ -1,0 +1,49 @@
+"""What a run leaves in its output directory: stage images, a checkpoint per
+completed stage, one PNG per class, a grid, and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from pii.observers import Observer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+class Saver(Observer):
+    """Saves each stage's images and a resumable checkpoint when the stage ends."""
+
+    def __init__(self, out_dir: Path, class_ids: list[int]):
+        self.out_dir, self.class_ids = Path(out_dir), class_ids
+        (self.out_dir / "stages").mkdir(parents=True, exist_ok=True)
+
+    def stage_done(self, index, stage, image):
+        save_grid(image, self.out_dir / "stages" / f"stage{index + 1}_{stage.size}px.png")
+        checkpoint = {"stage": index, "image": image.cpu(), "class_ids": self.class_ids,
+                      "rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+        tmp = self.out_dir / (CHECKPOINT + ".tmp")
+        torch.save(checkpoint, tmp)
+        tmp.replace(self.out_dir / CHECKPOINT)  # never leave a half-written checkpoint
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    save_image(make_grid(images.float().cpu(), nrow=min(len(images), 8), padding=2, pad_value=1.0), path)
+
+
+def save_results(out_dir: Path, image: torch.Tensor, metrics: dict) -> None:
+    """One PNG per class, the grid of all classes, and metrics.json."""
+    out_dir = Path(out_dir)
+    for img, entry in zip(image, metrics["classes"]):
+        save_image(img.float().cpu(), out_dir / entry["image"])
+    save_grid(image, out_dir / "grid.png")
+    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -1,0 +1,97 @@
+"""One `invert.py` run: config in, images and metrics out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pii import augment as augment_lib
+from pii import losses, models, schedule
+from pii.classes import class_name, parse_class_ids, slug
+from pii.errors import ConfigError
+from pii.inversion import invert
+from pii.observers import Observers, ProgressBar
+from pii.outputs import Saver, save_results
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use device=auto, device=cpu or device=cuda") from None
+
+
+@torch.no_grad()
+def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[dict]:
+    """Per class: the classifier's probability for the target, and its top classes."""
+    probs = classifier(image).softmax(-1).cpu()
+    n = classifier.num_classes
+    report = []
+    for row, cid in zip(probs, class_ids):
+        values, indices = row.topk(min(top, n))
+        report.append({
+            "class_id": cid,
+            "name": class_name(cid, n),
+            "probability": row[cid].item(),
+            "top1": indices[0].item() == cid,
+            "top5": [{"class_id": i, "name": class_name(i, n), "probability": v}
+                     for v, i in zip(values.tolist(), indices.tolist())],
+        })
+    return report
+
+
+def run(cfg: DictConfig) -> dict:
+    """Invert `cfg.class_id` of `cfg.model`; write outputs to `cfg.output_dir`; return the metrics."""
+    class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
+    augment = augment_lib.build(cfg.augmentation)
+    stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
+    device = resolve_device(str(cfg.device))
+    torch.manual_seed(int(cfg.seed))
+    classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last)
+    loss_fn = losses.build(cfg.loss, classifier)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("inverting %s classes %s on %s; stages %s x %d steps; outputs in %s", classifier.name, class_ids,
+             device, [s.size for s in stages], stages[0].steps, out_dir)
+
+    noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
+    start = [entry["probability"] for entry in class_report(classifier, noise, class_ids)]
+    observers = Observers([ProgressBar(len(stages)), Saver(out_dir, class_ids)])
+    started = time.perf_counter()
+    image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers)
+    seconds = time.perf_counter() - started
+
+    report = class_report(classifier, image, class_ids)
+    for entry, p0 in zip(report, start):
+        entry["start_probability"] = p0
+        entry["image"] = f"{entry['class_id']}_{slug(entry['name'])}.png"
+    metrics = {
+        "model": classifier.name,
+        "device": str(device),
+        "seconds": seconds,
+        "seconds_per_class": seconds / len(class_ids),
+        "steps": sum(s.steps for s in stages),
+        "stage_sizes": [s.size for s in stages],
+        "ensemble_size": int(cfg.augmentation.ensemble_size),
+        "mean_probability": sum(e["probability"] for e in report) / len(report),
+        "top1_rate": sum(e["top1"] for e in report) / len(report),
+        "classes": report,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    save_results(out_dir, image, metrics)
+    for entry in report:
+        log.info("class %d %s: p=%.3f (from %.4f), top-1 %s -> %s", entry["class_id"], entry["name"],
+                 entry["probability"], entry["start_probability"], entry["top5"][0]["name"],
+                 out_dir / entry["image"])
+    log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
+    return metrics
