@@ -1,0 +1,44 @@
+"""`train_invert.py` / `pii-train-invert`: thin Hydra entry point around `train_invert(cfg)`.
+
+Its configs live in conf/train_invert/; conf/ is added to the search path so
+that the `model` group (any classifier of invert.py) is available as well.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from pii.cli import CONF_DIR, fail
+from pii.errors import ConfigError
+
+TRAIN_INVERT_CONF_DIR = str(Path(CONF_DIR) / "train_invert")
+SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The train_invert config, composed without running (tests, notebooks)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(TRAIN_INVERT_CONF_DIR, version_base="1.3"):
+        return hydra_compose("config", overrides=[*overrides, SEARCHPATH])
+
+
+@hydra.main(version_base="1.3", config_path=TRAIN_INVERT_CONF_DIR, config_name="config")
+def _main(cfg: DictConfig) -> float:
+    from pii.feedforward.runner import train_invert
+
+    try:
+        metrics = train_invert(cfg)
+    except ConfigError as err:
+        fail(err)
+    return metrics.get("eval", {}).get("logits", {}).get("retrieval_features", 0.0) if metrics else 0.0
+
+
+def train_invert_main() -> None:
+    if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
+        sys.argv.append(SEARCHPATH)
+    _main()

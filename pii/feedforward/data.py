@@ -1,0 +1,154 @@
+"""Datasets for feedforward inversion, and the deterministic batch order.
+
+`digits` (default, offline): sklearn's 8x8 digits, upscaled to the generator's
+resolution, 3 channels, pixels in [0, 1]. `cifar10`: torchvision's CIFAR-10
+(downloaded only with data.download=true). `folder`: any torchvision
+ImageFolder tree (e.g. ImageNet), resized and centre-cropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from pii.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Data:
+    train: Dataset          # items: (image [3, R, R] in [0, 1], label)
+    test: Dataset
+    num_classes: int
+    class_names: list[str]
+
+
+def build(cfg: DictConfig, resolution: int) -> Data:
+    builders = {"digits": digits, "cifar10": cifar10, "folder": folder}
+    if cfg.name not in builders:
+        raise ConfigError(f"data.name={cfg.name!r} unknown; use data=digits, data=cifar10 or data=folder")
+    return builders[cfg.name](cfg, resolution)
+
+
+def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed random train/test split of n items (the same for every run with this seed)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = int(round(n * test_fraction))
+    if not 0 < n_test < n:
+        raise ConfigError(f"data.test_fraction={test_fraction} leaves no train or no test images out of {n}")
+    return sorted(perm[n_test:]), sorted(perm[:n_test])
+
+
+def digits(cfg: DictConfig, resolution: int) -> Data:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False).clamp(0, 1)
+    x = x.expand(-1, 3, -1, -1).contiguous()
+    y = torch.tensor(d.target, dtype=torch.long)
+    train_idx, test_idx = split(len(x), float(cfg.test_fraction), int(cfg.split_seed))
+    full = TensorDataset(x, y)
+    return Data(Subset(full, train_idx), Subset(full, test_idx), 10, [str(i) for i in range(10)])
+
+
+def _transform(resolution: int):
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution),
+                               transforms.ToTensor()])
+
+
+def cifar10(cfg: DictConfig, resolution: int) -> Data:
+    from torchvision.datasets import CIFAR10
+
+    root = Path(cfg.root).expanduser()
+    try:
+        train = CIFAR10(str(root), train=True, download=bool(cfg.download), transform=_transform(resolution))
+        test = CIFAR10(str(root), train=False, download=bool(cfg.download), transform=_transform(resolution))
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        raise ConfigError(f"CIFAR-10 not found under data.root={str(root)!r} ({err}); "
+                          f"pass data.download=true once (needs the network) or point data.root at it") from None
+    test = _limit(test, cfg.get("max_test"), int(cfg.split_seed))
+    return Data(train, test, len(train.classes), list(train.classes))
+
+
+def folder(cfg: DictConfig, resolution: int) -> Data:
+    """`root` holds one sub-folder per class; `test_root` (optional) is the held-out tree, else a split."""
+    from torchvision.datasets import ImageFolder
+
+    def load(path) -> ImageFolder:
+        p = Path(str(path)).expanduser()
+        if not p.is_dir():
+            raise ConfigError(f"data folder {str(p)!r} does not exist; pass data.root=/path/to/images "
+                              f"(one sub-folder per class, as torchvision's ImageFolder expects)")
+        try:
+            return ImageFolder(str(p), transform=_transform(resolution))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise ConfigError(f"data folder {str(p)!r} holds no images in class sub-folders ({err})") from None
+
+    if cfg.get("root") is None:
+        raise ConfigError("data=folder needs data.root=/path/to/images (one sub-folder per class)")
+    train = load(cfg.root)
+    if cfg.get("test_root"):
+        test = load(cfg.test_root)
+        if test.classes != train.classes:
+            raise ConfigError(f"data.test_root has classes {test.classes[:5]}... but data.root has {train.classes[:5]}...")
+    else:
+        train_idx, test_idx = split(len(train), float(cfg.test_fraction), int(cfg.split_seed))
+        train, test = Subset(train, train_idx), Subset(train, test_idx)
+    test = _limit(test, cfg.get("max_test"), int(cfg.split_seed))
+    classes = train.dataset.classes if isinstance(train, Subset) else train.classes
+    return Data(train, test, len(classes), list(classes))
+
+
+def _limit(ds: Dataset, max_items, seed: int) -> Dataset:
+    if max_items is None or len(ds) <= int(max_items):
+        return ds
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[: int(max_items)]
+    return Subset(ds, sorted(perm.tolist()))
+
+
+def load_all(ds: Dataset, batch_size: int = 256, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image and label of a (small) dataset as two tensors."""
+    xs, ys = [], []
+    for x, y in torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers):
+        xs.append(x)
+        ys.append(torch.as_tensor(y))
+    return torch.cat(xs), torch.cat(ys)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batch indices as a pure function of (seed, step): resuming at step s replays exactly
+    the batches a clean run would have seen from s on. Under DDP each rank takes its slice."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, steps: int | None = None,
+                 rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ConfigError(f"schedule.batch_size={batch_size} must be divisible by the number of processes ({world})")
+        if batch_size > n:
+            raise ConfigError(f"schedule.batch_size={batch_size} is larger than the training set ({n} images)")
+        self.n, self.batch, self.seed, self.start, self.steps = n, batch_size, seed, start_step, steps
+        self.rank, self.world = rank, world
+        self.per_epoch = n // batch_size
+
+    def batch_at(self, step: int) -> list[int]:
+        epoch, i = divmod(step, self.per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        return perm[i * self.batch:(i + 1) * self.batch][self.rank::self.world].tolist()
+
+    def __iter__(self):
+        step = self.start
+        while self.steps is None or step < self.steps:
+            yield self.batch_at(step)
+            step += 1
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) if self.steps is not None else 2 ** 31

@@ -1,0 +1,62 @@
+"""Losses of feedforward inversion: the hinge GAN loss, and optional
+reconstruction terms (each off with weight 0):
+
+  pixel_l1           |G(f(x), z) - x|, mean over pixels
+  feature_matching   |phi(G(f(x), z)) - phi(x)|, phi = the classifier's penultimate features
+  logit_consistency  |f(G(f(x), z)) - f(x)|, in logits
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from pii.errors import ConfigError
+from pii.feedforward.classifier import penultimate
+
+TERMS = ("pixel_l1", "feature_matching", "logit_consistency")
+
+
+def hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss: E[relu(1 - D(x))] + E[relu(1 + D(G(c, z)))]."""
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def hinge_g(fake: torch.Tensor) -> torch.Tensor:
+    """Generator hinge loss: -E[D(G(c, z))]."""
+    return -fake.mean()
+
+
+class Reconstruction(nn.Module):
+    """The weighted reconstruction terms; returns each weighted term by name (empty when all weights are 0)."""
+
+    def __init__(self, classifier: nn.Module, pixel_l1: float = 0.0, feature_matching: float = 0.0,
+                 logit_consistency: float = 0.0):
+        super().__init__()
+        self.classifier = classifier
+        self.weights = {"pixel_l1": pixel_l1, "feature_matching": feature_matching,
+                        "logit_consistency": logit_consistency}
+        for name, w in self.weights.items():
+            if w < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {w}")
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        w, terms = self.weights, {}
+        if w["pixel_l1"]:
+            terms["pixel_l1"] = w["pixel_l1"] * (fake - real).abs().mean()
+        if w["feature_matching"]:
+            with torch.no_grad():
+                target = penultimate(self.classifier, real)
+            terms["feature_matching"] = w["feature_matching"] * (penultimate(self.classifier, fake) - target).abs().mean()
+        if w["logit_consistency"]:
+            terms["logit_consistency"] = w["logit_consistency"] * (self.classifier(fake) - real_logits).abs().mean()
+        return terms
+
+
+def build(cfg: DictConfig, classifier: nn.Module) -> Reconstruction:
+    unknown = set(cfg) - set(TERMS) - {"adversarial"}
+    if unknown:
+        raise ConfigError(f"unknown loss keys {sorted(unknown)}; known: adversarial, {', '.join(TERMS)}")
+    return Reconstruction(classifier, **{k: float(cfg.get(k, 0.0)) for k in TERMS})

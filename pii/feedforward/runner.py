@@ -1,0 +1,166 @@
+"""One `train_invert.py` run: config in, generators, eval.json and grids out.
+
+mode=train (default): train one generator per entry of `conditions` (the
+logit-conditioned model and, by default, the one-hot baseline with the same
+code and budget), evaluate each on the held-out split, write the analyses.
+mode=analyse: redo the evaluation and analyses from the checkpoints of an
+earlier run (`run_dir=...`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from pii.errors import ConfigError
+from pii.feedforward import analyses, classifier as classifier_lib, data as data_lib
+from pii.feedforward import discriminator as d_lib, evaluate as eval_lib, generator as g_lib
+from pii.feedforward import logger as logger_lib, losses
+from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
+from pii.runner import resolve_device
+
+log = logging.getLogger(__name__)
+
+EVAL = "eval.json"
+METRICS = "metrics.json"
+
+
+def setup_dist(device_name: str) -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(0, 1, resolve_device(device_name))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return Dist(rank, world, device)
+
+
+def check(cfg: DictConfig) -> None:
+    """Input checks that need no data: fail before anything slow happens."""
+    g_lib.depth_for(int(cfg.generator.resolution), int(cfg.generator.base))
+    g_lib.depth_for(int(cfg.generator.resolution), int(cfg.discriminator.base))
+    for c in cfg.conditions:
+        if c not in g_lib.CONDITIONS:
+            raise ConfigError(f"conditions has {c!r}; each must be one of {', '.join(g_lib.CONDITIONS)}")
+    if cfg.mode not in ("train", "analyse"):
+        raise ConfigError(f"mode={cfg.mode!r} unknown; use mode=train or mode=analyse")
+    unknown = set(cfg.analyses) - set(analyses.ANALYSES)
+    if unknown:
+        raise ConfigError(f"analyses has {sorted(unknown)}; known: {', '.join(analyses.ANALYSES)}")
+
+
+def train_invert(cfg: DictConfig) -> dict:
+    """Train (or, with mode=analyse, reload) the generators; evaluate; return the metrics."""
+    check(cfg)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    dinfo = setup_dist(str(cfg.device))
+    try:
+        return _run(cfg, dinfo)
+    finally:
+        if dinfo.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(cfg: DictConfig, dinfo: Dist) -> dict:
+    started = time.perf_counter()
+    torch.manual_seed(int(cfg.seed))
+    res = int(cfg.generator.resolution)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = data_lib.build(cfg.data, res)
+    classifier = classifier_lib.build(cfg.classifier, cfg.get("model"), data, res, dinfo.device,
+                                      is_main=dinfo.is_main, barrier=dinfo.barrier)
+    recon = losses.build(cfg.loss, classifier)
+    x_test, y_test = data_lib.load_all(data.test, workers=int(cfg.workers))
+    # Training-set logit statistics: G standardises its input with them; the edits scale by them.
+    x_fit, _ = data_lib.load_all(data_lib._limit(data.train, cfg.fit_images, int(cfg.seed)), workers=int(cfg.workers))
+    with torch.no_grad():
+        train_logits = torch.cat([classifier(xb.to(dinfo.device)).cpu() for xb in x_fit.split(256)])
+    grid_x = x_test[: int(cfg.grid_images)]
+    run_dir = Path(cfg.run_dir) if cfg.mode == "analyse" else out_dir
+    if cfg.mode == "analyse" and not (cfg.run_dir and run_dir.is_dir()):
+        raise ConfigError(f"mode=analyse needs run_dir=<an earlier train_invert output dir>; got {cfg.run_dir!r}")
+
+    log.info("train_invert: %s data (%d train, %d held-out, %d classes) at %d px, classifier %s, conditions %s, "
+             "%d steps, outputs in %s", cfg.data.name, len(data.train), len(data.test), data.num_classes, res,
+             classifier.name, list(cfg.conditions), int(cfg.schedule.steps), out_dir)
+    logger = logger_lib.build(cfg.logger, cfg, out_dir, enabled=dinfo.is_main)
+    generators, results, history = {}, {}, {}
+    try:
+        for condition in cfg.conditions:
+            G = g_lib.build(cfg.generator, data.num_classes, condition, float(cfg.temperature))
+            G.condition.fit(train_logits)
+            sub = run_dir / condition
+            if cfg.mode == "analyse":
+                path = sub / CHECKPOINT
+                if not path.exists():
+                    raise ConfigError(f"no checkpoint {str(path)!r}: run_dir must be a train_invert output dir")
+                G.load_state_dict(load_checkpoint(path)["G_ema"])
+                G_ema = G.to(dinfo.device).eval()
+            else:
+                D = d_lib.build(cfg.discriminator, data.num_classes, res)
+                if cfg.channels_last:  # faster convolutions on CPU
+                    G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+                G_ema, history[condition] = train(
+                    G, D, classifier, data.train, recon, cfg.schedule, sub, logger=logger, dist_info=dinfo,
+                    seed=int(cfg.seed), resume=bool(cfg.resume), tag=condition,
+                    sample_logits=classifier(grid_x.to(dinfo.device)).detach(), workers=int(cfg.workers),
+                    adversarial=float(cfg.loss.get("adversarial", 1.0)))
+            generators[condition] = G_ema
+            if dinfo.is_main:
+                results[condition] = eval_lib.evaluate(G_ema, classifier, x_test, y_test, int(cfg.eval_batch_size))
+                logger.log({f"eval/{condition}/{k}": v for k, v in results[condition].items()})
+        if not dinfo.is_main:
+            return {}
+        (out_dir / EVAL).write_text(json.dumps(results, indent=2) + "\n")
+        grids = write_analyses(cfg, generators, classifier, x_test, y_test, train_logits.std(0), out_dir)
+        for name, path in grids.items():
+            logger.image(f"analyses/{name}", path)
+        logger.summary({f"{c}/{k}": v for c, r in results.items() for k, v in r.items()})
+    finally:
+        logger.finish()
+
+    seconds = time.perf_counter() - started
+    table = eval_lib.table(results)
+    print(f"\nfeedforward inversion, held-out {cfg.data.name} ({len(x_test)} images), {seconds:.0f} s\n{table}")
+    log.info("evaluation (%s):\n%s", out_dir / EVAL, table)
+    metrics = {"eval": results, "seconds": seconds, "steps": int(cfg.schedule.steps), "world_size": dinfo.world,
+               "classifier": classifier.name, "num_test": len(x_test), "grids": {k: str(v) for k, v in grids.items()},
+               "final_losses": {c: h[-1] for c, h in history.items() if h},
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def write_analyses(cfg: DictConfig, generators: dict, classifier, x: torch.Tensor, y: torch.Tensor,
+                   logit_std: torch.Tensor, out_dir: Path) -> dict[str, Path]:
+    n = int(cfg.grid_images)
+    grids: dict[str, Path] = {}
+    if "reconstructions" in cfg.analyses:
+        grids["reconstructions"] = analyses.reconstructions(generators, classifier, x[:n], out_dir / "reconstructions.png")
+    for name, G in generators.items():
+        if "noise" in cfg.analyses:
+            grids[f"{name}_noise"] = analyses.noise(G, classifier, x[: min(n, 4)], out_dir / f"{name}_noise.png")
+        if "edits" in cfg.analyses:
+            grids[f"{name}_edits"] = analyses.edits(G, classifier, x[: min(n, 4)], logit_std, out_dir / f"{name}_edits.png")
+        if "misclassified" in cfg.analyses:
+            path, info = analyses.misclassified(G, classifier, x, y, out_dir / f"{name}_misclassified.png", n)
+            if path:
+                grids[f"{name}_misclassified"] = path
+                log.info("%s misclassified held-out images (label -> predicted -> prediction on reconstruction): %s",
+                         name, ", ".join(f"{i['label']}->{i['predicted']}->{i['reconstruction_predicted']}" for i in info))
+    log.info("grids: %s", ", ".join(str(p) for p in grids.values()))
+    return grids

@@ -1,0 +1,170 @@
+"""The training loop: alternating hinge-loss D and G steps, EMA of G,
+checkpoints every N steps (plain tensors, loaded with weights_only=True),
+resume, sample grids, a progress bar, and DistributedDataParallel.
+
+Batches and noise are pure functions of (seed, step), so a run resumed from a
+checkpoint at step s continues exactly the sequence a clean run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset
+
+from pii.errors import ConfigError
+from pii.feedforward.data import StepBatches
+from pii.feedforward.logger import Logger
+from pii.feedforward.losses import Reconstruction, hinge_d, hinge_g
+from pii.outputs import save_grid
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) job."""
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics, spectral-norm vectors) copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A checkpoint of plain tensors and numbers; anything that would run code when unpickled is refused."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"refusing to load {str(path)!r}: it is not a plain checkpoint and could run code "
+                          f"when loaded ({str(err).splitlines()[0][:120]})") from None
+
+
+def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 64 + rank) * 2 + which)
+    return torch.randn(n, z_dim, generator=g)
+
+
+def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, recon: Reconstruction,
+          cfg: DictConfig, out_dir: Path, *, logger: Logger | None = None, dist_info: Dist | None = None,
+          seed: int = 0, resume: bool = False, tag: str = "", sample_logits: torch.Tensor | None = None,
+          workers: int = 0, adversarial: float = 1.0) -> tuple[nn.Module, list[dict]]:
+    """Train G and D for cfg.steps steps; returns the EMA generator (eval mode) and the per-step history.
+
+    cfg is the `schedule` group: steps, batch_size, lr_g, lr_d, betas, ema_decay, ema_start,
+    checkpoint_every, sample_every, log_every. `adversarial`: weight of the hinge term in G's loss.
+    """
+    dist_info = dist_info or Dist()
+    logger = logger or Logger()
+    device = dist_info.device
+    out_dir = Path(out_dir)
+    G.to(device).train()
+    D.to(device).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    betas = tuple(float(b) for b in cfg.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.lr_g), betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.lr_d), betas=betas)
+    steps, start = int(cfg.steps), 0
+    ckpt_path = out_dir / CHECKPOINT
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, device)
+        G.load_state_dict(state["G"]), D.load_state_dict(state["D"]), G_ema.load_state_dict(state["G_ema"])
+        opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
+        start = int(state["step"])
+        log.info("%sresumed from %s at step %d", tag, ckpt_path, start)
+    if dist_info.is_main:
+        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+
+    g_model, d_model = G, D
+    if dist_info.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        g_model, d_model = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    sampler = StepBatches(len(dataset), int(cfg.batch_size), seed, start, steps, dist_info.rank, dist_info.world)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda")
+
+    def state(step: int) -> dict:
+        return {"step": step, "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=start, desc=f"train {tag}".strip(), disable=not dist_info.is_main,
+               dynamic_ncols=True)
+    history: list[dict] = []
+    step = start
+    try:
+        for step, (x, _) in enumerate(loader, start=start):
+            x = x.to(device, non_blocking=True)
+            n = len(x)
+            with torch.no_grad():
+                logits = classifier(x)
+                cond = G.condition(logits)
+            # D step: real and fake in one batch, so DDP sees one forward per backward.
+            with torch.no_grad():
+                fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 0).to(device))
+            scores = d_model(torch.cat([x, fake]), torch.cat([cond, cond]))
+            d_loss = hinge_d(scores[:n], scores[n:])
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            # G step: D's unwrapped module, so D's gradients (discarded) are not all-reduced.
+            fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 1).to(device))
+            g_adv = hinge_g(D(fake, cond))
+            terms = recon(fake, x, logits)
+            g_loss = adversarial * g_adv + sum(terms.values(), torch.zeros((), device=device))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            ema_update(G_ema, G, float(cfg.ema_decay) if step >= int(cfg.ema_start) else 0.0)
+
+            record = {"step": step, "d_loss": d_loss.item(), "g_adv": g_adv.item(), "g_loss": g_loss.item(),
+                      **{k: v.item() for k, v in terms.items()}}
+            history.append(record)
+            bar.update(1)
+            done = step + 1
+            if done % int(cfg.log_every) == 0 or done == steps:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"}, refresh=False)
+                logger.log({f"{tag}/{k}": v for k, v in record.items() if k != "step"}, step=done)
+            if dist_info.is_main and sample_logits is not None and (done % int(cfg.sample_every) == 0 or done == steps):
+                with torch.no_grad():
+                    path = out_dir / "samples" / f"step{done:06d}.png"
+                    save_grid(G_ema(sample_logits.to(device)), path)
+                logger.image(f"{tag}/samples", path, step=done)
+            if dist_info.is_main and (done % int(cfg.checkpoint_every) == 0 or done == steps):
+                save_checkpoint(ckpt_path, state(done))
+    finally:
+        bar.close()
+    dist_info.barrier()
+    return G_ema, history

@@ -1,0 +1,71 @@
+"""Feedforward inversion: the generator, the discriminator, the losses, the metrics."""
+
+import pytest
+import torch
+
+from pii.errors import ConfigError
+from pii.feedforward.discriminator import ProjectionDiscriminator
+from pii.feedforward.evaluate import chance, retrieval, ssim
+from pii.feedforward.generator import ConditionalBatchNorm, Generator
+from pii.feedforward.losses import hinge_d, hinge_g
+
+
+@pytest.mark.parametrize("resolution,hierarchical", [(16, True), (32, False)])
+def test_generator_and_discriminator_shapes(resolution, hierarchical):
+    torch.manual_seed(0)
+    G = Generator(10, resolution=resolution, width=8, z_dim=32, embed_dim=16, hierarchical=hierarchical)
+    D = ProjectionDiscriminator(10, resolution=resolution, width=8)
+    logits = torch.randn(5, 10)
+    images = G(logits, G.sample_z(5))
+    assert images.shape == (5, 3, resolution, resolution)
+    assert images.min() >= 0 and images.max() <= 1
+    assert D(images, G.condition(logits)).shape == (5,)
+
+
+def test_conditional_batch_norm_depends_on_the_condition():
+    torch.manual_seed(0)
+    cbn = ConditionalBatchNorm(4, cond_dim=6)
+    x = torch.randn(3, 4, 5, 5)
+    c = torch.randn(3, 6)
+    assert not torch.allclose(cbn(x, c), cbn(x, c + 1))
+
+
+def test_generator_output_depends_on_the_logits_not_only_the_class():
+    torch.manual_seed(0)
+    G = Generator(10, resolution=16, width=8, z_dim=32, embed_dim=16).eval()
+    a = torch.randn(1, 10)
+    a[0, 3] = 10.0
+    b = a.clone()
+    b[0, 7] += 2.0                       # same top-1 class (3), other logits moved
+    z = G.sample_z(1)
+    assert (G(a, z) - G(b, z)).abs().max() > 1e-3
+    logits = torch.cat([a, b]).requires_grad_(True)
+    G(logits, z.expand(2, -1)).sum().backward()
+    assert logits.grad.abs().sum() > 0   # the image is a differentiable function of every logit
+
+    onehot = Generator(10, resolution=16, width=8, z_dim=32, embed_dim=16, condition="onehot").eval()
+    assert torch.equal(onehot(a, z), onehot(b, z))  # the baseline sees only the top-1 class
+
+
+def test_hinge_losses_on_known_values():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])
+    # D: mean(relu(1 - [2, .5])) + mean(relu(1 + [-2, .5])) = 0.25 + 0.75
+    assert hinge_d(real, fake).item() == pytest.approx(1.0)
+    assert hinge_g(torch.tensor([1.0, -3.0])).item() == pytest.approx(1.0)
+
+
+def test_bad_resolution_is_a_config_error():
+    with pytest.raises(ConfigError, match="resolution=48 cannot be made"):
+        Generator(10, resolution=48)
+
+
+def test_retrieval_chance_and_ssim():
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    keys = torch.eye(5)
+    assert retrieval(keys, keys, labels) == 1.0
+    # swapping two same-class queries makes both of them miss
+    assert retrieval(keys[[1, 0, 2, 3, 4]], keys, labels) == pytest.approx(3 / 5)
+    assert chance(labels) == pytest.approx((2 * 0.5 + 3 / 3) / 5)
+    x = torch.rand(2, 3, 16, 16)
+    assert ssim(x, x).tolist() == pytest.approx([1.0, 1.0])
+    assert ssim(x, torch.rand(2, 3, 16, 16)).max() < 0.5

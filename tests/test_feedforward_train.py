@@ -1,0 +1,136 @@
+"""Feedforward inversion end to end, tiny: training, checkpoints and resume, DDP, bad inputs."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from omegaconf import OmegaConf
+
+from pii.errors import ConfigError
+from pii.feedforward import classifier as classifier_lib, data as data_lib, discriminator, generator, losses
+from pii.feedforward.cli import compose
+from pii.feedforward.runner import train_invert
+from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(tmp_path: Path, *overrides: str):
+    """The real config, shrunk: 16 px, narrow nets, a 1-epoch classifier, a few steps."""
+    small_cnn = [] if "classifier=model" in overrides else [
+        "classifier.width=8", "classifier.epochs=1", f"classifier.checkpoint={tmp_path}/classifier.safetensors"]
+    return compose([
+        "generator.resolution=16", "generator.width=8", "generator.z_dim=32", "generator.embed_dim=16",
+        "discriminator.width=8", *small_cnn, "schedule.steps=4", "schedule.batch_size=16",
+        "schedule.checkpoint_every=2", "schedule.sample_every=2", "schedule.log_every=1", "fit_images=256",
+        "grid_images=4", "device=cpu", f"output_dir={tmp_path}/run", *overrides])
+
+
+def parts(cfg):
+    data = data_lib.build(cfg.data, cfg.generator.resolution)
+    clf = classifier_lib.build(cfg.classifier, None, data, cfg.generator.resolution, torch.device("cpu"))
+    return data, clf
+
+
+def fresh(cfg, data, clf, seed=0):
+    torch.manual_seed(seed)
+    G = generator.build(cfg.generator, data.num_classes, "logits")
+    x, _ = data_lib.load_all(data.train)
+    G.condition.fit(clf(x[:256]))
+    return G, discriminator.build(cfg.discriminator, data.num_classes, cfg.generator.resolution)
+
+
+def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path):
+    cfg = tiny(tmp_path, "schedule.lr_g=0.002", "schedule.lr_d=0.0005")
+    data, clf = parts(cfg)
+    recon = losses.build(cfg.loss, clf)
+
+    steps = OmegaConf.merge(cfg.schedule, {"steps": 24, "checkpoint_every": 12})
+    G, D = fresh(cfg, data, clf)
+    _, history = train(G, D, clf, data.train, recon, steps, tmp_path / "long")
+    l1 = [h["pixel_l1"] for h in history]
+    assert sum(l1[-4:]) / 4 < 0.8 * sum(l1[:4]) / 4, l1
+
+    # clean 4 steps vs 2 steps + resume to 4: the same losses, and the checkpoint says step 4
+    G, D = fresh(cfg, data, clf)
+    _, clean = train(G, D, clf, data.train, recon, cfg.schedule, tmp_path / "clean")
+    G, D = fresh(cfg, data, clf)
+    train(G, D, clf, data.train, recon, OmegaConf.merge(cfg.schedule, {"steps": 2}), tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"] == 2
+    G, D = fresh(cfg, data, clf, seed=123)  # other weights: the checkpoint must overwrite them
+    _, resumed = train(G, D, clf, data.train, recon, cfg.schedule, tmp_path / "resumed", resume=True)
+    assert [h["step"] for h in resumed] == [2, 3]
+    for a, b in zip(clean[2:], resumed):
+        assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4, abs=1e-5)
+        assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4, abs=1e-5)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"] == 4
+
+
+def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"step": 1, "obj": Path("x")}, path)  # any non-tensor class
+    with pytest.raises(ConfigError, match="refusing to load"):
+        load_checkpoint(path)
+
+
+def test_train_invert_writes_eval_json_for_both_models(tmp_path):
+    cfg = tiny(tmp_path, "analyses=[reconstructions,edits]")
+    metrics = train_invert(cfg)
+    out = tmp_path / "run"
+    ev = json.loads((out / "eval.json").read_text())
+    assert set(ev) == {"logits", "onehot"}
+    for entry in ev.values():
+        assert set(entry) == {"agreement", "retrieval_features", "retrieval_pixels", "psnr", "ssim", "chance"}
+        assert 0 < entry["chance"] < 1
+    assert metrics["eval"] == ev
+    assert (out / "reconstructions.png").exists() and (out / "logits_edits.png").exists()
+    assert load_checkpoint(out / "logits" / CHECKPOINT)["step"] == 4
+    assert sorted(p.name for p in (out / "onehot" / "samples").iterdir()) == ["step000002.png", "step000004.png"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train_invert(OmegaConf.create(cfg_dict))
+
+
+def test_ddp_with_two_gloo_processes(tmp_path):
+    cfg = tiny(tmp_path, "conditions=[logits]", "analyses=[]")
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg_dict), nprocs=2, join=True)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert set(metrics["eval"]) == {"logits"}
+    assert load_checkpoint(tmp_path / "run" / "logits" / CHECKPOINT)["step"] == 4
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data=folder data.root=/no/such/folder", "data folder '/no/such/folder' does not exist"),
+    ("classifier.num_classes=7", "the classifier has 7 classes but the data has 10"),
+    ("classifier=model model=resnet50", "the classifier has 1000 classes but the data has 10"),
+    ("generator.resolution=48", "resolution=48 cannot be made"),
+])
+def test_bad_inputs_are_config_errors(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train_invert(tiny(tmp_path, *override.split()))
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "train_invert.py", "generator.resolution=48",
+                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: generator.resolution=48 cannot be made from a 4x4 base by doubling; use base*2^k, e.g. 32, 64, 128"]
