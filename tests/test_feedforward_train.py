@@ -21,15 +21,30 @@ from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tiny(tmp_path: Path, *overrides: str):
-    """The real config, shrunk: 16 px, narrow nets, a 1-epoch classifier, a few steps."""
-    small_cnn = [] if "classifier=model" in overrides else [
-        "classifier.width=8", "classifier.epochs=1", f"classifier.checkpoint={tmp_path}/classifier.safetensors"]
-    return compose([
-        "generator.resolution=16", "generator.width=8", "generator.z_dim=32", "generator.embed_dim=16",
+@pytest.fixture(scope="session")
+def classifier_path(tmp_path_factory) -> Path:
+    """One tiny classifier checkpoint for the whole session: the first run trains and saves it."""
+    return tmp_path_factory.mktemp("classifier") / "small_cnn.safetensors"
+
+
+@pytest.fixture
+def tiny(tmp_path, classifier_path):
+    """The real config, shrunk: 8 px, narrow nets, a 1-epoch classifier, a few steps."""
+
+    def make(*overrides: str):
+        small_cnn = [] if "classifier=model" in overrides else [
+            "classifier.width=8", "classifier.epochs=1", f"classifier.checkpoint={classifier_path}"]
+        return compose(base(tmp_path) + small_cnn + list(overrides))
+
+    return make
+
+
+def base(tmp_path: Path) -> list[str]:
+    return [
+        "generator.resolution=8", "generator.width=8", "generator.z_dim=32", "generator.embed_dim=16",
         "discriminator.width=8", *small_cnn, "schedule.steps=4", "schedule.batch_size=16",
         "schedule.checkpoint_every=2", "schedule.sample_every=2", "schedule.log_every=1", "fit_images=256",
-        "grid_images=4", "device=cpu", f"output_dir={tmp_path}/run", *overrides])
+        "grid_images=4", "device=cpu", f"output_dir={tmp_path}/run"]
 
 
 def parts(cfg):
@@ -46,12 +61,12 @@ def fresh(cfg, data, clf, seed=0):
     return G, discriminator.build(cfg.discriminator, data.num_classes, cfg.generator.resolution)
 
 
-def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path):
-    cfg = tiny(tmp_path, "schedule.lr_g=0.002", "schedule.lr_d=0.0005")
+def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path, tiny):
+    cfg = tiny("schedule.lr_g=0.002", "schedule.lr_d=0.0005")
     data, clf = parts(cfg)
     recon = losses.build(cfg.loss, clf)
 
-    steps = OmegaConf.merge(cfg.schedule, {"steps": 24, "checkpoint_every": 12})
+    steps = OmegaConf.merge(cfg.schedule, {"steps": 16, "checkpoint_every": 16})
     G, D = fresh(cfg, data, clf)
     _, history = train(G, D, clf, data.train, recon, steps, tmp_path / "long")
     l1 = [h["pixel_l1"] for h in history]
@@ -79,8 +94,8 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_train_invert_writes_eval_json_for_both_models(tmp_path):
-    cfg = tiny(tmp_path, "analyses=[reconstructions,edits]")
+def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
+    cfg = tiny("analyses=[reconstructions,edits]")
     metrics = train_invert(cfg)
     out = tmp_path / "run"
     ev = json.loads((out / "eval.json").read_text())
@@ -107,8 +122,8 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     train_invert(OmegaConf.create(cfg_dict))
 
 
-def test_ddp_with_two_gloo_processes(tmp_path):
-    cfg = tiny(tmp_path, "conditions=[logits]", "analyses=[]")
+def test_ddp_with_two_gloo_processes(tmp_path, tiny):
+    cfg = tiny("conditions=[logits]", "analyses=[]")
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg_dict), nprocs=2, join=True)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -123,9 +138,9 @@ def test_ddp_with_two_gloo_processes(tmp_path):
     ("classifier=model model=resnet50", "the classifier has 1000 classes but the data has 10"),
     ("generator.resolution=48", "resolution=48 cannot be made"),
 ])
-def test_bad_inputs_are_config_errors(tmp_path, override, message):
+def test_bad_inputs_are_config_errors(tiny, override, message):
     with pytest.raises(ConfigError, match=message):
-        train_invert(tiny(tmp_path, *override.split()))
+        train_invert(tiny(*override.split()))
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):

@@ -64,12 +64,14 @@ def check(cfg: DictConfig) -> None:
 def train_invert(cfg: DictConfig) -> dict:
     """Train (or, with mode=analyse, reload) the generators; evaluate; return the metrics."""
     check(cfg)
+    threads = torch.get_num_threads()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     dinfo = setup_dist(str(cfg.device))
     try:
         return _run(cfg, dinfo)
     finally:
+        torch.set_num_threads(threads)  # the caller's setting, not ours, outlives the run
         if dinfo.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
