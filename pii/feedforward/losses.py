@@ -30,15 +30,16 @@ def hinge_g(fake: torch.Tensor) -> torch.Tensor:
 
 
 class Reconstruction(nn.Module):
-    """The weighted reconstruction terms; returns each weighted term by name (empty when all weights are 0)."""
+    """The weighted reconstruction terms; returns each weighted term by name (empty when all weights are 0).
+    `adversarial` is the weight of the hinge term that the training loop adds to G's loss."""
 
     def __init__(self, classifier: nn.Module, pixel_l1: float = 0.0, feature_matching: float = 0.0,
-                 logit_consistency: float = 0.0):
+                 logit_consistency: float = 0.0, adversarial: float = 1.0):
         super().__init__()
-        self.classifier = classifier
+        self.classifier, self.adversarial = classifier, adversarial
         self.weights = {"pixel_l1": pixel_l1, "feature_matching": feature_matching,
                         "logit_consistency": logit_consistency}
-        for name, w in self.weights.items():
+        for name, w in {**self.weights, "adversarial": adversarial}.items():
             if w < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {w}")
 
@@ -59,4 +60,5 @@ def build(cfg: DictConfig, classifier: nn.Module) -> Reconstruction:
     unknown = set(cfg) - set(TERMS) - {"adversarial"}
     if unknown:
         raise ConfigError(f"unknown loss keys {sorted(unknown)}; known: adversarial, {', '.join(TERMS)}")
-    return Reconstruction(classifier, **{k: float(cfg.get(k, 0.0)) for k in TERMS})
+    return Reconstruction(classifier, **{k: float(cfg.get(k, 0.0)) for k in TERMS},
+                          adversarial=float(cfg.get("adversarial", 1.0)))

@@ -119,8 +119,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                 G_ema, history[condition] = train(
                     G, D, classifier, data.train, recon, cfg.schedule, sub, logger=logger, dist_info=dinfo,
                     seed=int(cfg.seed), resume=bool(cfg.resume), tag=condition,
-                    sample_logits=classifier(grid_x.to(dinfo.device)).detach(), workers=int(cfg.workers),
-                    adversarial=float(cfg.loss.get("adversarial", 1.0)))
+                    sample_logits=classifier(grid_x.to(dinfo.device)).detach(), workers=int(cfg.workers))
             generators[condition] = G_ema
             if dinfo.is_main:
                 results[condition] = eval_lib.evaluate(G_ema, classifier, x_test, y_test, int(cfg.eval_batch_size))

@@ -80,11 +80,11 @@ def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int) -> to
 def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, recon: Reconstruction,
           cfg: DictConfig, out_dir: Path, *, logger: Logger | None = None, dist_info: Dist | None = None,
           seed: int = 0, resume: bool = False, tag: str = "", sample_logits: torch.Tensor | None = None,
-          workers: int = 0, adversarial: float = 1.0) -> tuple[nn.Module, list[dict]]:
+          workers: int = 0) -> tuple[nn.Module, list[dict]]:
     """Train G and D for cfg.steps steps; returns the EMA generator (eval mode) and the per-step history.
 
     cfg is the `schedule` group: steps, batch_size, lr_g, lr_d, betas, ema_decay, ema_start,
-    checkpoint_every, sample_every, log_every. `adversarial`: weight of the hinge term in G's loss.
+    checkpoint_every, sample_every, log_every. G's loss: recon.adversarial * hinge + the recon terms.
     """
     dist_info = dist_info or Dist()
     logger = logger or Logger()
@@ -143,7 +143,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, r
             fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 1).to(device))
             g_adv = hinge_g(D(fake, cond))
             terms = recon(fake, x, logits)
-            g_loss = adversarial * g_adv + sum(terms.values(), torch.zeros((), device=device))
+            g_loss = recon.adversarial * g_adv + sum(terms.values(), torch.zeros((), device=device))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
