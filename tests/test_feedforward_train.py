@@ -96,7 +96,7 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
 
 
 def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
-    cfg = tiny("analyses=[reconstructions,edits]")
+    cfg = tiny("analyses=[reconstructions,edits]", "logger=wandb", "logger.mode=disabled")
     metrics = train_invert(cfg)
     out = tmp_path / "run"
     ev = json.loads((out / "eval.json").read_text())
@@ -150,3 +150,23 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: generator.resolution=48 cannot be made from a 4x4 base by doubling; use base*2^k, e.g. 32, 64, 128"]
+
+
+def test_image_folder_with_a_model_group_classifier(tmp_path, tiny):
+    """data=folder + classifier=model: any timm model (random weights here) as the inverted classifier."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(6):
+            pixels = (torch.rand(12, 12, 3, generator=gen) * 255).byte().numpy()
+            Image.fromarray(pixels).save(tmp_path / "images" / cls / f"{i}.png")
+    cfg = tiny("data=folder", f"data.root={tmp_path / 'images'}", "data.test_fraction=0.34",
+               "classifier=model", "model=timm", "model.name=resnet10t", "model.num_classes=2",
+               "model.weights=random", "model.input_size=8", "model.fixed_size=false",
+               "model.mean=[0.5,0.5,0.5]", "model.std=[0.5,0.5,0.5]", "schedule.batch_size=4",
+               "schedule.steps=2", "conditions=[logits]", "analyses=[reconstructions]")
+    metrics = train_invert(cfg)
+    assert metrics["classifier"] == "resnet10t" and metrics["num_test"] == 4
+    assert set(metrics["eval"]["logits"]) >= {"retrieval_features", "chance"}

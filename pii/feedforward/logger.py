@@ -29,7 +29,7 @@ class WandbLogger(Logger):
 
         self.wandb = wandb
         self.run = wandb.init(project=cfg.project, group=cfg.get("group"), name=cfg.get("name"), mode=cfg.mode,
-                              dir=str(out_dir), config=run_config, reinit=True)
+                              dir=str(out_dir), config=run_config)
 
     def log(self, metrics, step=None):
         self.run.log(metrics, step=step)
