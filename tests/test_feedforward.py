@@ -69,3 +69,24 @@ def test_retrieval_chance_and_ssim():
     x = torch.rand(2, 3, 16, 16)
     assert ssim(x, x).tolist() == pytest.approx([1.0, 1.0])
     assert ssim(x, torch.rand(2, 3, 16, 16)).max() < 0.5
+
+
+def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():
+    from pii.feedforward.classifier import SmallCNN, wrap
+    from pii.feedforward.losses import GeneratorLoss
+
+    torch.manual_seed(0)
+    clf = wrap(SmallCNN(10, width=8), 10, 8)
+    loss = GeneratorLoss(clf, pixel_l1=1.0, feature_matching=1.0, logit_consistency=1.0)
+    real = torch.rand(4, 3, 8, 8)
+    logits = clf(real)
+    same = loss(real, real, logits)
+    assert set(same) == {"pixel_l1", "feature_matching", "logit_consistency"}
+    assert all(v.item() == pytest.approx(0.0, abs=1e-6) for v in same.values())
+    fake = torch.rand(4, 3, 8, 8, requires_grad=True)
+    terms = loss(fake, real, logits)
+    assert all(v.item() > 0 for v in terms.values())
+    for name, value in terms.items():  # each term alone gives fake a gradient
+        (grad,) = torch.autograd.grad(value, fake, retain_graph=True)
+        assert grad.abs().sum() > 0, name
+    assert GeneratorLoss(clf)(fake, real, logits) == {}  # all weights 0: no terms

@@ -76,7 +76,7 @@ def cifar10(cfg: DictConfig, resolution: int) -> Data:
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise ConfigError(f"CIFAR-10 not found under data.root={str(root)!r} ({err}); "
                           f"pass data.download=true once (needs the network) or point data.root at it") from None
-    test = _limit(test, cfg.get("max_test"), int(cfg.split_seed))
+    test = limit(test, cfg.get("max_test"), int(cfg.split_seed))
     return Data(train, test, len(train.classes), list(train.classes))
 
 
@@ -104,12 +104,12 @@ def folder(cfg: DictConfig, resolution: int) -> Data:
     else:
         train_idx, test_idx = split(len(train), float(cfg.test_fraction), int(cfg.split_seed))
         train, test = Subset(train, train_idx), Subset(train, test_idx)
-    test = _limit(test, cfg.get("max_test"), int(cfg.split_seed))
+    test = limit(test, cfg.get("max_test"), int(cfg.split_seed))
     classes = train.dataset.classes if isinstance(train, Subset) else train.classes
     return Data(train, test, len(classes), list(classes))
 
 
-def _limit(ds: Dataset, max_items, seed: int) -> Dataset:
+def limit(ds: Dataset, max_items, seed: int) -> Dataset:
     if max_items is None or len(ds) <= int(max_items):
         return ds
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[: int(max_items)]

@@ -29,7 +29,7 @@ def hinge_g(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
-class Reconstruction(nn.Module):
+class GeneratorLoss(nn.Module):
     """The weighted reconstruction terms; returns each weighted term by name (empty when all weights are 0).
     `adversarial` is the weight of the hinge term that the training loop adds to G's loss."""
 
@@ -56,9 +56,9 @@ class Reconstruction(nn.Module):
         return terms
 
 
-def build(cfg: DictConfig, classifier: nn.Module) -> Reconstruction:
+def build(cfg: DictConfig, classifier: nn.Module) -> GeneratorLoss:
     unknown = set(cfg) - set(TERMS) - {"adversarial"}
     if unknown:
         raise ConfigError(f"unknown loss keys {sorted(unknown)}; known: adversarial, {', '.join(TERMS)}")
-    return Reconstruction(classifier, **{k: float(cfg.get(k, 0.0)) for k in TERMS},
+    return GeneratorLoss(classifier, **{k: float(cfg.get(k, 0.0)) for k in TERMS},
                           adversarial=float(cfg.get("adversarial", 1.0)))

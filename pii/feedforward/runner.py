@@ -85,10 +85,10 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     data = data_lib.build(cfg.data, res)
     classifier = classifier_lib.build(cfg.classifier, cfg.get("model"), data, res, dinfo.device,
                                       is_main=dinfo.is_main, barrier=dinfo.barrier)
-    recon = losses.build(cfg.loss, classifier)
+    g_loss = losses.build(cfg.loss, classifier)
     x_test, y_test = data_lib.load_all(data.test, workers=int(cfg.workers))
     # Training-set logit statistics: G standardises its input with them; the edits scale by them.
-    x_fit, _ = data_lib.load_all(data_lib._limit(data.train, cfg.fit_images, int(cfg.seed)), workers=int(cfg.workers))
+    x_fit, _ = data_lib.load_all(data_lib.limit(data.train, cfg.fit_images, int(cfg.seed)), workers=int(cfg.workers))
     with torch.no_grad():
         train_logits = torch.cat([classifier(xb.to(dinfo.device)).cpu() for xb in x_fit.split(256)])
     grid_x = x_test[: int(cfg.grid_images)]
@@ -117,7 +117,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                 if cfg.channels_last:  # faster convolutions on CPU
                     G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
                 G_ema, history[condition] = train(
-                    G, D, classifier, data.train, recon, cfg.schedule, sub, logger=logger, dist_info=dinfo,
+                    G, D, classifier, data.train, g_loss, cfg.schedule, sub, logger=logger, dist_info=dinfo,
                     seed=int(cfg.seed), resume=bool(cfg.resume), tag=condition,
                     sample_logits=classifier(grid_x.to(dinfo.device)).detach(), workers=int(cfg.workers))
             generators[condition] = G_ema

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from pii.errors import ConfigError
 from pii.feedforward.data import StepBatches
 from pii.feedforward.logger import Logger
-from pii.feedforward.losses import Reconstruction, hinge_d, hinge_g
+from pii.feedforward.losses import GeneratorLoss, hinge_d, hinge_g
 from pii.outputs import save_grid
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,15 @@ def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int) -> to
     return torch.randn(n, z_dim, generator=g)
 
 
-def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, recon: Reconstruction,
+def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, loss: GeneratorLoss,
           cfg: DictConfig, out_dir: Path, *, logger: Logger | None = None, dist_info: Dist | None = None,
           seed: int = 0, resume: bool = False, tag: str = "", sample_logits: torch.Tensor | None = None,
           workers: int = 0) -> tuple[nn.Module, list[dict]]:
     """Train G and D for cfg.steps steps; returns the EMA generator (eval mode) and the per-step history.
 
     cfg is the `schedule` group: steps, batch_size, lr_g, lr_d, betas, ema_decay, ema_start,
-    checkpoint_every, sample_every, log_every. G's loss: recon.adversarial * hinge + the recon terms.
+    checkpoint_every, sample_every, log_every.
+    G's loss: loss.adversarial * hinge + the weighted reconstruction terms of `loss`.
     """
     dist_info = dist_info or Dist()
     logger = logger or Logger()
@@ -142,8 +143,8 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, r
             # G step: D's unwrapped module, so D's gradients (discarded) are not all-reduced.
             fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 1).to(device))
             g_adv = hinge_g(D(fake, cond))
-            terms = recon(fake, x, logits)
-            g_loss = recon.adversarial * g_adv + sum(terms.values(), torch.zeros((), device=device))
+            terms = loss(fake, x, logits)
+            g_loss = loss.adversarial * g_adv + sum(terms.values(), torch.zeros((), device=device))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
