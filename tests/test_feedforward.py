@@ -90,3 +90,19 @@ def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():
         (grad,) = torch.autograd.grad(value, fake, retain_graph=True)
         assert grad.abs().sum() > 0, name
     assert GeneratorLoss(clf)(fake, real, logits) == {}  # all weights 0: no terms
+
+
+def test_every_train_invert_config_composes():
+    from pathlib import Path
+
+    from pii.feedforward.cli import TRAIN_INVERT_CONF_DIR, compose
+
+    root = Path(TRAIN_INVERT_CONF_DIR)
+    groups = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert groups == ["classifier", "data", "discriminator", "generator", "logger", "loss", "schedule"]
+    for group in groups:
+        for option in sorted(p.stem for p in (root / group).glob("*.yaml")):
+            extra = ["model=efficientnet_lite0"] if (group, option) == ("classifier", "model") else []
+            cfg = compose([f"{group}={option}", "output_dir=/tmp/unused", *extra])
+            assert cfg[group] is not None, (group, option)
+    assert compose(["output_dir=/tmp/unused"]).loss.pixel_l1 == 0  # extra losses are off by default
