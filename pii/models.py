@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import timm
@@ -126,12 +125,23 @@ def resolve_weights(source: str) -> Path:
 
 def load_weights(net: nn.Module, path: Path, remap: bool = False) -> None:
     """Load a state dict safely (torch weights_only or safetensors); refuse anything else."""
+    from timm.models import load_state_dict, remap_state_dict
+
     try:
-        timm.models.load_checkpoint(net, str(path), remap=remap, weights_only=True)
-    except pickle.UnpicklingError as err:
+        state_dict = load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # any reader failure means one of these two things to the user
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights only" in message.lower().replace("_", " "):
+            raise ConfigError(
+                f"refusing to load {str(path)!r}: it holds objects that could run code when loaded; "
+                f"save plain weights with torch.save(model.state_dict(), path)") from None
         raise ConfigError(
-            f"refusing to load {str(path)!r}: it is not a plain weights file and could run code when loaded "
-            f"({str(err).splitlines()[0][:120]}); save it with torch.save(model.state_dict(), path)") from None
-    except (RuntimeError, AssertionError, KeyError, ValueError, EOFError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"model.weights {str(path)!r} is not a checkpoint for this model ({first})") from None
+            f"model.weights {str(path)!r} is not a PyTorch or safetensors checkpoint ({type(err).__name__}: "
+            f"{message[:80]}); save one with torch.save(model.state_dict(), path)") from None
+    try:
+        if remap:
+            state_dict = remap_state_dict(state_dict, net)
+        net.load_state_dict(state_dict)
+    except (RuntimeError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise ConfigError(f"model.weights {str(path)!r} does not fit model {type(net).__name__} ({first})") from None
