@@ -45,6 +45,7 @@ class Classifier(nn.Module):
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.eval()
 
     def train(self, mode: bool = True) -> "Classifier":
         # The classifier is never trained here: BatchNorm and dropout stay in eval mode.
@@ -130,14 +131,14 @@ def load_weights(net: nn.Module, path: Path, remap: bool = False) -> None:
     try:
         state_dict = load_state_dict(str(path), weights_only=True)
     except Exception as err:  # any reader failure means one of these two things to the user
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights only" in message.lower().replace("_", " "):
+        err = err.__cause__ or err  # timm re-raises torch's own error with a generic message
+        if "global" in str(err).lower():  # weights_only met a class or function: loading would run code
             raise ConfigError(
                 f"refusing to load {str(path)!r}: it holds objects that could run code when loaded; "
                 f"save plain weights with torch.save(model.state_dict(), path)") from None
         raise ConfigError(
-            f"model.weights {str(path)!r} is not a PyTorch or safetensors checkpoint ({type(err).__name__}: "
-            f"{message[:80]}); save one with torch.save(model.state_dict(), path)") from None
+            f"model.weights {str(path)!r} is not a PyTorch or safetensors checkpoint ({type(err).__name__}); "
+            f"save one with torch.save(model.state_dict(), path)") from None
     try:
         if remap:
             state_dict = remap_state_dict(state_dict, net)
