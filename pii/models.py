@@ -69,6 +69,7 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     weights = cfg.get("weights")
     kwargs = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
     pretrained = weights == "pretrained"
+    path = resolve_weights(str(weights)) if weights not in (None, "random", "pretrained") else None
     try:
         net = timm.create_model(name, pretrained=pretrained, num_classes=cfg.num_classes, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as err:
@@ -77,8 +78,8 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
         raise ConfigError(
             f"could not fetch pretrained weights for {name!r} (offline? {type(err).__name__}); "
             f"download them on a machine with network and pass model.weights=/path/to/weights.pth") from None
-    if weights not in (None, "random", "pretrained"):
-        load_weights(net, resolve_weights(str(weights)), remap=bool(cfg.get("remap", False)))
+    if path is not None:
+        load_weights(net, path, remap=bool(cfg.get("remap", False)))
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
     return classifier.to(device)
