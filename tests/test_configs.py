@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from conftest import compose_config
 from pii.cli import CONF_DIR
 
-GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+# A folder with its own config.yaml is another entry point's config root (conf/train_invert), not a group.
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and not (p / "config.yaml").exists())
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
 
 
