@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
@@ -36,14 +37,25 @@ def records(path: Path) -> list[pb.Record]:
     return out
 
 
+def finished_records(path: Path, timeout: float = 60.0) -> list[pb.Record]:
+    """The records once the run's exit record is on disk: W&B's service process
+    writes the file on its own after `run.finish()` has returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def history(path: Path) -> list[dict]:
     """One dict per logged step: key -> decoded value."""
     rows = []
-    for r in records(path):
+    for r in finished_records(path):
         if r.WhichOneof("record_type") == "history":
             rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in r.history.item})
     return rows
 
 
 def run_record(path: Path) -> pb.RunRecord:
-    return next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
+    return next(r.run for r in finished_records(path) if r.WhichOneof("record_type") == "run")
