@@ -54,7 +54,8 @@ def has_api_key() -> bool:
 
 def hydra_identity() -> tuple[str | None, str | None]:
     """(group, name) of this Hydra job: the sweep dir's name groups a multirun's
-    jobs; the job's overrides name it. (None, None) outside a Hydra app."""
+    jobs; a job is named by its number and the overrides that the sweep varies
+    (those not on the sweep's own command line). (None, None) outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -63,7 +64,13 @@ def hydra_identity() -> tuple[str | None, str | None]:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return None, hc.job.override_dirname or None
-    return Path(hc.sweep.dir).name, f"{hc.job.num}_{hc.job.override_dirname or 'default'}"
+    try:  # written by the sweeper before any job starts; the last override of a key wins
+        sweep = OmegaConf.load(Path(hc.sweep.dir) / "multirun.yaml").hydra.overrides.task
+        fixed = dict(o.split("=", 1) for o in sweep if "=" in o)
+    except (OSError, AttributeError, KeyError, ValueError):
+        fixed = {}
+    swept = [o for o in hc.overrides.task if "=" in o and fixed.get(o.split("=", 1)[0]) != o.split("=", 1)[1]]
+    return Path(hc.sweep.dir).name, f"{hc.job.num}_{','.join(swept) or 'default'}"
 
 
 def image_key(class_id: int, num_classes: int) -> str:
