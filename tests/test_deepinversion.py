@@ -57,19 +57,19 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
 
 
 def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):
-    pii_images = torch.rand(2, 3, 64, 64)
+    pii_images = torch.rand(2, 3, 32, 32)
     (tmp_path / "pii").mkdir()
     outputs.save_results(tmp_path / "pii", pii_images, {"classes": [{"class_id": 1, "image": "1_a.png"},
                                                                      {"class_id": 2, "image": "2_b.png"}]})
     init = resume.load_images(tmp_path / "pii", [2, 1])
-    assert init.shape == (2, 3, 64, 64) and (init[1] - pii_images[0]).abs().max() <= 1 / 255
+    assert init.shape == (2, 3, 32, 32) and (init[1] - pii_images[0]).abs().max() <= 1 / 255
 
     first_images = []
     monkeypatch.setattr(outputs.Saver, "stage_started", lambda self, i, s, img: first_images.append(img.clone()),
                         raising=False)
     di = runner.run(tiny_cfg(tmp_path / "di", "experiment=deepinversion", f"init_from={tmp_path / 'pii'}",
                              "schedule.steps=3"))
-    assert di["stage_sizes"] == [64] and di["config"]["loss"]["bn_weight"] > 0
+    assert di["stage_sizes"] == [32] and di["config"]["loss"]["bn_weight"] > 0
     assert torch.allclose(first_images[0], resume.load_images(tmp_path / "pii", [1, 2]))
     with pytest.raises(ConfigError, match="no image for class"):
         resume.load_images(tmp_path / "pii", [3])

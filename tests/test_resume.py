@@ -48,3 +48,35 @@ def test_resume_continues_at_the_next_stage_and_matches_a_clean_run(tmp_path, mo
 def test_resume_refuses_a_dir_that_is_not_a_run(tmp_path):
     with pytest.raises(ConfigError, match="no .hydra/config.yaml"):
         runner.run(tiny_cfg(tmp_path / "x", f"resume={tmp_path}"))
+
+
+def test_sigterm_stops_cleanly_and_the_cli_run_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.tiny import TINY
+    from tests.wandb_file import finished_records
+
+    out = tmp_path / "run"
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "invert.py", *TINY, "schedule.steps=30", "logger=wandb", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / outputs.CHECKPOINT).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, log[-2000:]
+    assert f"python invert.py resume={out}" in log
+    (wandb_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    assert [r.exit.exit_code for r in finished_records(wandb_file) if r.WhichOneof("record_type") == "exit"] == [1]
+
+    done = resume.load_checkpoint(out)["stage"] + 1
+    assert done < 3 and not (out / outputs.METRICS).exists()
+    metrics = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "unused"), {"resume": str(out)}))
+    assert metrics["first_stage"] == done + 1 and (out / outputs.METRICS).exists()

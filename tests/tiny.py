@@ -1,5 +1,5 @@
 """Tiny, fast configs for tests: the real config tree, shrunk (a random-weight
-timm test model at 64 px, 2 stages of a few steps, CPU)."""
+timm test model at 32 px, 2 stages of a few steps, CPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from pii.cli import CONF_DIR
 
-TINY = ["model=timm", "model.name=test_efficientnet", "model.weights=random", "model.input_size=64",
+TINY = ["model=timm", "model.name=test_efficientnet", "model.weights=random", "model.input_size=32",
         "model.num_classes=10", "class_id=[1,2]", "schedule.stages=3", "schedule.steps=3",
         "augmentation.ensemble_size=2", "augmentation.jitter=4", "device=cpu"]
 
