@@ -145,10 +145,11 @@ def init_run(cfg: DictConfig, out_dir: Path, resume: bool):
             raise
         log.warning("W&B: could not reach the server (%s); logging offline, upload later with `wandb sync`",
                     type(err).__name__)
-        run = wandb.init(mode="offline", **kwargs)
+        mode = "offline"
+        run = wandb.init(mode=mode, **kwargs)
     if run.id:
         id_file.write_text(run.id + "\n")
-    log.info("W&B %s run %s (group %s) in %s", mode, run.name, run.group, run.dir)
+    log.info("W&B %s run %s%s in %s", mode, run.name, f" (group {run.group})" if run.group else "", run.dir)
     return run
 
 
