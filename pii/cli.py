@@ -4,6 +4,7 @@ function, and turn a ConfigError into one line and exit code 2."""
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -53,7 +54,9 @@ def invert_main(cfg: DictConfig) -> float:
     except ConfigError as err:
         fail(err)
     except KeyboardInterrupt:
-        out = cfg.get("resume") or cfg.output_dir
-        log.warning("interrupted; finished stages are saved; continue with: python invert.py resume=%s", out)
+        out = str(cfg.get("resume") or cfg.output_dir)
+        # a sweep job's dir holds '=' and ',': Hydra needs such a value quoted
+        arg = f"resume={out}" if re.fullmatch(r"[\w./~-]+", out) else f"'resume=\"{out}\"'"
+        log.warning("interrupted; finished stages are saved; continue with: python invert.py %s", arg)
         sys.exit(130)
     return metrics["mean_probability"]
