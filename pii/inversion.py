@@ -36,15 +36,16 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
         for step in range(stage.steps):
             views = augment(image)
             copies = views.shape[0] // len(class_ids)
+            view_targets = targets.repeat_interleave(copies)
             logits = classifier(views)
-            loss = loss_fn(logits, targets.repeat_interleave(copies), image)
+            loss = loss_fn(logits, view_targets, image)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             lr_schedule.step()
             with torch.no_grad():
                 image.clamp_(0, 1)
-                probs = logits.detach().softmax(-1).gather(1, targets.repeat_interleave(copies)[:, None])
+                probs = logits.detach().softmax(-1).gather(1, view_targets[:, None])
                 observer.step_done(index, step, loss.item(), probs.view(len(class_ids), copies).mean(1).cpu())
         image = image.detach()
         observer.stage_done(index, stage, image)

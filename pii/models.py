@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import timm
@@ -46,6 +45,7 @@ class Classifier(nn.Module):
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.eval()
 
     def train(self, mode: bool = True) -> "Classifier":
         # The classifier is never trained here: BatchNorm and dropout stay in eval mode.
@@ -69,6 +69,7 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     weights = cfg.get("weights")
     kwargs = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
     pretrained = weights == "pretrained"
+    path = resolve_weights(str(weights)) if weights not in (None, "random", "pretrained") else None
     try:
         net = timm.create_model(name, pretrained=pretrained, num_classes=cfg.num_classes, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as err:
@@ -77,8 +78,8 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
         raise ConfigError(
             f"could not fetch pretrained weights for {name!r} (offline? {type(err).__name__}); "
             f"download them on a machine with network and pass model.weights=/path/to/weights.pth") from None
-    if weights not in (None, "random", "pretrained"):
-        load_weights(net, resolve_weights(str(weights)), remap=bool(cfg.get("remap", False)))
+    if path is not None:
+        load_weights(net, path, remap=bool(cfg.get("remap", False)))
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
     return classifier.to(device)
@@ -126,12 +127,23 @@ def resolve_weights(source: str) -> Path:
 
 def load_weights(net: nn.Module, path: Path, remap: bool = False) -> None:
     """Load a state dict safely (torch weights_only or safetensors); refuse anything else."""
+    from timm.models import load_state_dict, remap_state_dict
+
     try:
-        timm.models.load_checkpoint(net, str(path), remap=remap, weights_only=True)
-    except pickle.UnpicklingError as err:
+        state_dict = load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # any reader failure means one of these two things to the user
+        err = err.__cause__ or err  # timm re-raises torch's own error with a generic message
+        if "global" in str(err).lower():  # weights_only met a class or function: loading would run code
+            raise ConfigError(
+                f"refusing to load {str(path)!r}: it holds objects that could run code when loaded; "
+                f"save plain weights with torch.save(model.state_dict(), path)") from None
         raise ConfigError(
-            f"refusing to load {str(path)!r}: it is not a plain weights file and could run code when loaded "
-            f"({str(err).splitlines()[0][:120]}); save it with torch.save(model.state_dict(), path)") from None
-    except (RuntimeError, AssertionError, KeyError, ValueError, EOFError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"model.weights {str(path)!r} is not a checkpoint for this model ({first})") from None
+            f"model.weights {str(path)!r} is not a PyTorch or safetensors checkpoint ({type(err).__name__}); "
+            f"save one with torch.save(model.state_dict(), path)") from None
+    try:
+        if remap:
+            state_dict = remap_state_dict(state_dict, net)
+        net.load_state_dict(state_dict)
+    except (RuntimeError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise ConfigError(f"model.weights {str(path)!r} does not fit model {type(net).__name__} ({first})") from None

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pii import augment
+from pii.errors import ConfigError
+
+
+def test_color_shift_ranges_per_copy_and_channel():
+    torch.manual_seed(0)
+    alpha, beta = 0.5, 0.3
+    # Half the pixels are 0 (output = mu), half are 1 (output = sigma + mu).
+    x = torch.zeros(512, 3, 2, 2)
+    x[..., 1, :] = 1
+    out = augment.ColorShift(alpha, beta)(x)
+    mu = out[..., 0, 0]
+    sigma = out[..., 1, 0] - mu
+    assert mu.abs().max() <= alpha and mu.min() < -0.45 and mu.max() > 0.45
+    assert sigma.min() >= math.exp(-beta) - 1e-6 and sigma.max() <= math.exp(beta) + 1e-6
+    assert sigma.log().min() < -0.27 and sigma.log().max() > 0.27  # spans the whole log range
+    assert (mu[:, 0] != mu[:, 1]).all()  # each channel its own draw
+    assert torch.equal(out[..., 0, 0], out[..., 0, 1])  # one draw per copy and channel, not per pixel
+
+
+def test_color_shift_is_redrawn_every_call_and_not_clamped():
+    x = torch.full((4, 3, 8, 8), 0.5)
+    shift = augment.ColorShift(1.0, 1.0)
+    a, b = shift(x), shift(x)
+    assert not torch.allclose(a, b)
+    many = torch.cat([shift(x) for _ in range(20)])
+    assert many.min() < 0 or many.max() > 1
+
+
+def test_jitter_wraps_around():
+    torch.manual_seed(1)
+    x = torch.arange(2 * 3 * 10 * 10, dtype=torch.float).view(2, 3, 10, 10)
+    jitter = augment.Jitter(4)
+    seen = set()
+    for _ in range(30):
+        y = jitter(x)
+        matches = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                   if torch.equal(y, torch.roll(x, (dy, dx), (-2, -1)))]
+        assert len(matches) == 1  # a pure roll: every pixel kept, those pushed off one edge re-enter at the other
+        seen.add(matches[0])
+    assert len(seen) > 5
+
+
+def test_ensemble_puts_copies_of_one_image_together():
+    x = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 4, 4)
+    y = augment.Ensemble(3)(x)
+    assert y.shape == (6, 3, 4, 4) and y[:3].eq(0).all() and y[3:].eq(1).all()
+
+
+def test_build_full_set_and_switches():
+    cfg = OmegaConf.create(dict(jitter=32, flip=False, ensemble_size=32, color_shift=True, alpha=1.0, beta=1.0))
+    kinds = [type(m) for m in augment.build(cfg)]
+    assert kinds == [augment.Jitter, augment.Ensemble, augment.ColorShift]
+    cfg.update(dict(jitter=0, flip=True, color_shift=False, ensemble_size=1))
+    assert [type(m) for m in augment.build(cfg)] == [augment.Ensemble, augment.Flip]
+    cfg.update(dict(color_shift=True, alpha=0.0, beta=0.0))  # alpha = beta = 0 is no ColorShift at all
+    assert augment.ColorShift not in [type(m) for m in augment.build(cfg)]
+
+
+def test_ensemble_size_below_one_is_a_config_error():
+    cfg = OmegaConf.create(dict(jitter=0, flip=False, ensemble_size=0, color_shift=True, alpha=1.0, beta=1.0))
+    with pytest.raises(ConfigError, match="ensemble_size must be >= 1"):
+        augment.build(cfg)

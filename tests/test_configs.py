@@ -1,0 +1,48 @@
+"""Every option of every config group composes with the real primary config."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from pii.cli import CONF_DIR
+
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
+
+
+def test_groups_exist():
+    assert {"model", "augmentation", "schedule", "loss", "experiment"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(group, option):
+    cfg = compose_config([f"{group}={option}", "output_dir=/tmp/x"])
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.class_id is not None
+
+
+def test_defaults_are_the_papers_settings():
+    cfg = compose_config(["output_dir=/tmp/x"])
+    assert cfg.model.name == "tf_efficientnet_lite0" and cfg.model.weights.startswith("package:")
+    assert (cfg.schedule.stages, cfg.schedule.steps, cfg.schedule.zoom, cfg.schedule.centering) == (7, 400, True, True)
+    assert (cfg.schedule.lr, list(cfg.schedule.betas)) == (0.01, [0.5, 0.99])
+    a = cfg.augmentation
+    assert (a.ensemble_size, a.color_shift, a.alpha, a.beta, a.jitter, a.flip) == (32, True, 1.0, 1.0, 32, False)
+    assert cfg.loss.tv_weight == 0.0
+
+
+def test_fast_preset_keeps_the_algorithm_and_shrinks_the_budget():
+    paper, fast = compose_config(["output_dir=/x"]), compose_config(["experiment=fast", "output_dir=/x"])
+    assert fast.schedule.steps < paper.schedule.steps and fast.augmentation.ensemble_size < paper.augmentation.ensemble_size
+    for key in ("stages", "zoom", "centering", "lr"):
+        assert fast.schedule[key] == paper.schedule[key]
+    assert fast.augmentation.color_shift and fast.augmentation.alpha == 1.0
+
+
+def test_the_names_users_type():
+    cfg = compose_config(["augmentation.ensemble_size=8", "augmentation.alpha=0.5", "augmentation.beta=0.25",
+                          "schedule.stages=3", "schedule.steps=10", "loss=tv", "loss.tv_weight=0.1",
+                          "device=cpu", "seed=3", "class_id=[980,10,970]", "output_dir=/x"])
+    assert cfg.augmentation.ensemble_size == 8 and cfg.loss.tv_weight == 0.1 and list(cfg.class_id) == [980, 10, 970]

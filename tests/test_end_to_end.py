@@ -1,0 +1,34 @@
+"""`invert.py` on the embedded Lite0 with a tiny budget, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_invert_cli_raises_the_target_probability_and_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "invert.py", "class_id=[980,1]", "schedule.stages=4", "schedule.steps=30",
+         "augmentation.ensemble_size=2", "device=cpu", f"hydra.run.dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 * 30 and metrics["stage_sizes"] == [90, 134, 179, 224]
+    by_class = {c["class_id"]: c for c in metrics["classes"]}
+    assert set(by_class) == {980, 1} and by_class[980]["name"] == "volcano"
+    for entry in by_class.values():
+        assert entry["probability"] > 20 * entry["start_probability"], entry
+        assert len(entry["top5"]) == 5 and entry["top5"][0]["probability"] >= entry["top5"][-1]["probability"]
+    assert by_class[980]["probability"] > 0.2
+
+    expected = ["980_volcano.png", "1_goldfish.png", "grid.png", "metrics.json", "checkpoint.pt",
+                *[f"stages/stage{i}_{s}px.png" for i, s in enumerate([90, 134, 179, 224], 1)]]
+    missing = [name for name in expected if not (out / name).is_file()]
+    assert not missing
+    from PIL import Image
+
+    assert Image.open(out / "980_volcano.png").size == (224, 224)  # the model's full resolution
+    assert "volcano" in result.stderr + result.stdout  # the summary line per class

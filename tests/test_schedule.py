@@ -1,0 +1,70 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pii import schedule
+from pii.errors import ConfigError
+
+
+def cfg(**kw):
+    base = dict(stages=7, steps=400, zoom=True, centering=True, lr=0.01, betas=[0.5, 0.99])
+    return OmegaConf.create({**base, **kw})
+
+
+def test_stage_sizes_224_and_384():
+    assert [s.size for s in schedule.plan(224, cfg())] == [56, 84, 112, 140, 168, 196, 224]
+    assert [s.size for s in schedule.plan(384, cfg())] == [96, 144, 192, 240, 288, 336, 384]
+    assert all(s.steps == 400 for s in schedule.plan(224, cfg()))
+
+
+def test_zoom_and_centering_paste_halfway_with_border_of_half_a_step():
+    stages = schedule.plan(224, cfg())
+    assert stages[0].paste is None
+    # step = 28, border 14 in all: 56 -> 70 inside 84, halfway between the two sizes
+    assert [s.paste for s in stages[1:]] == [70, 98, 126, 154, 182, 210]
+    assert [s.paste for s in schedule.plan(384, cfg())[1:3]] == [120, 168]
+
+
+def test_ablation_schedules():
+    zoom = schedule.plan(224, cfg(centering=False))
+    assert [s.paste for s in zoom[1:]] == [s.size for s in zoom[1:]]
+    centre = schedule.plan(224, cfg(zoom=False))
+    assert [s.paste for s in centre[1:]] == [s.size for s in centre[:-1]]
+    (only,) = schedule.plan(224, cfg(zoom=False, centering=False))
+    assert (only.size, only.steps) == (224, 7 * 400)
+
+
+def test_grow_pastes_previous_image_in_the_centre_of_fresh_noise():
+    torch.manual_seed(0)
+    stage = schedule.plan(224, cfg())[1]  # 84 px canvas, 70 px patch
+    previous = torch.full((2, 3, 56, 56), 0.25)
+    grown = schedule.grow(previous, stage, batch=2, device=torch.device("cpu"))
+    assert grown.shape == (2, 3, 84, 84)
+    assert torch.allclose(grown[..., 7:77, 7:77], torch.full((2, 3, 70, 70), 0.25))
+    border = torch.cat([grown[..., :7, :].flatten(), grown[..., 77:, :].flatten(), grown[..., :, :7].flatten()])
+    assert border.min() >= 0 and border.max() < 1 and border.std() > 0.2  # uniform noise, not the patch
+
+
+def test_first_stage_is_uniform_noise():
+    stage = schedule.plan(224, cfg())[0]
+    x = schedule.grow(None, stage, batch=3, device=torch.device("cpu"))
+    assert x.shape == (3, 3, 56, 56) and 0 <= x.min() and x.max() < 1 and abs(x.mean() - 0.5) < 0.02
+
+
+def test_optimizer_is_adam_with_cosine_decay_to_zero():
+    p = torch.zeros(1, requires_grad=True)
+    opt, sched = schedule.optimizer([p], 10, cfg())
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.5, 0.99)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("key,value", [("steps", -1), ("steps", 0), ("stages", 0)])
+def test_bad_budget_is_a_config_error(key, value):
+    with pytest.raises(ConfigError, match=f"schedule.{key}"):
+        schedule.plan(224, cfg(**{key: value}))
