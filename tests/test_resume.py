@@ -58,12 +58,12 @@ def test_sigterm_stops_cleanly_and_the_cli_run_resumes(tmp_path):
     import time
     from pathlib import Path
 
-    from tests.tiny import TINY
+    from tests.tiny import RANDOM_TINY
     from tests.wandb_file import finished_records
 
     out = tmp_path / "run"
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "invert.py", *TINY, "schedule.steps=30", "logger=wandb", f"hydra.run.dir={out}"]
+    cmd = [sys.executable, "invert.py", *RANDOM_TINY, "schedule.steps=30", "logger=wandb", f"hydra.run.dir={out}"]
     proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 
 from pii import gallery
 from pii.cli import CONF_DIR
-from tests.tiny import TINY
+from tests.tiny import RANDOM_TINY
 from tests.wandb_file import run_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +42,7 @@ def test_every_sweep_preset_combines_with_the_fast_preset(name):
 def multirun(tmp_path_factory) -> Path:
     """`invert.py -m` with the joblib launcher: the ensemble preset narrowed to 2 jobs, W&B offline."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "ensemble"
-    cmd = [sys.executable, "invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *TINY,
+    cmd = [sys.executable, "invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *RANDOM_TINY,
            "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb",
            f"hydra.sweep.dir={sweep_dir}"]
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
