@@ -21,8 +21,9 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
 
     For each stage: grow the image (fresh noise canvas, previous image pasted
     in the centre), make a fresh Adam and cosine schedule, then step: augment,
-    forward, loss, backward, step, clamp to [0, 1]. `image` and `first_stage`
-    resume from the end of an earlier stage.
+    forward, loss, backward, step, clamp to [0, 1]. `image` replaces the noise
+    the run starts from: the image at the end of stage `first_stage` - 1 (to
+    resume), or another run's images (first_stage 0: PII, then DeepInversion).
     """
     observer = observer or Observer()
     device = next(classifier.buffers()).device

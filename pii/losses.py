@@ -1,4 +1,5 @@
-"""Inversion losses: cross-entropy, plus an optional total-variation prior."""
+"""Inversion losses: cross-entropy, plus optional image priors (total
+variation, L2) and DeepInversion's BatchNorm-statistics penalty."""
 
 from __future__ import annotations
 
@@ -21,22 +22,69 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return dy + dx
 
 
-class InversionLoss(nn.Module):
-    """Cross-entropy of every augmented view against its class, plus tv_weight * TV(image)."""
+class BatchNormStatistics:
+    """DeepInversion's feature prior (Yin et al., 2020): the distance of each
+    BatchNorm layer's batch statistics from its running statistics,
+    sum over layers of ||mean - running_mean||_2 + ||var - running_var||_2.
 
-    def __init__(self, tv_weight: float = 0.0):
+    Forward hooks on every BatchNorm layer keep the last forward pass's
+    distances; `penalty()` sums them. The classifier stays in eval mode, so
+    the hooks only look: the model's outputs are unchanged.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not self.layers:
+            name = getattr(model, "name", type(model).__name__)
+            raise ConfigError(
+                f"loss=deepinversion needs a model with BatchNorm layers, and {name} has none (its penalty pulls "
+                f"BatchNorm statistics towards their running values); use loss=cross_entropy or loss=tv, "
+                f"or a BatchNorm CNN such as model=efficientnet_lite0 or model=resnet50")
+        self.distances: dict[int, torch.Tensor] = {}
+        self.handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+
+    def _hook(self, index: int):
+        def hook(layer: nn.modules.batchnorm._BatchNorm, inputs: tuple, output: torch.Tensor) -> None:
+            x = inputs[0].float()
+            dims = [0] + list(range(2, x.dim()))
+            mean, var = x.mean(dims), x.var(dims, unbiased=False)
+            # overwrite, not append: only the latest forward pass counts
+            self.distances[index] = (torch.linalg.vector_norm(mean - layer.running_mean)
+                                     + torch.linalg.vector_norm(var - layer.running_var))
+        return hook
+
+    def penalty(self) -> torch.Tensor:
+        return torch.stack(list(self.distances.values())).sum()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+class InversionLoss(nn.Module):
+    """Cross-entropy of every augmented view against its class, plus
+    tv_weight * TV(image) + l2_weight * mean ||image||_2 + bn_weight * BatchNorm penalty."""
+
+    def __init__(self, tv_weight: float = 0.0, l2_weight: float = 0.0,
+                 bn_weight: float = 0.0, bn_stats: BatchNormStatistics | None = None):
         super().__init__()
-        self.tv_weight = tv_weight
+        self.tv_weight, self.l2_weight, self.bn_weight, self.bn_stats = tv_weight, l2_weight, bn_weight, bn_stats
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits, targets)
         if self.tv_weight:
             loss = loss + self.tv_weight * total_variation(image)
+        if self.l2_weight:
+            loss = loss + self.l2_weight * image.flatten(1).norm(dim=1).mean()
+        if self.bn_weight:
+            loss = loss + self.bn_weight * self.bn_stats.penalty()
         return loss
 
 
 def build(cfg: DictConfig, classifier: nn.Module) -> Loss:
-    tv_weight = float(cfg.get("tv_weight", 0.0))
-    if tv_weight < 0:
-        raise ConfigError(f"loss.tv_weight must be >= 0, got {tv_weight}")
-    return InversionLoss(tv_weight)
+    weights = {key: float(cfg.get(key, 0.0)) for key in ("tv_weight", "l2_weight", "bn_weight")}
+    for key, value in weights.items():
+        if value < 0:
+            raise ConfigError(f"loss.{key} must be >= 0, got {value}")
+    bn_stats = BatchNormStatistics(classifier) if weights["bn_weight"] else None
+    return InversionLoss(**weights, bn_stats=bn_stats)

@@ -18,6 +18,9 @@ class Observer:
 
     def stage_done(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
 
+    def run_done(self, image: torch.Tensor, metrics: dict) -> None:
+        """The final images and the run's metrics (see pii.runner.run)."""
+
 
 class Observers(Observer):
     """Fans each event out to several observers, in order."""
@@ -36,6 +39,10 @@ class Observers(Observer):
     def stage_done(self, *args) -> None:
         for o in self.observers:
             o.stage_done(*args)
+
+    def run_done(self, *args) -> None:
+        for o in self.observers:
+            o.run_done(*args)
 
 
 class ProgressBar(Observer):

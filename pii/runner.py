@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pii import augment as augment_lib
-from pii import losses, models, schedule
+from pii import losses, models, resume, schedule, tracking
 from pii.classes import class_name, parse_class_ids, slug
 from pii.errors import ConfigError
 from pii.inversion import invert
@@ -51,7 +51,12 @@ def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int
 
 
 def run(cfg: DictConfig) -> dict:
-    """Invert `cfg.class_id` of `cfg.model`; write outputs to `cfg.output_dir`; return the metrics."""
+    """Invert `cfg.class_id` of `cfg.model`; write outputs to `cfg.output_dir`; return the metrics.
+
+    `resume=<dir>` continues that run at its last completed stage; `init_from=<dir>` starts from its images.
+    """
+    if cfg.get("resume"):
+        cfg = resume.resumed_config(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
@@ -66,11 +71,21 @@ def run(cfg: DictConfig) -> dict:
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
     start = [entry["probability"] for entry in class_report(classifier, noise, class_ids)]
-    observers = Observers([ProgressBar(len(stages)), Saver(out_dir, class_ids)])
-    started = time.perf_counter()
-    image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers)
-    seconds = time.perf_counter() - started
+    image, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
+    with tracking.start(cfg, class_ids, classifier.num_classes, stages, resume=bool(cfg.get("resume"))) as tracker:
+        observers = Observers([ProgressBar(len(stages)), Saver(out_dir, class_ids), tracker])
+        started = time.perf_counter()
+        image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, image, first_stage)
+        seconds = time.perf_counter() - started
+        metrics = _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device)
+        metrics["first_stage"] = first_stage + 1
+        save_results(out_dir, image, metrics)
+        observers.run_done(image, metrics)
+    log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
+    return metrics
 
+
+def _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device) -> dict:
     report = class_report(classifier, image, class_ids)
     for entry, p0 in zip(report, start):
         entry["start_probability"] = p0
@@ -88,10 +103,7 @@ def run(cfg: DictConfig) -> dict:
         "classes": report,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    save_results(out_dir, image, metrics)
     for entry in report:
         log.info("class %d %s: p=%.3f (from %.4f), top-1 %s -> %s", entry["class_id"], entry["name"],
-                 entry["probability"], entry["start_probability"], entry["top5"][0]["name"],
-                 out_dir / entry["image"])
-    log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
+                 entry["probability"], entry["start_probability"], entry["top5"][0]["name"], entry["image"])
     return metrics

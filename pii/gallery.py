@@ -1,0 +1,172 @@
+"""A sweep as the paper shows it: an ablation grid (rows = swept values,
+columns = classes) and a static HTML page with the grid and every job's
+metrics and overrides. Reads only what runs leave on disk."""
+
+from __future__ import annotations
+
+import html
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, ImageFont
+
+from pii.errors import ConfigError
+from pii.outputs import METRICS
+
+GRID = "ablation_grid.png"
+PAGE = "report.html"
+
+
+@dataclass
+class Job:
+    dir: Path
+    overrides: list[str]
+    metrics: dict | None  # None: the job did not finish
+
+    @property
+    def values(self) -> dict[str, str]:
+        return dict(o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+
+    def image(self, class_id: int) -> Path | None:
+        for entry in (self.metrics or {}).get("classes", []):
+            if entry["class_id"] == class_id and (self.dir / entry["image"]).is_file():
+                return self.dir / entry["image"]
+        return None
+
+
+def collect(multirun_dir: Path) -> list[Job]:
+    """The sweep's jobs (sub-directories with .hydra/overrides.yaml), in job order."""
+    root = Path(multirun_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory; pass a multirun dir such as outputs/sweeps/<time>_<name>")
+    jobs = []
+    for overrides in root.glob("*/.hydra/overrides.yaml"):
+        job_dir = overrides.parent.parent
+        metrics = job_dir / METRICS
+        jobs.append(Job(job_dir, list(OmegaConf.load(overrides)),
+                        json.loads(metrics.read_text()) if metrics.is_file() else None))
+    if not jobs:
+        raise ConfigError(f"{root} holds no Hydra jobs (no */.hydra/overrides.yaml); is it a multirun dir?")
+
+    def order(job: Job):
+        head = job.dir.name.split("_", 1)[0]
+        return (int(head), "") if head.isdigit() else (1 << 30, job.dir.name)
+
+    return sorted(jobs, key=order)
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """The override keys whose value differs between jobs: what the rows show."""
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.values if k not in keys]
+    return [k for k in keys if len({job.values.get(k) for job in jobs}) > 1]
+
+
+def row_label(job: Job, keys: list[str]) -> str:
+    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={job.values.get(k, '-')}" for k in keys)
+    return label or job.dir.name
+
+
+def columns(jobs: list[Job]) -> list[tuple[int, str]]:
+    """(class id, name) of every class any job inverted, in first-seen order."""
+    seen: dict[int, str] = {}
+    for job in jobs:
+        for entry in (job.metrics or {}).get("classes", []):
+            seen.setdefault(entry["class_id"], entry["name"])
+    return list(seen.items())
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    chars = max(4, int(width / max(font.getlength("x"), 1)))
+    return textwrap.wrap(text, chars) or [""]
+
+
+def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
+    """Rows = jobs (labelled with their swept values), columns = classes; each
+    image captioned with its target probability."""
+    keys, cols = swept_keys(jobs), columns(jobs)
+    font, small = _font(14), _font(12)
+    label_w, head_h, caption_h, pad = 200, 40, 18, 6
+    width = label_w + len(cols) * (cell + pad) + pad
+    height = head_h + len(jobs) * (cell + caption_h + pad) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, (class_id, name) in enumerate(cols):
+        x = label_w + pad + c * (cell + pad)
+        for i, line in enumerate(_wrap(f"{class_id} {name}", font, cell)[:2]):
+            draw.text((x, 4 + 17 * i), line, fill="black", font=font)
+    for r, job in enumerate(jobs):
+        y = head_h + r * (cell + caption_h + pad)
+        for i, line in enumerate(_wrap(row_label(job, keys), font, label_w - 2 * pad)[: cell // 17]):
+            draw.text((pad, y + 17 * i), line, fill="black", font=font)
+        probs = {e["class_id"]: e["probability"] for e in (job.metrics or {}).get("classes", [])}
+        for c, (class_id, _) in enumerate(cols):
+            x = label_w + pad + c * (cell + pad)
+            path = job.image(class_id)
+            if path is None:
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(220, 220, 220))
+                draw.text((x + 8, y + cell // 2 - 8), "not finished" if job.metrics is None else "missing",
+                          fill="black", font=small)
+                continue
+            with Image.open(path) as img:
+                canvas.paste(img.convert("RGB").resize((cell, cell), Image.BILINEAR), (x, y))
+            draw.text((x, y + cell + 2), f"p={probs[class_id]:.3f}", fill="black", font=small)
+    return canvas
+
+
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def page(jobs: list[Job], root: Path, title: str) -> str:
+    """The report page: the grid, then one table row per job (overrides, metrics, images)."""
+    keys, cols = swept_keys(jobs), columns(jobs)
+    head = ["job", "swept", "overrides", "mean p", "top-1 rate", "seconds", "steps"]
+    head += [f"p {cid} {name}" for cid, name in cols] + ["images"]
+    rows = []
+    for job in jobs:
+        m = job.metrics or {}
+        probs = {e["class_id"]: e["probability"] for e in m.get("classes", [])}
+        images = "".join(
+            f'<img src="{quote(job.image(cid).relative_to(root).as_posix())}" width="64" height="64" alt="{cid}">'
+            for cid, _ in cols if job.image(cid) is not None)
+        cells = [job.dir.name, row_label(job, keys), " ".join(job.overrides) or "(none)",
+                 m.get("mean_probability", "not finished"), m.get("top1_rate", ""), m.get("seconds", ""),
+                 m.get("steps", "")] + [probs.get(cid, "") for cid, _ in cols]
+        rows.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in cells) + f"<td>{images}</td></tr>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} th{{background:#eee}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>{len(jobs)} jobs; rows differ in: {html.escape(", ".join(keys) or "nothing")}.
+Probabilities are the inverted model's own target-class probabilities.</p>
+<img id="grid" src="{GRID}" alt="ablation grid">
+<h2>Jobs</h2>
+<table id="metrics"><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table></body></html>
+"""
+
+
+def write_report(multirun_dir: Path, cell: int = 128) -> tuple[Path, Path]:
+    """Write ablation_grid.png and report.html into the multirun dir; return their paths."""
+    root = Path(multirun_dir)
+    jobs = collect(root)
+    grid_path, page_path = root / GRID, root / PAGE
+    grid(jobs, cell).save(grid_path, optimize=True)
+    page_path.write_text(page(jobs, root, f"Sweep {root.name}"))
+    return grid_path, page_path

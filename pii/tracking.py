@@ -1,0 +1,174 @@
+"""Experiment tracking (`logger` config group): none, or Weights & Biases.
+
+The tracker is an Observer like the progress bar and the saver: the loop
+reports events to it and never knows W&B exists. `start(...)` is a context
+manager, so the W&B run is finished in a `finally` even when the job fails
+or is interrupted (marked failed with exit code 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pii.classes import class_name, slug
+from pii.errors import ConfigError
+from pii.observers import Observer
+from pii.schedule import Stage
+
+log = logging.getLogger(__name__)
+
+MODES = ("online", "offline", "disabled")
+RUN_ID_FILE = "wandb-run-id"  # in the job's output dir: a resumed run continues the same W&B run
+
+
+def resolve_mode(configured: str) -> str:
+    """WANDB_MODE wins over logger.mode; online without an API key becomes offline."""
+    mode = os.environ.get("WANDB_MODE") or str(configured)
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if mode not in MODES:
+        raise ConfigError(f"logger.mode (or WANDB_MODE) must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "online" and not has_api_key():
+        log.warning("W&B: no API key (WANDB_API_KEY or ~/.netrc); logging offline, upload later with `wandb sync`")
+        mode = "offline"
+    return mode
+
+
+def has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def hydra_identity() -> tuple[str | None, str | None]:
+    """(group, name) of this Hydra job: the sweep dir's name groups a multirun's
+    jobs; a job is named by its number and the overrides that the sweep varies
+    (those not on the sweep's own command line). (None, None) outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None, hc.job.override_dirname or None
+    try:  # written by the sweeper before any job starts; the last override of a key wins
+        sweep = OmegaConf.load(Path(hc.sweep.dir) / "multirun.yaml").hydra.overrides.task
+        fixed = dict(o.split("=", 1) for o in sweep if "=" in o)
+    except (OSError, AttributeError, KeyError, ValueError):
+        fixed = {}
+    swept = [o for o in hc.overrides.task if "=" in o and fixed.get(o.split("=", 1)[0]) != o.split("=", 1)[1]]
+    return Path(hc.sweep.dir).name, f"{hc.job.num}_{','.join(swept) or 'default'}"
+
+
+def image_key(class_id: int, num_classes: int) -> str:
+    return f"{class_id}_{slug(class_name(class_id, num_classes))}"
+
+
+class WandbTracker(Observer):
+    """Logs the loss and each class's target probability every `every` steps,
+    each class's image at the end of every stage, and at the end a table of
+    per-class results and the summary metrics."""
+
+    def __init__(self, run, class_ids: list[int], num_classes: int, stages: list[Stage], every: int):
+        import wandb
+
+        self.wandb, self.run, self.class_ids, self.every = wandb, run, class_ids, max(1, int(every))
+        self.keys = [image_key(c, num_classes) for c in class_ids]
+        # global step of each stage's first step, so a resumed run continues the same x axis
+        self.steps = [s.steps for s in stages]
+        self.offsets = [sum(self.steps[:i]) for i in range(len(stages))]
+
+    def step_done(self, index, step, loss, probs):
+        if step % self.every and step != self.steps[index] - 1:  # always log a stage's last step
+            return
+        row = {"loss": loss, "stage": index + 1}
+        row.update({f"p_target/{key}": p for key, p in zip(self.keys, probs.tolist())})
+        self.run.log(row, step=self.offsets[index] + step)
+
+    def stage_done(self, index, stage, image):
+        caption = f"stage {index + 1} ({stage.size} px)"
+        self.run.log({f"image/{key}": self._image(img, caption) for key, img in zip(self.keys, image)},
+                     step=self.offsets[index] + stage.steps - 1)
+
+    def run_done(self, image, metrics):
+        table = self.wandb.Table(columns=["class_id", "name", "image", "probability", "start_probability",
+                                          "top1", "top1_name"])
+        for img, entry in zip(image, metrics["classes"]):
+            table.add_data(entry["class_id"], entry["name"], self._image(img, entry["name"]), entry["probability"],
+                           entry.get("start_probability"), entry["top1"], entry["top5"][0]["name"])
+        final = {f"final/{key}": self._image(img, "final") for key, img in zip(self.keys, image)}
+        self.run.log({"results": table, **final})
+        self.run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+        self.run.summary.update({f"probability/{key}": e["probability"]
+                                 for key, e in zip(self.keys, metrics["classes"])})
+
+    def _image(self, image: torch.Tensor, caption: str):
+        from torchvision.transforms.functional import to_pil_image
+
+        return self.wandb.Image(to_pil_image(image.detach().float().clamp(0, 1).cpu()), caption=caption)
+
+
+def init_run(cfg: DictConfig, out_dir: Path, resume: bool):
+    """wandb.init with this job's group, name and config; offline inside `out_dir`.
+
+    Online but unreachable (init_timeout seconds): one warning, then offline.
+    """
+    import wandb
+
+    logger = cfg.logger
+    mode = resolve_mode(logger.mode)
+    group, name = hydra_identity()
+    id_file = out_dir / RUN_ID_FILE
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+    kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group,
+                  name=logger.run_name or name, tags=list(logger.tags), job_type="invert", dir=str(out_dir),
+                  config=OmegaConf.to_container(cfg, resolve=True), id=run_id,
+                  resume="allow" if run_id else None,
+                  settings=wandb.Settings(init_timeout=float(logger.init_timeout), silent=True))
+    try:
+        run = wandb.init(mode=mode, **kwargs)
+    except Exception as err:  # network trouble of any kind must not cost the run
+        if mode != "online":
+            raise
+        log.warning("W&B: could not reach the server (%s); logging offline, upload later with `wandb sync`",
+                    type(err).__name__)
+        mode = "offline"
+        run = wandb.init(mode=mode, **kwargs)
+    if run.id:
+        id_file.write_text(run.id + "\n")
+    log.info("W&B %s run %s%s in %s", mode, run.name, f" (group {run.group})" if run.group else "", run.dir)
+    return run
+
+
+@contextmanager
+def start(cfg: DictConfig, class_ids: list[int], num_classes: int, stages: list[Stage],
+          resume: bool = False) -> Iterator[Observer]:
+    """The tracker for `cfg.logger`; with W&B, finished on exit (exit code 1 on failure)."""
+    backend = cfg.logger.backend
+    if backend == "none":
+        yield Observer()
+        return
+    if backend != "wandb":
+        raise ConfigError(f"unknown logger.backend {backend!r}; use logger=none or logger=wandb")
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = init_run(cfg, out_dir, resume)
+    exit_code = 1
+    try:
+        yield WandbTracker(run, class_ids, num_classes, stages, cfg.logger.every)
+        exit_code = 0
+    finally:
+        run.finish(exit_code=exit_code)

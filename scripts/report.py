@@ -1,0 +1,36 @@
+"""Gallery of a sweep: python scripts/report.py outputs/sweeps/<time>_<name>
+
+Writes ablation_grid.png (rows = swept values, columns = classes) and
+report.html (the grid and each job's metrics and overrides) into that dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from pii.errors import ConfigError  # noqa: E402
+from pii.gallery import write_report  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
+    parser.add_argument("--cell", type=int, default=128, help="grid cell size in px (default 128)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        grid, page = write_report(args.multirun_dir, args.cell)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.info("grid: %s\npage: %s", grid, page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

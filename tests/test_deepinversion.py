@@ -1,0 +1,73 @@
+"""DeepInversion after PII: the BatchNorm-statistics penalty, and starting from a run's images."""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from pii import losses, outputs, resume, runner
+from pii.errors import ConfigError
+from pii.models import Classifier
+from tests.tiny import tiny_cfg
+
+
+def bn_first_classifier() -> Classifier:
+    net = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    return Classifier(net, name="tiny-bn", input_size=16, fixed_size=False, mean=[0, 0, 0], std=[1, 1, 1],
+                      num_classes=5)
+
+
+def test_penalty_is_zero_at_the_running_statistics_and_positive_elsewhere():
+    torch.manual_seed(0)
+    classifier = bn_first_classifier()
+    batch = torch.rand(6, 3, 16, 16)
+    # make every BatchNorm's running statistics those of this very batch
+    features = batch
+    for layer in classifier.net[:3]:  # BatchNorm, Conv, BatchNorm
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.running_mean.copy_(features.mean((0, 2, 3)))
+            layer.running_var.copy_(features.var((0, 2, 3), unbiased=False))
+        features = layer(features)
+    stats = losses.BatchNormStatistics(classifier)
+    assert len(stats.layers) == 2
+    classifier(batch)
+    assert stats.penalty().item() == pytest.approx(0.0, abs=1e-5)
+    classifier(batch * 0.5 + 0.3)
+    assert stats.penalty().item() > 0.1
+
+
+def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnorm():
+    classifier = bn_first_classifier()
+    loss = losses.build({"tv_weight": 0.05, "l2_weight": 1e-4, "bn_weight": 0.01}, classifier)
+    image = torch.rand(2, 3, 16, 16, requires_grad=True)
+    logits = classifier(image)
+    total = loss(logits, torch.tensor([1, 2]), image)
+    ce = nn.functional.cross_entropy(logits, torch.tensor([1, 2]))
+    assert total.item() > ce.item()
+    total.backward()
+    assert image.grad.abs().sum() > 0
+
+    vit = Classifier(timm.create_model("test_vit", num_classes=5), name="test_vit", input_size=160,
+                     fixed_size=True, mean=[0.5] * 3, std=[0.5] * 3, num_classes=5)
+    with pytest.raises(ConfigError, match="needs a model with BatchNorm.*test_vit has none"):
+        losses.build({"bn_weight": 0.01}, vit)
+
+
+def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):
+    pii_images = torch.rand(2, 3, 32, 32)
+    (tmp_path / "pii").mkdir()
+    outputs.save_results(tmp_path / "pii", pii_images, {"classes": [{"class_id": 1, "image": "1_a.png"},
+                                                                     {"class_id": 2, "image": "2_b.png"}]})
+    init = resume.load_images(tmp_path / "pii", [2, 1])
+    assert init.shape == (2, 3, 32, 32) and (init[1] - pii_images[0]).abs().max() <= 1 / 255
+
+    first_images = []
+    monkeypatch.setattr(outputs.Saver, "stage_started", lambda self, i, s, img: first_images.append(img.clone()),
+                        raising=False)
+    di = runner.run(tiny_cfg(tmp_path / "di", "experiment=deepinversion", f"init_from={tmp_path / 'pii'}",
+                             "schedule.steps=3"))
+    assert di["stage_sizes"] == [32] and di["config"]["loss"]["bn_weight"] > 0
+    assert torch.allclose(first_images[0], resume.load_images(tmp_path / "pii", [1, 2]))
+    with pytest.raises(ConfigError, match="no image for class"):
+        resume.load_images(tmp_path / "pii", [3])

@@ -1,0 +1,117 @@
+"""Sweeps as presets, a real 2-job joblib multirun, and its gallery (grid,
+page, and the page opened in a headless Chromium)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from pii import gallery
+from pii.cli import CONF_DIR
+from tests.tiny import RANDOM_TINY
+from tests.wandb_file import run_record
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS = {
+    "sweep_ensemble": {"augmentation.ensemble_size": "1,2,4,8,16,32,64"},
+    "sweep_color_shift": {"augmentation.alpha": "0,0.25,0.5,1.0", "augmentation.beta": "0,0.25,0.5,1.0"},
+    "sweep_schedule": {"schedule": "zoom_centering,zoom,centering,none"},
+    "sweep_tv": {"augmentation": "pii,no_color_shift", "loss.tv_weight": "0,0.03,0.3,3.0"},
+    "sweep_models": {"model": "efficientnet_lite0,resnet50,vit_b32,deit,mixer_b16,resmlp_36,swin,pit,"
+                              "convit_tiny,twins_pcpvt"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_every_sweep_preset_combines_with_the_fast_preset(name):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment=[fast,{name}]"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == SWEEPS[name]
+    assert cfg.schedule.steps == 50 and cfg.augmentation.ensemble_size == 4  # the fast preset still applies
+    if name == "sweep_tv":
+        assert cfg.loss.tv_weight > 0
+
+
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory) -> Path:
+    """`invert.py -m` with the joblib launcher: the ensemble preset narrowed to 2 jobs, W&B offline."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "ensemble"
+    cmd = [sys.executable, "invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *RANDOM_TINY,
+           "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb",
+           f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir
+
+
+def test_joblib_multirun_runs_both_jobs_with_outputs_in_one_wandb_group(multirun):
+    jobs = sorted(p for p in multirun.iterdir() if (p / ".hydra").is_dir())
+    assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1"]
+    sizes = []
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        sizes.append(metrics["ensemble_size"])
+        assert all((job / c["image"]).is_file() for c in metrics["classes"]) and (job / "grid.png").is_file()
+        (wandb_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+        run = run_record(wandb_file)
+        assert run.run_group == "ensemble" and run.display_name == f"{len(sizes) - 1}_augmentation.ensemble_size={sizes[-1]}"
+    assert sizes == [1, 2]
+
+
+def test_report_writes_a_labelled_grid_and_a_page(multirun):
+    grid_path, page_path = gallery.write_report(multirun, cell=64)
+    jobs = gallery.collect(multirun)
+    assert gallery.swept_keys(jobs) == ["augmentation.ensemble_size"]
+    assert [gallery.row_label(j, ["augmentation.ensemble_size"]) for j in jobs] == ["ensemble_size=1",
+                                                                                     "ensemble_size=2"]
+    grid = Image.open(grid_path).convert("RGB")
+    assert grid.size == (200 + 2 * (64 + 6) + 6, 40 + 2 * (64 + 18 + 6) + 6)  # 2 rows x 2 classes
+    # the second job's class-2 image sits in row 2, column 2
+    cell = Image.open(jobs[1].image(2)).convert("RGB").resize((64, 64), Image.BILINEAR)
+    x, y = 200 + 6 + 64 + 6, 40 + 64 + 18 + 6
+    assert grid.crop((x, y, x + 64, y + 64)).tobytes() == cell.tobytes()
+    text = page_path.read_text()
+    assert 'id="metrics"' in text and text.count("<tr><td>") == 2 and "augmentation.ensemble_size=2" in text
+
+
+def chromium() -> str:
+    path = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None:
+        message = "the browser test needs Chromium (apt-get install chromium) and playwright (pip install playwright)"
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI: " + message + "; .ci/run installs them")
+        pytest.skip(message)
+    return path
+
+
+def test_report_page_shows_every_image_and_the_metrics_in_a_browser(multirun):
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    _, page_path = gallery.write_report(multirun, cell=64)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=flags)
+        try:
+            page = browser.new_page()
+            page.goto(page_path.as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+            rows = page.evaluate("document.querySelectorAll('#metrics tbody tr').length")
+            headers = page.evaluate("Array.from(document.querySelectorAll('#metrics th')).map(h => h.textContent)")
+        finally:
+            browser.close()
+    assert len(images) == 1 + 2 * 2  # the grid, and each job's two class images
+    assert all(width > 0 for _, width in images), images
+    assert rows == 2 and "mean p" in headers and "overrides" in headers

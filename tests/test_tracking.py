@@ -1,0 +1,72 @@
+"""W&B tracking, offline: what a tiny inversion logs, read back from the .wandb file."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from pii import runner, tracking
+from pii.errors import ConfigError
+from tests.tiny import tiny_cfg
+from tests.wandb_file import finished_records as records
+from tests.wandb_file import history, run_record
+
+
+def wandb_file(out_dir):
+    (path,) = out_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return path
+
+
+def test_offline_run_logs_loss_probabilities_images_and_results(tmp_path):
+    cfg = tiny_cfg(tmp_path, "logger=wandb", "logger.every=2", "logger.run_name=tiny")
+    metrics = runner.run(cfg)
+
+    path = wandb_file(tmp_path)  # inside the job's output dir
+    rows = history(path)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    # every 2nd step and each stage's last: steps 0, 2 of each 3-step stage
+    assert len(losses) == 6 and all(l > 0 for l in losses)
+    for key in ("1_class-1", "2_class-2"):
+        probs = [r[f"p_target/{key}"] for r in rows if f"p_target/{key}" in r]
+        assert len(probs) == 6 and all(0 < p < 1 for p in probs)
+        stage_images = [r for r in rows if r.get(f"image/{key}/_type") == "image-file"]
+        assert [r[f"image/{key}/width"] for r in stage_images] == list(metrics["stage_sizes"])
+        assert any(r.get(f"final/{key}/_type") == "image-file" for r in rows)
+        image_file = path.parent / "files" / stage_images[-1][f"image/{key}/path"]
+        assert image_file.stat().st_size > 0
+    table = next(r for r in rows if "results/_type" in r)
+    assert table["results/_type"] == "table-file" and table["results/nrows"] == 2
+
+    run = run_record(path)
+    assert run.display_name == "tiny" and run.project == "pii"
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}  # the resolved config
+    assert config["class_id"] == [1, 2] and config["loss"]["tv_weight"] == 0.0
+    summary = [item for r in records(path) if r.WhichOneof("record_type") == "summary" for item in r.summary.update]
+    assert any(item.key == "mean_probability" for item in summary)
+    (exit_record,) = [r.exit for r in records(path) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 0
+
+
+def test_failed_job_finishes_the_run_with_exit_code_1(tmp_path):
+    cfg = tiny_cfg(tmp_path, "logger=wandb")
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.start(cfg, [1, 2], 10, []):
+            raise RuntimeError("boom")
+    (exit_record,) = [r.exit for r in records(wandb_file(tmp_path)) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 1
+
+
+def test_mode_env_wins_and_online_without_key_goes_offline_with_one_line(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tracking.resolve_mode("online") == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with caplog.at_level(logging.WARNING, logger="pii.tracking"):
+        assert tracking.resolve_mode("online") == "offline"
+    assert len(caplog.records) == 1 and "wandb sync" in caplog.records[0].message
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert tracking.resolve_mode("online") == "online"
+    with pytest.raises(ConfigError, match="logger.mode"):
+        tracking.resolve_mode("sometimes")
