@@ -121,7 +121,7 @@ class WandbTracker(Observer):
         return self.wandb.Image(to_pil_image(image.detach().float().clamp(0, 1).cpu()), caption=caption)
 
 
-def init_run(cfg: DictConfig, out_dir: Path, resume: bool):
+def init_run(cfg: DictConfig, out_dir: Path, resume: bool, job_type: str = "invert"):
     """wandb.init with this job's group, name and config; offline inside `out_dir`.
 
     Online but unreachable (init_timeout seconds): one warning, then offline.
@@ -134,7 +134,7 @@ def init_run(cfg: DictConfig, out_dir: Path, resume: bool):
     id_file = out_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group,
-                  name=logger.run_name or name, tags=list(logger.tags), job_type="invert", dir=str(out_dir),
+                  name=logger.run_name or name, tags=list(logger.tags), job_type=job_type, dir=str(out_dir),
                   config=OmegaConf.to_container(cfg, resolve=True), id=run_id,
                   resume="allow" if run_id else None,
                   settings=wandb.Settings(init_timeout=float(logger.init_timeout), silent=True))

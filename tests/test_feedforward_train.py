@@ -96,7 +96,7 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
 
 
 def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
-    cfg = tiny("analyses=[reconstructions,edits]", "logger=wandb", "logger.mode=disabled")
+    cfg = tiny("analyses=[reconstructions,edits]", "logger=wandb", "logger.mode=offline")
     metrics = train_invert(cfg)
     out = tmp_path / "run"
     ev = json.loads((out / "eval.json").read_text())
@@ -108,6 +108,7 @@ def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
     assert (out / "reconstructions.png").exists() and (out / "logits_edits.png").exists()
     assert load_checkpoint(out / "logits" / CHECKPOINT)["step"] == 4
     assert sorted(p.name for p in (out / "onehot" / "samples").iterdir()) == ["step000002.png", "step000004.png"]
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the shared logger group, offline
 
 
 def _free_port() -> int:

@@ -1,14 +1,15 @@
-"""Where training metrics go: `logger=none` (the log file only) or `logger=wandb`.
-A minimal adapter for train_invert; call `finish()` in a `finally`."""
+"""Where training metrics go: the shared `logger` group (conf/logger): none, or
+W&B through `pii.tracking.init_run` (same modes, offline fallback, sweep
+groups and names as invert.py). Call `finish()` in a `finally`."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
+from pii import tracking
+from pii.errors import ConfigError
 
 
 class Logger:
@@ -20,16 +21,15 @@ class Logger:
 
     def summary(self, metrics: dict) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
 class WandbLogger(Logger):
-    def __init__(self, cfg: DictConfig, run_config: dict, out_dir: Path):
+    def __init__(self, run_cfg: DictConfig, out_dir: Path):
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project=cfg.project, group=cfg.get("group"), name=cfg.get("name"), mode=cfg.mode,
-                              dir=str(out_dir), config=run_config)
+        self.run = tracking.init_run(run_cfg, out_dir, resume=bool(run_cfg.get("resume")), job_type="train_invert")
 
     def log(self, metrics, step=None):
         self.run.log(metrics, step=step)
@@ -38,19 +38,17 @@ class WandbLogger(Logger):
         self.run.log({name: self.wandb.Image(str(path))}, step=step)
 
     def summary(self, metrics):
-        for key, value in metrics.items():
-            self.run.summary[key] = value
+        self.run.summary.update(metrics)
 
-    def finish(self):
-        self.run.finish()
+    def finish(self, exit_code: int = 0):
+        self.run.finish(exit_code=exit_code)
 
 
-def build(cfg: DictConfig, run_cfg: DictConfig, out_dir: Path, enabled: bool = True) -> Logger:
+def build(run_cfg: DictConfig, out_dir: Path, enabled: bool = True) -> Logger:
     """`enabled=False` (non-main DDP processes) always gives the no-op logger."""
-    if not enabled or cfg.name == "none":
+    backend = run_cfg.logger.backend
+    if not enabled or backend == "none":
         return Logger()
-    if cfg.name == "wandb":
-        return WandbLogger(cfg, OmegaConf.to_container(run_cfg, resolve=True), out_dir)
-    from pii.errors import ConfigError
-
-    raise ConfigError(f"logger={cfg.name!r} unknown; use logger=none or logger=wandb")
+    if backend == "wandb":
+        return WandbLogger(run_cfg, out_dir)
+    raise ConfigError(f"unknown logger.backend {backend!r}; use logger=none or logger=wandb")

@@ -99,8 +99,9 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     log.info("train_invert: %s data (%d train, %d held-out, %d classes) at %d px, classifier %s, conditions %s, "
              "%d steps, outputs in %s", cfg.data.name, len(data.train), len(data.test), data.num_classes, res,
              classifier.name, list(cfg.conditions), int(cfg.schedule.steps), out_dir)
-    logger = logger_lib.build(cfg.logger, cfg, out_dir, enabled=dinfo.is_main)
+    logger = logger_lib.build(cfg, out_dir, enabled=dinfo.is_main)
     generators, results, history = {}, {}, {}
+    exit_code = 1
     try:
         for condition in cfg.conditions:
             G = g_lib.build(cfg.generator, data.num_classes, condition, float(cfg.temperature))
@@ -131,8 +132,9 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
         for name, path in grids.items():
             logger.image(f"analyses/{name}", path)
         logger.summary({f"{c}/{k}": v for c, r in results.items() for k, v in r.items()})
+        exit_code = 0
     finally:
-        logger.finish()
+        logger.finish(exit_code)
 
     seconds = time.perf_counter() - started
     table = eval_lib.table(results)
