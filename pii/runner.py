@@ -10,12 +10,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pii import augment as augment_lib
+from pii import judge as judge_lib
 from pii import losses, models, schedule
 from pii.classes import class_name, parse_class_ids, slug
 from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar
-from pii.outputs import Saver, save_results
+from pii.outputs import Saver, save_results, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ def run(cfg: DictConfig) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     save_results(out_dir, image, metrics)
+    # Judged after saving, so a judge that fails to load never costs the images.
+    metrics["judge"] = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device)
+    write_metrics(out_dir, metrics)
     for entry in report:
         log.info("class %d %s: p=%.3f (from %.4f), top-1 %s -> %s", entry["class_id"], entry["name"],
                  entry["probability"], entry["start_probability"], entry["top5"][0]["name"],
