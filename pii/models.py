@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.errors import ConfigError
 
 log = logging.getLogger(__name__)
