@@ -58,7 +58,8 @@ def run(cfg: DictConfig) -> dict:
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
-    classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last)
+    classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
+                              compile=bool(cfg.get("compile", False)))
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
