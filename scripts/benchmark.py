@@ -36,6 +36,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--classes", type=int, default=8, help="first N classes of classes=benchmark20 "
                         "(ignored when class_id=... is given)")
     parser.add_argument("--naive-classes", type=int, default=2, help="classes run along the naive path")
+    parser.add_argument("--peak-size", type=int, default=None,
+                        help="matmul size for the peak (default 2048 on CPU, 8192 on CUDA)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
     args = parser.parse_args(argv)
@@ -49,10 +51,10 @@ def main(argv: list[str]) -> None:
         raise ConfigError("--classes and --naive-classes must be >= 1")
     device = resolve_device(str(cfg.device))
 
-    peaks = {"fp32": speed.peak_matmul_flops(device, torch.float32)}
+    default = speed.measure_path(cfg, class_ids, device, naive=False)  # first: it checks the config
+    peaks = {"fp32": speed.peak_matmul_flops(device, torch.float32, args.peak_size)}
     if cfg.precision == "bf16":
-        peaks["bf16"] = speed.peak_matmul_flops(device, torch.bfloat16)
-    default = speed.measure_path(cfg, class_ids, device, naive=False)
+        peaks["bf16"] = speed.peak_matmul_flops(device, torch.bfloat16, args.peak_size)
     naive = speed.measure_path(cfg, class_ids[:args.naive_classes], device, naive=True)
     ratio = naive.seconds_per_class / default.seconds_per_class
 
