@@ -123,6 +123,14 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0) -> dict[str,
     return accuracies
 
 
+def test_accuracies(out_dir: Path) -> dict[str, float]:
+    """Held-out accuracy of the saved checkpoints (the same split train_all trained on)."""
+    _, (x_test, y_test) = split(*load_digits())
+    names = {**ARCHITECTURES, JUDGE: "digits_judge"}
+    return {short: accuracy(models.build(model_config(name, str(Path(out_dir) / f"{short}.pt"))), x_test, y_test)
+            for short, name in names.items()}
+
+
 def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, list[str]] = METHODS,
                architectures: dict[str, str] = ARCHITECTURES) -> dict[str, dict[str, dict]]:
     """Invert digits 0-9 of every architecture with every method; judged metrics per (architecture, method)."""

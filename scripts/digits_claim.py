@@ -32,8 +32,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    accuracies = None
-    if not args.skip_train:
+    if args.skip_train:
+        accuracies = digits.test_accuracies(out)
+    else:
         accuracies = digits.train_all(out, {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()})
     results = digits.invert_all(out, args.overrides)
     table = digits.format_table(results, accuracies)
