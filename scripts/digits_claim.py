@@ -28,6 +28,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/digits", help="checkpoints, runs and claim.json go here")
     parser.add_argument("--skip-train", action="store_true", help="reuse <out>/*.pt")
+    parser.add_argument("--train", default="cnn,vit,mixer,judge", help="which models to (re)train")
     parser.add_argument("--epochs", type=float, default=1.0, help="scale every model's epochs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
     args = parser.parse_args(argv)
@@ -35,7 +36,9 @@ def main(argv: list[str]) -> None:
     if args.skip_train:
         accuracies = digits.test_accuracies(out)
     else:
-        accuracies = digits.train_all(out, {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()})
+        digits.train_all(out, {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()},
+                         which=args.train.split(","))
+        accuracies = digits.test_accuracies(out)
     results = digits.invert_all(out, args.overrides)
     table = digits.format_table(results, accuracies)
     (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
