@@ -56,9 +56,10 @@ def split(x: torch.Tensor, y: torch.Tensor, test_fraction: float = 0.2, seed: in
     return (x[train], y[train]), (x[test], y[test])
 
 
-def augment_batch(x: torch.Tensor, shift: int, colour: float) -> torch.Tensor:
-    """Random translation by up to `shift` px (zero fill) and, with colour > 0,
-    a random per-channel gain and offset, so the judge does not care what colour a digit is."""
+def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 0.0) -> torch.Tensor:
+    """Random translation by up to `shift` px (zero fill); with colour > 0 a random
+    per-channel gain and offset, so a model does not care what colour a digit is;
+    with polarity > 0 that share of the digits turned dark-on-light (x -> 1 - x)."""
     n, _, h, w = x.shape
     padded = F.pad(x, (shift,) * 4)
     dy, dx = torch.randint(0, 2 * shift + 1, (2,)).tolist()
@@ -67,6 +68,8 @@ def augment_batch(x: torch.Tensor, shift: int, colour: float) -> torch.Tensor:
         gain = torch.exp((torch.rand(n, 3, 1, 1) * 2 - 1) * colour)
         offset = (torch.rand(n, 3, 1, 1) * 2 - 1) * colour / 2
         x = (gain * x + offset + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    if polarity > 0:
+        x = torch.where(torch.rand(n, 1, 1, 1) < polarity, 1 - x, x)
     return x
 
 
@@ -75,7 +78,8 @@ def model_config(model: str, weights: str = "random", overrides: list[str] = ())
 
 
 def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
-          shift: int = 2, colour: float = 0.0, lr: float = 2e-3, batch_size: int = 64) -> models.Classifier:
+          shift: int = 2, colour: float = 0.0, polarity: float = 0.0, lr: float = 2e-3,
+          batch_size: int = 64) -> models.Classifier:
     """Train the classifier of `model_cfg` from scratch (AdamW, cosine decay) through pii's Classifier,
     so training sees the same normalisation and resizing as inversion."""
     torch.manual_seed(seed)
@@ -90,7 +94,7 @@ def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, 
         total = 0.0
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            loss = F.cross_entropy(clf(augment_batch(x[idx], shift, colour)), y[idx])
+            loss = F.cross_entropy(clf(augment_batch(x[idx], shift, colour, polarity)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
