@@ -27,10 +27,10 @@ JUDGE = "judge"
 SIZE = 32
 
 # One set of inversion settings for every architecture: the paper's algorithm
-# scaled to 32 px (3 stages 16/24/32 px, jitter 4 px ~ 32 px at 224), with
+# scaled to 32 px (3 stages 16/24/32 px of 300 steps, jitter 4 px ~ 32 px at 224), with
 # a smaller ensemble. The plain cross-entropy baseline gets the same steps in
 # one stage with no augmentation at all.
-SCHEDULE = ["schedule.stages=3", "schedule.steps=100"]
+SCHEDULE = ["schedule.stages=3", "schedule.steps=300"]
 AUGMENT = ["augmentation.ensemble_size=8", "augmentation.jitter=4"]
 METHODS = {
     "pii": AUGMENT,

@@ -8,7 +8,7 @@ from pii import digits, models
 def test_digits_models_load_and_invert(tmp_path):
     (x_train, y_train), (x_test, _) = digits.split(*digits.load_digits())
     assert x_train.shape[1:] == (3, 32, 32) and 0 <= x_train.min() and x_train.max() <= 1
-    x_small, y_small = x_train[:128], y_train[:128]
+    x_small, y_small = x_train[:64], y_train[:64]
     trained = {}
     for short, name in {**digits.ARCHITECTURES, digits.JUDGE: "digits_judge"}.items():
         clf = digits.train(digits.model_config(name), x_small, y_small, epochs=1, seed=0)
@@ -20,7 +20,7 @@ def test_digits_models_load_and_invert(tmp_path):
             torch.testing.assert_close(loaded(x_test[:8]), trained[short](x_test[:8]))
 
     methods = {"pii": digits.METHODS["pii"], "plain_ce": digits.METHODS["plain_ce"]}
-    results = digits.invert_all(tmp_path, ["schedule.steps=3"], methods=methods)
+    results = digits.invert_all(tmp_path, ["schedule.stages=2", "schedule.steps=3"], methods=methods)
     assert set(results) == set(digits.ARCHITECTURES)
     for short, by_method in results.items():
         for method, r in by_method.items():
