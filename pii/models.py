@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,10 @@ class Classifier(nn.Module):
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
-          channels_last: bool = False) -> Classifier:
-    """Create the model named by `cfg.name` with timm and load its weights."""
+          channels_last: bool = False, compile: bool = False) -> Classifier:
+    """Create the model named by `cfg.name` with timm and load its weights.
+
+    `compile`: torch.compile the network (dynamic shapes: the stages change the image size)."""
     spec = model_spec(cfg)
     name = cfg.name
     weights = cfg.get("weights")
@@ -82,7 +85,10 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
         load_weights(net, path, remap=bool(cfg.get("remap", False)))
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
-    return classifier.to(device)
+    classifier = classifier.to(device)
+    if compile:
+        classifier.net = torch.compile(classifier.net, dynamic=True)
+    return classifier
 
 
 def model_spec(cfg: DictConfig) -> dict:

@@ -46,4 +46,8 @@ def save_results(out_dir: Path, image: torch.Tensor, metrics: dict) -> None:
     for img, entry in zip(image, metrics["classes"]):
         save_image(img.float().cpu(), out_dir / entry["image"])
     save_grid(image, out_dir / "grid.png")
-    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(out_dir, metrics)
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> None:
+    (Path(out_dir) / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -10,12 +10,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pii import augment as augment_lib
+from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
 from pii.classes import class_name, parse_class_ids, slug
 from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar
-from pii.outputs import Saver, save_results
+from pii.outputs import Saver, save_results, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def run(cfg: DictConfig) -> dict:
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
-    classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last)
+    classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
+                              compile=bool(cfg.get("compile", False)))
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,9 @@ def run(cfg: DictConfig) -> dict:
         metrics = _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device)
         metrics["first_stage"] = first_stage + 1
         save_results(out_dir, image, metrics)
+        # Judged after saving, so a judge that fails to load never costs the images.
+        metrics["judge"] = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device)
+        write_metrics(out_dir, metrics)
         observers.run_done(image, metrics)
     log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
     return metrics

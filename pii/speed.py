@@ -1,0 +1,192 @@
+"""How fast an inversion runs, against the machine's own peak (scripts/benchmark.py).
+
+Two paths invert the same classes with the same stages, steps and ensemble:
+  default  this project: frozen weights, all classes in one batch, the config's
+           precision / channels_last / compile
+  naive    what the paper's code does: weights NOT frozen (their gradients are
+           computed at every step), one class per run, fp32, no channels_last
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
+
+from pii import augment as augment_lib
+from pii import losses, models, schedule
+from pii.inversion import invert
+from pii.schedule import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PathResult:
+    name: str
+    classes_per_run: int
+    precision: str
+    channels_last: bool
+    compile: bool
+    classes: int = 0
+    seconds: float = 0.0
+    steps: int = 0
+    images: int = 0
+    flops: float = 0.0
+    peak_memory_mb: float = 0.0
+    peak_memory_kind: str = ""
+    run_seconds: list[float] = field(default_factory=list)
+    stage_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def seconds_per_class(self) -> float:
+        return self.seconds / self.classes
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def flops_per_second(self) -> float:
+        return self.flops / self.seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, reps: int = 5) -> float:
+    """The best FLOP/s of a large square matmul: the machine's practical peak for `dtype`."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up: thread pools, kernels
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+class PeakMemory:
+    """Peak memory inside a `with` block: CUDA max_memory_allocated, or on CPU the
+    process's peak resident set (VmHWM, reset through /proc/self/clear_refs; where
+    that is not possible, ru_maxrss: the peak over the whole process)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mb, self.kind = device, 0.0, ""
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self.kind = "peak RSS"
+            except OSError:
+                self.kind = "process peak RSS (ru_maxrss)"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.mb, self.kind = torch.cuda.max_memory_allocated(self.device) / 2**20, "CUDA max allocated"
+        elif self.kind == "peak RSS":
+            with open("/proc/self/status") as f:
+                kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+            self.mb = kb / 1024
+        else:
+            self.mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def count_flops(classifier: torch.nn.Module, augment: torch.nn.Module, loss_fn, stages: list[Stage],
+                num_classes: int, device: torch.device) -> float:
+    """FLOPs of a whole run: one step per stage size under torch's FlopCounterMode, times its steps.
+    (Also warms the path up before it is timed.)
+
+    The backward is counted for the image gradient only; where the weights are
+    not frozen their gradients are added as one more forward's worth (each
+    layer's weight gradient costs the multiply-adds of its forward). Counting
+    them directly is wrong: torch's counter prices a grouped (depthwise) conv's
+    weight gradient as a dense conv, 125 GFLOP instead of ~3 for Lite0 at 4x224 px.
+    """
+    total = 0.0
+    targets = torch.arange(num_classes, device=device)
+    weight_grads = any(p.requires_grad for p in classifier.parameters())
+    for stage in stages:
+        image = torch.rand(num_classes, 3, stage.size, stage.size, device=device, requires_grad=True)
+        with FlopCounterMode(display=False) as forward:
+            views = augment(image)
+            loss = loss_fn(classifier(views), targets.repeat_interleave(views.shape[0] // num_classes), image)
+        with FlopCounterMode(display=False) as backward:
+            torch.autograd.grad(loss, image)
+        step = forward.get_total_flops() * (2 if weight_grads else 1) + backward.get_total_flops()
+        total += step * stage.steps
+    return total
+
+
+def build_path(cfg: DictConfig, device: torch.device, naive: bool) -> tuple[models.Classifier, bool]:
+    if naive:
+        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False)
+        classifier.net.requires_grad_(True)  # as in the paper's code: weight gradients at every step
+        return classifier, False
+    compiled = bool(cfg.get("compile", False))
+    return models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
+                        compile=compiled), compiled
+
+
+def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, naive: bool) -> PathResult:
+    """Invert `class_ids` along one path; time it, count its FLOPs, take its peak memory."""
+    torch.manual_seed(int(cfg.seed))
+    classifier, compiled = build_path(cfg, device, naive)
+    augment = augment_lib.build(cfg.augmentation)
+    loss_fn = losses.build(cfg.loss, classifier)
+    stages = schedule.plan(classifier.input_size, cfg.schedule)
+    per_run = 1 if naive else len(class_ids)
+    runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
+    result = PathResult("naive" if naive else "default", per_run, "fp32" if naive else cfg.precision,
+                        False if naive else bool(cfg.channels_last), compiled)
+    flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
+    with PeakMemory(device) as memory:
+        for ids in runs:
+            _sync(device)
+            start = time.perf_counter()
+            invert(classifier, ids, augment, stages, loss_fn, cfg.schedule)
+            _sync(device)
+            result.run_seconds.append(time.perf_counter() - start)
+            log.info("%s path: classes %s in %.1f s", result.name, ids, result.run_seconds[-1])
+    steps = sum(s.steps for s in stages)
+    ensemble = int(cfg.augmentation.ensemble_size)
+    result.classes, result.seconds = len(class_ids), sum(result.run_seconds)
+    result.stage_sizes = [s.size for s in stages]
+    result.steps = steps * len(runs)
+    result.images = steps * len(class_ids) * ensemble
+    result.flops = flops_per_run * len(runs)
+    result.peak_memory_mb, result.peak_memory_kind = memory.mb, memory.kind
+    return result
+
+
+def format_report(results: list[PathResult], peaks: dict[str, float]) -> str:
+    head = (f"{'path':<8} {'classes/run':>11} {'precision':>9} {'ch_last':>7} {'compile':>7} {'s/class':>8} "
+            f"{'steps/s':>8} {'images/s':>9} {'peak MB':>8} {'GFLOP/s':>8} {'% peak':>7}")
+    lines = [head]
+    for r in results:
+        share = r.flops_per_second / peaks[r.precision]
+        lines.append(f"{r.name:<8} {r.classes_per_run:>11} {r.precision:>9} {str(r.channels_last):>7} "
+                     f"{str(r.compile):>7} {r.seconds_per_class:>8.2f} {r.steps_per_second:>8.2f} "
+                     f"{r.images_per_second:>9.1f} {r.peak_memory_mb:>8.0f} {r.flops_per_second / 1e9:>8.1f} "
+                     f"{share:>7.1%}")
+    return "\n".join(lines)

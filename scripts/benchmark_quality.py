@@ -1,0 +1,37 @@
+"""Judged quality on the standard benchmark set (conf/classes/benchmark20.yaml).
+
+    python scripts/benchmark_quality.py experiment=fast                  # Lite0, fast preset, Lite2 judges
+    python scripts/benchmark_quality.py model=vit_b32 model.weights=/path/vit.pth verifier=[efficientnet_lite2,efficientnet_lite0]
+
+Inverts the 20 classes in one batched run (the same overrides as invert.py),
+then prints each judge's per class table and its top-1 / top-5 accuracy. The
+same as `python invert.py classes=benchmark20 ...`, with the table at the end.
+To judge a finished run again: python scripts/judge.py <its output directory>.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+
+from pii.cli import compose, script_main  # noqa: E402
+from pii.errors import ConfigError  # noqa: E402
+from pii.judge import format_table  # noqa: E402
+from pii.runner import run  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    if not any(o.startswith("output_dir=") for o in argv):
+        argv = [*argv, f"output_dir=outputs/quality/{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
+    metrics = run(compose(["classes=benchmark20", *argv]))
+    if not metrics["judge"]:
+        raise ConfigError("no judge ran (verifier=none, or no judge shares the model's classes)")
+    for name, result in metrics["judge"].items():
+        print(f"\n== benchmark20, {metrics['model']}, judged by {name}\n{format_table(result)}")
+    print(f"\n{metrics['seconds']:.0f} s in all, {metrics['seconds_per_class']:.1f} s per class; "
+          f"images and metrics.json in {metrics['config']['output_dir']}")
+
+
+if __name__ == "__main__":
+    script_main(main)

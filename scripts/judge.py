@@ -1,0 +1,44 @@
+"""Judge a directory of inversions with models that were not inverted.
+
+    python scripts/judge.py outputs/invert/<run>            # one run (EfficientNet-Lite2 judges)
+    python scripts/judge.py outputs/multirun/<sweep>        # every run below it
+    python scripts/judge.py <dir> verifier=[efficientnet_lite2,efficientnet_lite0] device=cpu
+    python scripts/judge.py <dir> verifier=timm verifier.timm.name=resnet50 verifier.timm.weights=/path.pth
+
+Finds every `<class_id>_<slug>.png` (what invert.py saves per class) under the
+directory, prints per run and judge the per class table and the overall top-1 /
+top-5 accuracy, and writes them all to `<dir>/judge.json`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+
+from pii.cli import compose, script_main  # noqa: E402
+from pii.errors import ConfigError  # noqa: E402
+from pii.judge import JUDGE_JSON, build_judges, format_table, judge_directory  # noqa: E402
+from pii.runner import resolve_device  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0].startswith("-"):
+        raise ConfigError("usage: python scripts/judge.py <directory of inversions> [verifier=... device=...]")
+    root, overrides = Path(argv[0]), argv[1:]
+    cfg = compose(overrides)
+    judges = build_judges(cfg.get("verifier"), resolve_device(str(cfg.device)))
+    if not judges:
+        raise ConfigError("verifier=none leaves nothing to judge with; e.g. verifier=efficientnet_lite2")
+    results = judge_directory(root, judges)
+    for run, by_judge in results["runs"].items():
+        for name, result in by_judge.items():
+            print(f"\n== {root / run} judged by {name}\n{format_table(result)}")
+    print()
+    for name, o in results["overall"].items():
+        print(f"overall {name}: {o['images']} images, top-1 {o['top1']:.1%}, top-5 {o['top5']:.1%}, "
+              f"mean p(target) {o['mean_probability']:.3f}")
+    print(f"written to {root / JUDGE_JSON}")
+
+
+if __name__ == "__main__":
+    script_main(main)

@@ -1,0 +1,41 @@
+"""scripts/benchmark.py on a tiny budget: every figure printed, the last line machine-readable."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_prints_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--classes", "2", "--naive-classes", "1",
+           "--json", str(out), "--peak-size", "512", "model=timm", "model.name=test_efficientnet", "model.weights=random",
+           "schedule.stages=2", "schedule.steps=2", "augmentation.ensemble_size=2", "precision=bf16",
+           "channels_last=true", "device=cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"speedup_vs_naive=\d+\.\d+", lines[-1]), lines[-1]
+    text = proc.stdout
+    for figure in ("peak matmul fp32", "peak matmul bf16", "s/class", "steps/s", "images/s", "peak MB",
+                   "GFLOP/s", "% peak"):
+        assert figure in text, figure
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("default ", "naive "))}
+    assert rows["default"][1:4] == ["2", "bf16", "True"] and rows["naive"][1:4] == ["1", "fp32", "False"]
+    report = json.loads(out.read_text())
+    default, naive = report["paths"]
+    assert default["flops"] > 0 and default["peak_memory_mb"] > 0 and default["images"] == 2 * 2 * 2 * 2
+    # the naive path also computes weight gradients: more FLOPs per image
+    assert naive["flops"] / naive["images"] > default["flops"] / default["images"]
+    assert float(lines[-1].split("=")[1]) == round(report["speedup_vs_naive"], 2)
+
+
+def test_benchmark_bad_override_is_one_line_error():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "precision=fp8", "model=timm",
+                           "model.name=test_efficientnet", "model.weights=random"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("error: ") and "precision" in last
