@@ -41,3 +41,8 @@ def class_name(class_id: int, num_classes: int) -> str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def class_key(class_id: int, num_classes: int) -> str:
+    """`980_volcano`: the stem of a class's image file, and its W&B key."""
+    return f"{class_id}_{slug(class_name(class_id, num_classes))}"

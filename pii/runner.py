@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
-from pii.classes import class_name, parse_class_ids, slug
+from pii.classes import class_key, class_name, parse_class_ids
 from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar
@@ -94,7 +94,7 @@ def _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device) 
     report = class_report(classifier, image, class_ids)
     for entry, p0 in zip(report, start):
         entry["start_probability"] = p0
-        entry["image"] = f"{entry['class_id']}_{slug(entry['name'])}.png"
+        entry["image"] = f"{class_key(entry['class_id'], classifier.num_classes)}.png"
     metrics = {
         "model": classifier.name,
         "device": str(device),

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pii.classes import class_name, slug
+from pii.classes import class_key
 from pii.errors import ConfigError
 from pii.observers import Observer
 from pii.schedule import Stage
@@ -73,10 +73,6 @@ def hydra_identity() -> tuple[str | None, str | None]:
     return Path(hc.sweep.dir).name, f"{hc.job.num}_{','.join(swept) or 'default'}"
 
 
-def image_key(class_id: int, num_classes: int) -> str:
-    return f"{class_id}_{slug(class_name(class_id, num_classes))}"
-
-
 class WandbTracker(Observer):
     """Logs the loss and each class's target probability every `every` steps,
     each class's image at the end of every stage, and at the end a table of
@@ -86,7 +82,7 @@ class WandbTracker(Observer):
         import wandb
 
         self.wandb, self.run, self.class_ids, self.every = wandb, run, class_ids, max(1, int(every))
-        self.keys = [image_key(c, num_classes) for c in class_ids]
+        self.keys = [class_key(c, num_classes) for c in class_ids]
         # global step of each stage's first step, so a resumed run continues the same x axis
         self.steps = [s.steps for s in stages]
         self.offsets = [sum(self.steps[:i]) for i in range(len(stages))]
