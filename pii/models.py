@@ -46,6 +46,10 @@ class Classifier(nn.Module):
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if precision == "bf16":
+            for module in self.net.modules():
+                if isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1:
+                    run_in_fp32_on_cpu(module)
         self.eval()
 
     def train(self, mode: bool = True) -> "Classifier":
@@ -60,6 +64,24 @@ class Classifier(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.net(x).float()
+
+
+def run_in_fp32_on_cpu(module: nn.Module) -> None:
+    """Run `module` outside bf16 autocast when its input is on the CPU.
+
+    oneDNN's bf16 backward of a strided grouped (depthwise) conv is ~6x slower
+    than fp32 on this kind of CPU (16 x 96 x 113 px, stride 2: 56 ms against 9),
+    and EfficientNet has one at each resolution drop: fp32 there makes a bf16
+    step about 2x faster (scripts/benchmark.py)."""
+    forward = module.forward
+
+    def fp32_forward(x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return forward(x.float())
+
+    module.forward = fp32_forward
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",

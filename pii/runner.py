@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pii import augment as augment_lib
 from pii import judge as judge_lib
-from pii import losses, models, resume, schedule, tracking
+from pii import cpu, losses, models, resume, schedule, tracking
 from pii.classes import class_key, class_name, parse_class_ids
 from pii.errors import ConfigError
 from pii.inversion import invert
@@ -22,14 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device for `device=auto | cpu | cuda[:N]`; a CPU run also gets glibc's malloc tuned (pii.cpu)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use device=auto, device=cpu or device=cuda") from None
+    if device.type == "cpu":
+        cpu.keep_freed_memory()
+    return device
 
 
 @torch.no_grad()

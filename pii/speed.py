@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from pii import augment as augment_lib
-from pii import losses, models, schedule
+from pii import cpu, losses, models, schedule
 from pii.inversion import invert
 from pii.schedule import Stage
 
@@ -93,6 +93,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            cpu.release_freed_memory()  # else the previous path's kept heap counts in this one's peak
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
