@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import types
 from pathlib import Path
 
 import timm
@@ -72,16 +73,14 @@ def run_in_fp32_on_cpu(module: nn.Module) -> None:
     oneDNN's bf16 backward of a strided grouped (depthwise) conv is ~6x slower
     than fp32 on this kind of CPU (16 x 96 x 113 px, stride 2: 56 ms against 9),
     and EfficientNet has one at each resolution drop: fp32 there makes a bf16
-    step about 2x faster (scripts/benchmark.py)."""
-    forward = module.forward
-
-    def fp32_forward(x: torch.Tensor) -> torch.Tensor:
+    step 1.33x faster (docs/results/ab_cpu_step.py)."""
+    def fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
-            return forward(x)
+            return type(self).forward(self, x)
         with torch.autocast("cpu", enabled=False):
-            return forward(x.float())
+            return type(self).forward(self, x.float())
 
-    module.forward = fp32_forward
+    module.forward = types.MethodType(fp32_forward, module)  # bound: a deepcopy rebinds it to the copy
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
