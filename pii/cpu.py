@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,8 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
-_done = False
 
-
+@functools.cache
 def _libc():
     """glibc through ctypes, or None (musl, macOS, Windows)."""
     try:
@@ -33,21 +33,17 @@ def _libc():
         return None
 
 
+@functools.cache  # once per process
 def keep_freed_memory() -> bool:
     """Serve large blocks from the heap and never trim it (glibc only; elsewhere a no-op).
 
     A freed block is reused by the next step, so the peak barely moves; the
     process just does not hand memory back to the system until it exits."""
-    global _done
-    if _done:
-        return True
     libc = _libc()
-    if libc is None:
-        return False
-    _done = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    if not _done:
-        log.debug("mallopt refused; large CPU allocations stay mmap-backed")
-    return _done
+    done = libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    if not done:
+        log.debug("no glibc mallopt here; large CPU allocations stay mmap-backed")
+    return done
 
 
 def release_freed_memory() -> None:
