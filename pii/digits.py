@@ -73,8 +73,8 @@ def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 
     return x
 
 
-def model_config(model: str, weights: str = "random", overrides: list[str] = ()) -> DictConfig:
-    return compose([f"model={model}", f"model.weights={weights}", *overrides]).model
+def model_config(model: str, weights: str = "random") -> DictConfig:
+    return compose([f"model={model}", f"model.weights={weights}"]).model
 
 
 def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,

@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from pii import models
 from pii.errors import ConfigError
 from pii.models import Classifier
+from pii.outputs import load_png
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,7 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
     device = next(classifier.buffers()).device
     report = []
     for start in range(0, len(class_ids), batch_size):
-        batch = images[start:start + batch_size].to(device=device, dtype=torch.float32)
-        if batch.shape[-1] != classifier.input_size or batch.shape[-2] != classifier.input_size:
-            batch = F.interpolate(batch, size=(classifier.input_size, classifier.input_size), mode="bilinear",
-                                  align_corners=False, antialias=True)
+        batch = resize(images[start:start + batch_size].to(device=device, dtype=torch.float32), classifier.input_size)
         report += class_report(classifier, batch, class_ids[start:start + batch_size])
     classes = [{
         "class_id": e["class_id"],
@@ -65,6 +61,11 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         "prediction": e["top5"][0]["class_id"],
         "prediction_name": e["top5"][0]["name"],
     } for e in report]
+    return {**summary(classifier, classes), "classes": classes}
+
+
+def summary(classifier: Classifier, classes: list[dict]) -> dict:
+    """A judge's overall top-1 / top-5 accuracy and mean target probability over judged classes."""
     n = len(classes)
     return {
         "model": classifier.name,
@@ -73,23 +74,26 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         "top1": sum(c["top1"] for c in classes) / n,
         "top5": sum(c["top5"] for c in classes) / n,
         "mean_probability": sum(c["probability"] for c in classes) / n,
-        "classes": classes,
     }
 
 
-def judge_all(judges: dict[str, Classifier], images: torch.Tensor, class_ids: list[int]) -> dict[str, dict]:
-    return {name: judge(clf, images, class_ids) for name, clf in judges.items()}
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images at the judge's own input size (bilinear, antialiased); unchanged when they already are."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def judge_run(verifier: DictConfig | None, image: torch.Tensor, class_ids: list[int], num_classes: int,
               device: torch.device | str = "cpu") -> dict[str, dict]:
     """After an invert.py run: judge the final images with every judge that shares the model's label set."""
     results = {}
-    for name, clf in build_judges(verifier, device).items():
-        if clf.num_classes != num_classes:
-            log.warning("judge %s has %d classes, the inverted model %d: skipped", name, clf.num_classes, num_classes)
+    for name, model_cfg in (verifier or {}).items():
+        if int(model_cfg.num_classes) != num_classes:  # before loading its weights
+            log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
+                        num_classes)
             continue
-        results[name] = judge(clf, image, class_ids)
+        results[name] = judge(models.build(model_cfg, device), image, class_ids)
         for line in format_table(results[name]).splitlines():
             log.info("judge %s: %s", name, line)
     return results
@@ -106,12 +110,6 @@ def find_inversions(root: Path) -> list[tuple[Path, int]]:
     return found
 
 
-def load_png(path: Path) -> torch.Tensor:
-    """A saved inversion as [3, H, W] pixels in [0, 1] (8-bit, as saved)."""
-    with Image.open(path) as img:
-        return pil_to_tensor(img.convert("RGB")).float() / 255
-
-
 def judge_directory(root: Path, judges: dict[str, Classifier]) -> dict:
     """Judge every inversion under `root`; per run directory and over all of them."""
     root = Path(root)
@@ -119,26 +117,19 @@ def judge_directory(root: Path, judges: dict[str, Classifier]) -> dict:
     by_dir: dict[Path, list[tuple[Path, int]]] = {}
     for path, cid in found:
         by_dir.setdefault(path.parent, []).append((path, cid))
+    images = {run_dir: [load_png(p) for p, _ in items] for run_dir, items in by_dir.items()}  # read once
     results: dict = {"root": str(root), "runs": {}, "overall": {}}
     for name, clf in judges.items():
         all_classes = []
         for run_dir, items in by_dir.items():
-            images = [load_png(p) for p, _ in items]
-            size = clf.input_size  # resize one by one: a multirun may mix image sizes
-            batch = torch.stack([F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False,
-                                               antialias=True)[0] for im in images])
+            # resize one by one: a multirun may mix image sizes
+            batch = torch.stack([resize(im[None], clf.input_size)[0] for im in images[run_dir]])
             result = judge(clf, batch, [cid for _, cid in items])
             for entry, (path, _) in zip(result["classes"], items):
                 entry["image"] = str(path.relative_to(root))
             results["runs"].setdefault(str(run_dir.relative_to(root)), {})[name] = result
             all_classes += result["classes"]
-        n = len(all_classes)
-        results["overall"][name] = {
-            "model": clf.name, "input_size": clf.input_size, "images": n,
-            "top1": sum(c["top1"] for c in all_classes) / n,
-            "top5": sum(c["top5"] for c in all_classes) / n,
-            "mean_probability": sum(c["probability"] for c in all_classes) / n,
-        }
+        results["overall"][name] = summary(clf, all_classes)
     (root / JUDGE_JSON).write_text(json.dumps(results, indent=2) + "\n")
     return results
 

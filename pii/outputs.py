@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 
 import torch
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid, save_image
 
 from pii.observers import Observer
@@ -47,6 +49,12 @@ def save_results(out_dir: Path, image: torch.Tensor, metrics: dict) -> None:
         save_image(img.float().cpu(), out_dir / entry["image"])
     save_grid(image, out_dir / "grid.png")
     write_metrics(out_dir, metrics)
+
+
+def load_png(path: Path) -> torch.Tensor:
+    """A saved image as [3, H, W] pixels in [0, 1] (8-bit, as saved)."""
+    with Image.open(path) as img:
+        return pil_to_tensor(img.convert("RGB")).float() / 255
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from pii.errors import ConfigError
-from pii.outputs import CHECKPOINT, METRICS
+from pii.outputs import CHECKPOINT, METRICS, load_png
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     missing = [c for c in class_ids if c not in files]
     if missing:
         raise ConfigError(f"init_from={run_dir} has no image for class {missing}; it has classes {sorted(files)}")
-    return torch.stack([pil_to_tensor(Image.open(files[c]).convert("RGB")).float() / 255 for c in class_ids])
+    return torch.stack([load_png(files[c]) for c in class_ids])
 
 
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,

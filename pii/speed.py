@@ -158,8 +158,8 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     stages = schedule.plan(classifier.input_size, cfg.schedule)
     per_run = 1 if naive else len(class_ids)
     runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
-    result = PathResult("naive" if naive else "default", per_run, "fp32" if naive else cfg.precision,
-                        False if naive else bool(cfg.channels_last), compiled)
+    result = PathResult("naive" if naive else "default", per_run, classifier.precision,
+                        classifier.channels_last, compiled)
     flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
     with PeakMemory(device) as memory:
         for ids in runs:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.data import Dataset, Subset, TensorDataset
 
@@ -47,13 +46,10 @@ def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]
 
 
 def digits(cfg: DictConfig, resolution: int) -> Data:
-    from sklearn.datasets import load_digits
+    from pii.digits import load_digits
 
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False).clamp(0, 1)
-    x = x.expand(-1, 3, -1, -1).contiguous()
-    y = torch.tensor(d.target, dtype=torch.long)
+    x, y = load_digits(resolution)
+    y = y.long()
     train_idx, test_idx = split(len(x), float(cfg.test_fraction), int(cfg.split_seed))
     full = TensorDataset(x, y)
     return Data(Subset(full, train_idx), Subset(full, test_idx), 10, [str(i) for i in range(10)])

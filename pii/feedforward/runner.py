@@ -24,21 +24,21 @@ from pii.feedforward import analyses, classifier as classifier_lib, data as data
 from pii.feedforward import discriminator as d_lib, evaluate as eval_lib, generator as g_lib
 from pii.feedforward import logger as logger_lib, losses
 from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
+from pii.outputs import write_metrics
 from pii.runner import resolve_device
 
 log = logging.getLogger(__name__)
 
 EVAL = "eval.json"
-METRICS = "metrics.json"
 
 
 def setup_dist(device_name: str) -> Dist:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(0, 1, resolve_device(device_name))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
+    if world == 1:
+        return Dist(0, 1, device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -144,7 +144,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                "classifier": classifier.name, "num_test": len(x_test), "grids": {k: str(v) for k, v in grids.items()},
                "final_losses": {c: h[-1] for c, h in history.items() if h},
                "config": OmegaConf.to_container(cfg, resolve=True)}
-    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(out_dir, metrics)
     return metrics
 
 
