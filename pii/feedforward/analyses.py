@@ -45,7 +45,7 @@ def noise(G: nn.Module, classifier: nn.Module, x: torch.Tensor, path: Path, draw
     rows = []
     for i in range(len(x)):
         l = logits[i:i + 1].expand(draws, -1)
-        z = torch.randn(draws, G.z_dim, generator=g).to(device)
+        z = G.sample_z(draws, g)
         rows.append(torch.cat([x[i:i + 1].to(device), G(logits[i:i + 1]), G(l, z)]))
     return _save(rows, path)
 

@@ -91,7 +91,8 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     x_fit, _ = data_lib.load_all(data_lib.limit(data.train, cfg.fit_images, int(cfg.seed)), workers=int(cfg.workers))
     with torch.no_grad():
         train_logits = torch.cat([classifier(xb.to(dinfo.device)).cpu() for xb in x_fit.split(256)])
-    grid_x = x_test[: int(cfg.grid_images)]
+        # the sample grid's conditions: the same held-out images for every G
+        grid_logits = classifier(x_test[: int(cfg.grid_images)].to(dinfo.device))
     run_dir = Path(cfg.run_dir) if cfg.mode == "analyse" else out_dir
     if cfg.mode == "analyse" and not (cfg.run_dir and run_dir.is_dir()):
         raise ConfigError(f"mode=analyse needs run_dir=<an earlier train_invert output dir>; got {cfg.run_dir!r}")
@@ -120,7 +121,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                 G_ema, history[condition] = train(
                     G, D, classifier, data.train, g_loss, cfg.schedule, sub, logger=logger, dist_info=dinfo,
                     seed=int(cfg.seed), resume=bool(cfg.resume), tag=condition,
-                    sample_logits=classifier(grid_x.to(dinfo.device)).detach(), workers=int(cfg.workers))
+                    sample_logits=grid_logits, workers=int(cfg.workers))
             generators[condition] = G_ema
             if dinfo.is_main:
                 results[condition] = eval_lib.evaluate(G_ema, classifier, x_test, y_test, int(cfg.eval_batch_size))
