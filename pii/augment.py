@@ -67,6 +67,10 @@ def build(cfg: DictConfig) -> nn.Sequential:
     ensemble_size = int(cfg.ensemble_size)
     if ensemble_size < 1:
         raise ConfigError(f"augmentation.ensemble_size must be >= 1, got {ensemble_size}; e.g. augmentation.ensemble_size=32")
+    chunk = cfg.get("chunk")
+    if chunk not in (None, "auto") and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ConfigError(f"augmentation.chunk must be auto or a number of views >= 1, got {chunk!r}; "
+                          f"e.g. augmentation.chunk=64")
     if cfg.alpha < 0 or cfg.beta < 0:
         raise ConfigError(f"augmentation.alpha and augmentation.beta must be >= 0, got {cfg.alpha} and {cfg.beta}")
     pieces: list[nn.Module] = []

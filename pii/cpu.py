@@ -14,6 +14,10 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import types
+
+import torch
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +55,18 @@ def release_freed_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def run_in_fp32(module: nn.Module) -> None:
+    """Run `module` outside bf16 autocast, in fp32.
+
+    oneDNN's bf16 backward of a strided grouped (depthwise) conv is ~6x slower
+    than fp32 on this kind of CPU (16 x 96 x 113 px, stride 2: 56 ms against 9),
+    and EfficientNet has one at each resolution drop: fp32 there makes a bf16
+    step 1.33x faster (docs/results/ab_cpu_step.py). pii.device applies it on
+    the CPU only."""
+    def fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return type(self).forward(self, x.float())
+
+    module.forward = types.MethodType(fp32_forward, module)  # bound: a deepcopy rebinds it to the copy

@@ -9,14 +9,17 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pii import schedule
-from pii.losses import Loss
+from pii.device import views_per_chunk
+from pii.errors import ConfigError
+from pii.losses import InversionLoss
 from pii.observers import Observer
 from pii.schedule import Stage
 
 
 def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stages: list[Stage],
-           loss_fn: Loss, optim_cfg: DictConfig, observer: Observer | None = None,
-           image: torch.Tensor | None = None, first_stage: int = 0) -> torch.Tensor:
+           loss_fn: InversionLoss, optim_cfg: DictConfig, observer: Observer | None = None,
+           image: torch.Tensor | None = None, first_stage: int = 0, log_every: int = 10,
+           chunk: int | str | None = None) -> torch.Tensor:
     """Optimise one image per class so that `classifier` puts it in that class.
 
     For each stage: grow the image (fresh noise canvas, previous image pasted
@@ -24,6 +27,11 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
     forward, loss, backward, step, clamp to [0, 1]. `image` replaces the noise
     the run starts from: the image at the end of stage `first_stage` - 1 (to
     resume), or another run's images (first_stage 0: PII, then DeepInversion).
+
+    The loop never waits for the device except every `log_every` steps and at
+    each stage's last step, when the observer gets that step's loss and
+    probabilities. `chunk` views go through the classifier at once (see
+    pii.device.views_per_chunk); the gradient is the same as all at once.
     """
     observer = observer or Observer()
     device = next(classifier.buffers()).device
@@ -33,20 +41,42 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
         image = schedule.grow(image, stage, len(class_ids), device).requires_grad_(True)
         optimizer, lr_schedule = schedule.optimizer([image], stage.steps, optim_cfg)
         observer.stage_started(index, stage, image.detach())
+        per_chunk = None
         for step in range(stage.steps):
             views = augment(image)
-            copies = views.shape[0] // len(class_ids)
-            view_targets = targets.repeat_interleave(copies)
-            logits = classifier(views)
-            loss = loss_fn(logits, view_targets, image)
+            view_targets = targets.repeat_interleave(views.shape[0] // len(class_ids))
+            per_chunk = per_chunk or views_per_chunk(chunk, classifier, len(views), stage.size)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, probs = forward_backward(classifier, loss_fn, views, view_targets, image, per_chunk)
             optimizer.step()
             lr_schedule.step()
             with torch.no_grad():
                 image.clamp_(0, 1)
-                probs = logits.detach().softmax(-1).gather(1, view_targets[:, None])
-                observer.step_done(index, step, loss.item(), probs.view(len(class_ids), copies).mean(1).cpu())
+            if step % log_every == 0 or step == stage.steps - 1:
+                observer.step_done(index, step, loss.item(), probs.view(len(class_ids), -1).mean(1).cpu())
         image = image.detach()
         observer.stage_done(index, stage, image)
     return image
+
+
+def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch.Tensor, targets: torch.Tensor,
+                     image: torch.Tensor, per_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of all views, backpropagated into `image` `per_chunk` views at a time (gradients
+    accumulate, so peak memory is one chunk's). Returns the loss and each view's target
+    probability, both detached and left on the device."""
+    if per_chunk < len(views) and not loss_fn.splits_over_views:
+        raise ConfigError("loss=deepinversion needs all views in one batch (its BatchNorm statistics are over the "
+                          "batch); set augmentation.chunk to at least the number of views, or use fewer views")
+    losses, probs = [], []
+    starts = range(0, len(views), per_chunk)
+    for start in starts:
+        logits = classifier(views[start:start + per_chunk])
+        chunk_targets = targets[start:start + per_chunk]
+        loss = loss_fn.views_loss(logits, chunk_targets, total=len(views))
+        if start == 0:
+            loss = loss + loss_fn.image_loss(image)
+        # the augmentation's graph (views from image) is shared by every chunk: keep it until the last
+        loss.backward(retain_graph=start != starts[-1])
+        losses.append(loss.detach())
+        probs.append(logits.detach().softmax(-1).gather(1, chunk_targets[:, None]).squeeze(1))
+    return torch.stack(losses).sum(), torch.cat(probs)

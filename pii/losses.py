@@ -3,8 +3,6 @@ variation, L2) and DeepInversion's BatchNorm-statistics penalty."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -12,7 +10,6 @@ from torch import nn
 
 from pii.errors import ConfigError
 
-Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
@@ -71,7 +68,16 @@ class InversionLoss(nn.Module):
         self.tv_weight, self.l2_weight, self.bn_weight, self.bn_stats = tv_weight, l2_weight, bn_weight, bn_stats
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, targets)
+        return self.views_loss(logits, targets) + self.image_loss(image)
+
+    def views_loss(self, logits: torch.Tensor, targets: torch.Tensor, total: int | None = None) -> torch.Tensor:
+        """Cross-entropy of these views; `total` views in all: this chunk's share of the mean over all."""
+        total = total or len(targets)
+        return F.cross_entropy(logits, targets, reduction="sum") / total
+
+    def image_loss(self, image: torch.Tensor) -> torch.Tensor:
+        """The priors on the image itself, and the BatchNorm penalty of the last forward pass."""
+        loss = image.new_zeros(())
         if self.tv_weight:
             loss = loss + self.tv_weight * total_variation(image)
         if self.l2_weight:
@@ -80,8 +86,14 @@ class InversionLoss(nn.Module):
             loss = loss + self.bn_weight * self.bn_stats.penalty()
         return loss
 
+    @property
+    def splits_over_views(self) -> bool:
+        """Whether the loss of all views is the sum of the losses of chunks of them: not with the
+        BatchNorm penalty, whose batch statistics are over all views at once."""
+        return not self.bn_weight
 
-def build(cfg: DictConfig, classifier: nn.Module) -> Loss:
+
+def build(cfg: DictConfig, classifier: nn.Module) -> InversionLoss:
     weights = {key: float(cfg.get(key, 0.0)) for key in ("tv_weight", "l2_weight", "bn_weight")}
     for key, value in weights.items():
         if value < 0:

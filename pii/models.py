@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import types
 from pathlib import Path
 
 import timm
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pii import device as device_policy
 from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.errors import ConfigError
 
@@ -47,47 +47,30 @@ class Classifier(nn.Module):
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if precision == "bf16":
-            for module in self.net.modules():
-                if isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1:
-                    run_in_fp32_on_cpu(module)
         self.eval()
 
     def train(self, mode: bool = True) -> "Classifier":
         # The classifier is never trained here: BatchNorm and dropout stay in eval mode.
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, eager: bool = False) -> torch.Tensor:
+        """Logits of [0, 1] pixels; `eager`: bypass torch.compile (a one-off shape that should not compile)."""
+        net = getattr(self.net, "_orig_mod", self.net) if eager else self.net
         if self.fixed_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.net(x).float()
-
-
-def run_in_fp32_on_cpu(module: nn.Module) -> None:
-    """Run `module` outside bf16 autocast when its input is on the CPU.
-
-    oneDNN's bf16 backward of a strided grouped (depthwise) conv is ~6x slower
-    than fp32 on this kind of CPU (16 x 96 x 113 px, stride 2: 56 ms against 9),
-    and EfficientNet has one at each resolution drop: fp32 there makes a bf16
-    step 1.33x faster (docs/results/ab_cpu_step.py)."""
-    def fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            return type(self).forward(self, x)
-        with torch.autocast("cpu", enabled=False):
-            return type(self).forward(self, x.float())
-
-    module.forward = types.MethodType(fp32_forward, module)  # bound: a deepcopy rebinds it to the copy
+            return net(x).float()
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
           channels_last: bool = False, compile: bool = False) -> Classifier:
     """Create the model named by `cfg.name` with timm and load its weights.
 
-    `compile`: torch.compile the network (dynamic shapes: the stages change the image size)."""
+    `compile`: torch.compile the network with static shapes: one graph per stage
+    size, each specialised to its shape (and, on CUDA, autotuned for it)."""
     spec = model_spec(cfg)
     name = cfg.name
     weights = cfg.get("weights")
@@ -106,9 +89,11 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
         load_weights(net, path, remap=bool(cfg.get("remap", False)))
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
+    device = torch.device(device)
     classifier = classifier.to(device)
+    device_policy.adapt_network(classifier.net, device, precision)
     if compile:
-        classifier.net = torch.compile(classifier.net, dynamic=True)
+        classifier.net = torch.compile(classifier.net, dynamic=False)
     return classifier
 
 

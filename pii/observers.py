@@ -14,7 +14,8 @@ class Observer:
     def stage_started(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
 
     def step_done(self, index: int, step: int, loss: float, probs: torch.Tensor) -> None:
-        """`probs`: per class, the target probability averaged over the augmented views."""
+        """Every `log_every` steps and at a stage's last step (pii.inversion.invert): that step's
+        loss, and per class the target probability averaged over the augmented views."""
 
     def stage_done(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
 
@@ -46,21 +47,21 @@ class Observers(Observer):
 
 
 class ProgressBar(Observer):
-    """A tqdm bar per stage with the loss and the mean target probability."""
+    """A tqdm bar per stage with the loss and the mean target probability (as often as the loop reports)."""
 
-    def __init__(self, num_stages: int, every: int = 1):
+    def __init__(self, num_stages: int):
         from tqdm.auto import tqdm
 
-        self.tqdm, self.num_stages, self.every, self.bar = tqdm, num_stages, every, None
+        self.tqdm, self.num_stages, self.bar = tqdm, num_stages, None
 
     def stage_started(self, index, stage, image):
         self.bar = self.tqdm(total=stage.steps, desc=f"stage {index + 1}/{self.num_stages} {stage.size}px",
                              leave=True, dynamic_ncols=True)
 
     def step_done(self, index, step, loss, probs):
-        self.bar.update(1)
-        if step % self.every == 0 or step == self.bar.total - 1:
-            self.bar.set_postfix(loss=f"{loss:.3f}", p_target=f"{probs.mean().item():.3f}", refresh=False)
+        self.bar.set_postfix(loss=f"{loss:.3f}", p_target=f"{probs.mean().item():.3f}", refresh=False)
+        self.bar.update(step + 1 - self.bar.n)
 
     def stage_done(self, index, stage, image):
+        self.bar.update(stage.steps - self.bar.n)
         self.bar.close()

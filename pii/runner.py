@@ -11,29 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from pii import augment as augment_lib
 from pii import judge as judge_lib
-from pii import cpu, losses, models, resume, schedule, tracking
+from pii import losses, models, resume, schedule, tracking
 from pii.classes import class_key, class_name, parse_class_ids
+from pii.device import resolve_device
 from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar
 from pii.outputs import Saver, save_results, write_metrics
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device for `device=auto | cpu | cuda[:N]`; a CPU run also gets glibc's malloc tuned (pii.cpu)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use device=auto, device=cpu or device=cuda") from None
-    if device.type == "cpu":
-        cpu.keep_freed_memory()
-    return device
 
 
 @torch.no_grad()
@@ -63,6 +49,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("resume"):
         cfg = resume.resumed_config(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
+    if int(cfg.log_every) < 1:
+        raise ConfigError(f"log_every must be >= 1 (steps between progress reports), got {cfg.log_every}")
     augment = augment_lib.build(cfg.augmentation)
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))
@@ -81,7 +69,8 @@ def run(cfg: DictConfig) -> dict:
     with tracking.start(cfg, class_ids, classifier.num_classes, stages, resume=bool(cfg.get("resume"))) as tracker:
         observers = Observers([ProgressBar(len(stages)), Saver(out_dir, class_ids), tracker])
         started = time.perf_counter()
-        image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, image, first_stage)
+        image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, image, first_stage,
+                       log_every=int(cfg.log_every), chunk=cfg.augmentation.get("chunk"))
         seconds = time.perf_counter() - started
         metrics = _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device)
         metrics["first_stage"] = first_stage + 1

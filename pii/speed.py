@@ -4,7 +4,8 @@ Two paths invert the same classes with the same stages, steps and ensemble:
   default  this project: frozen weights, all classes in one batch, the config's
            precision / channels_last / compile
   naive    what the paper's code does: weights NOT frozen (their gradients are
-           computed at every step), one class per run, fp32, no channels_last
+           computed at every step), one class per run, fp32, no channels_last,
+           the loss read back every step and, on CUDA, the cache emptied every step
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pii import augment as augment_lib
 from pii import cpu, losses, models, schedule
 from pii.inversion import invert
+from pii.observers import Observer
 from pii.schedule import Stage
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class PathResult:
     flops: float = 0.0
     peak_memory_mb: float = 0.0
     peak_memory_kind: str = ""
+    warmup_seconds: float = 0.0
     run_seconds: list[float] = field(default_factory=list)
     stage_sizes: list[int] = field(default_factory=list)
 
@@ -113,7 +116,15 @@ class PeakMemory:
             self.mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def count_flops(classifier: torch.nn.Module, augment: torch.nn.Module, loss_fn, stages: list[Stage],
+class PaperHabits(Observer):
+    """What the paper's code does at every step besides the maths: it empties the GPU cache."""
+
+    def step_done(self, index, step, loss, probs):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn, stages: list[Stage],
                 num_classes: int, device: torch.device) -> float:
     """FLOPs of a whole run: one step per stage size under torch's FlopCounterMode, times its steps.
     (Also warms the path up before it is timed.)
@@ -131,7 +142,8 @@ def count_flops(classifier: torch.nn.Module, augment: torch.nn.Module, loss_fn, 
         image = torch.rand(num_classes, 3, stage.size, stage.size, device=device, requires_grad=True)
         with FlopCounterMode(display=False) as forward:
             views = augment(image)
-            loss = loss_fn(classifier(views), targets.repeat_interleave(views.shape[0] // num_classes), image)
+            logits = classifier(views, eager=True)  # FlopCounterMode counts eager ops
+            loss = loss_fn(logits, targets.repeat_interleave(views.shape[0] // num_classes), image)
         with FlopCounterMode(display=False) as backward:
             torch.autograd.grad(loss, image)
         step = forward.get_total_flops() * (2 if weight_grads else 1) + backward.get_total_flops()
@@ -161,11 +173,20 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
                         classifier.channels_last, compiled)
     flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
+    # one step per stage size before timing: compiles and autotunes (cudnn.benchmark) every shape
+    log_every, observer = (1, PaperHabits()) if naive else (int(cfg.log_every), None)
+    chunk = None if naive else cfg.augmentation.get("chunk")
+    warm_up = [Stage(s.size, 1, s.paste) for s in stages]
+    _sync(device)
+    start = time.perf_counter()
+    invert(classifier, runs[0], augment, warm_up, loss_fn, cfg.schedule, observer, log_every=log_every, chunk=chunk)
+    _sync(device)
+    result.warmup_seconds = time.perf_counter() - start
     with PeakMemory(device) as memory:
         for ids in runs:
             _sync(device)
             start = time.perf_counter()
-            invert(classifier, ids, augment, stages, loss_fn, cfg.schedule)
+            invert(classifier, ids, augment, stages, loss_fn, cfg.schedule, observer, log_every=log_every, chunk=chunk)
             _sync(device)
             result.run_seconds.append(time.perf_counter() - start)
             log.info("%s path: classes %s in %.1f s", result.name, ids, result.run_seconds[-1])
@@ -182,12 +203,12 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
 
 def format_report(results: list[PathResult], peaks: dict[str, float]) -> str:
     head = (f"{'path':<8} {'classes/run':>11} {'precision':>9} {'ch_last':>7} {'compile':>7} {'s/class':>8} "
-            f"{'steps/s':>8} {'images/s':>9} {'peak MB':>8} {'GFLOP/s':>8} {'% peak':>7}")
+            f"{'steps/s':>8} {'images/s':>9} {'peak MB':>8} {'GFLOP/s':>8} {'% peak':>7} {'warm-up s':>9}")
     lines = [head]
     for r in results:
         share = r.flops_per_second / peaks[r.precision]
         lines.append(f"{r.name:<8} {r.classes_per_run:>11} {r.precision:>9} {str(r.channels_last):>7} "
                      f"{str(r.compile):>7} {r.seconds_per_class:>8.2f} {r.steps_per_second:>8.2f} "
                      f"{r.images_per_second:>9.1f} {r.peak_memory_mb:>8.0f} {r.flops_per_second / 1e9:>8.1f} "
-                     f"{share:>7.1%}")
+                     f"{share:>7.1%} {r.warmup_seconds:>9.1f}")
     return "\n".join(lines)

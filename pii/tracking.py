@@ -74,22 +74,21 @@ def hydra_identity() -> tuple[str | None, str | None]:
 
 
 class WandbTracker(Observer):
-    """Logs the loss and each class's target probability every `every` steps,
-    each class's image at the end of every stage, and at the end a table of
-    per-class results and the summary metrics."""
+    """Logs the loss and each class's target probability whenever the loop reports
+    them (every `log_every` steps and at each stage's last), each class's image
+    at the end of every stage, and at the end a table of per-class results and
+    the summary metrics."""
 
-    def __init__(self, run, class_ids: list[int], num_classes: int, stages: list[Stage], every: int):
+    def __init__(self, run, class_ids: list[int], num_classes: int, stages: list[Stage]):
         import wandb
 
-        self.wandb, self.run, self.class_ids, self.every = wandb, run, class_ids, max(1, int(every))
+        self.wandb, self.run, self.class_ids = wandb, run, class_ids
         self.keys = [class_key(c, num_classes) for c in class_ids]
         # global step of each stage's first step, so a resumed run continues the same x axis
         self.steps = [s.steps for s in stages]
         self.offsets = [sum(self.steps[:i]) for i in range(len(stages))]
 
     def step_done(self, index, step, loss, probs):
-        if step % self.every and step != self.steps[index] - 1:  # always log a stage's last step
-            return
         row = {"loss": loss, "stage": index + 1}
         row.update({f"p_target/{key}": p for key, p in zip(self.keys, probs.tolist())})
         self.run.log(row, step=self.offsets[index] + step)
@@ -164,7 +163,7 @@ def start(cfg: DictConfig, class_ids: list[int], num_classes: int, stages: list[
     run = init_run(cfg, out_dir, resume)
     exit_code = 1
     try:
-        yield WandbTracker(run, class_ids, num_classes, stages, cfg.logger.every)
+        yield WandbTracker(run, class_ids, num_classes, stages)
         exit_code = 0
     finally:
         run.finish(exit_code=exit_code)

@@ -28,7 +28,7 @@ from pii import speed  # noqa: E402
 from pii.classes import parse_class_ids  # noqa: E402
 from pii.cli import compose, script_main  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
-from pii.runner import resolve_device  # noqa: E402
+from pii.device import resolve_device  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from pii.cli import compose, script_main  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
 from pii.judge import JUDGE_JSON, build_judges, format_table, judge_directory  # noqa: E402
-from pii.runner import resolve_device  # noqa: E402
+from pii.device import resolve_device  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

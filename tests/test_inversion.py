@@ -1,9 +1,14 @@
 """The PII loop at a tiny size: it must actually optimise, and report events."""
 
+from pathlib import Path
+
+import pytest
 import torch
+from tiny import tiny_cfg
 
 from pii import augment, losses, models, schedule
-from pii.inversion import invert
+from pii.errors import ConfigError
+from pii.inversion import forward_backward, invert
 from pii.observers import Observer
 
 
@@ -29,7 +34,7 @@ def run_tiny(cfg, class_ids=(980, 1)):
     recorder = Recorder()
     stages = schedule.plan(classifier.input_size, cfg.schedule)
     image = invert(classifier, list(class_ids), augment.build(cfg.augmentation), stages,
-                   losses.build(cfg.loss, classifier), cfg.schedule, recorder)
+                   losses.build(cfg.loss, classifier), cfg.schedule, recorder, log_every=1)
     return classifier, image, recorder
 
 
@@ -71,3 +76,52 @@ def test_fixed_size_model_sees_its_own_input_size(tiny_config):
     stages = schedule.plan(224, cfg.schedule)
     invert(classifier, [0], augment.build(cfg.augmentation), stages[:1], losses.build(cfg.loss, classifier), cfg.schedule)
     assert set(seen) == {224}
+
+
+def chunk_gradient(classifier, loss_fn, views_of, image, per_chunk):
+    """The image gradient of one step whose views go `per_chunk` at a time."""
+    image = image.clone().requires_grad_(True)
+    views = views_of(image)
+    targets = torch.tensor([1, 2]).repeat_interleave(len(views) // 2)
+    loss, probs = forward_backward(classifier, loss_fn, views, targets, image, per_chunk)
+    return image.grad, loss, probs
+
+
+def test_chunked_views_give_the_unchunked_gradient():
+    # augmentation.chunk trades speed for memory and must not change the result
+    cfg = tiny_cfg(Path("/unused"), "loss=tv", "precision=fp32")
+    classifier = models.build(cfg.model)
+    loss_fn = losses.build(cfg.loss, classifier)
+    image = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)
+    shifts = torch.rand(10, 3, 1, 1)
+    views_of = lambda x: x.repeat_interleave(5, dim=0) * 2 - shifts  # noqa: E731 - a fixed "augmentation"
+    whole = chunk_gradient(classifier, loss_fn, views_of, image, per_chunk=10)
+    for per_chunk in (1, 3, 4):
+        chunked = chunk_gradient(classifier, loss_fn, views_of, image, per_chunk)
+        torch.testing.assert_close(chunked[0], whole[0], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(chunked[1], whole[1])
+        torch.testing.assert_close(chunked[2], whole[2])
+    assert whole[0].abs().sum() > 0
+
+
+def test_chunking_is_refused_where_the_loss_needs_every_view_at_once(tiny_config):
+    cfg = tiny_config("loss=deepinversion", "augmentation.chunk=1")
+    classifier = models.build(cfg.model)
+    with pytest.raises(ConfigError, match="augmentation.chunk"):
+        invert(classifier, [1, 2], augment.build(cfg.augmentation), schedule.plan(64, cfg.schedule),
+               losses.build(cfg.loss, classifier), cfg.schedule, chunk=1)
+
+
+def test_the_loop_reports_every_log_every_steps_and_each_stage_end(tiny_config):
+    cfg = tiny_config("schedule.stages=2", "schedule.steps=7")
+    classifier = models.build(cfg.model)
+    steps = []
+
+    class Steps(Observer):
+        def step_done(self, index, step, loss, probs):
+            steps.append((index, step))
+
+    invert(classifier, [1], augment.build(cfg.augmentation), schedule.plan(64, cfg.schedule),
+           losses.build(cfg.loss, classifier), cfg.schedule, Steps(), log_every=3)
+    assert steps == [(0, 0), (0, 3), (0, 6), (1, 0), (1, 3), (1, 6)]

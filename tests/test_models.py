@@ -104,7 +104,7 @@ def test_bf16_keeps_strided_depthwise_convs_in_fp32_on_cpu():
 
 def test_cpu_runs_keep_freed_memory():
     from pii import cpu
-    from pii.runner import resolve_device
+    from pii.device import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert cpu.keep_freed_memory()  # glibc (Linux): large blocks now come from the kept heap

@@ -19,7 +19,7 @@ def wandb_file(out_dir):
 
 
 def test_offline_run_logs_loss_probabilities_images_and_results(tmp_path):
-    cfg = tiny_cfg(tmp_path, "logger=wandb", "logger.every=2", "logger.run_name=tiny")
+    cfg = tiny_cfg(tmp_path, "logger=wandb", "log_every=2", "logger.run_name=tiny")
     metrics = runner.run(cfg)
 
     path = wandb_file(tmp_path)  # inside the job's output dir

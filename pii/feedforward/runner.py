@@ -25,7 +25,7 @@ from pii.feedforward import discriminator as d_lib, evaluate as eval_lib, genera
 from pii.feedforward import logger as logger_lib, losses
 from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
 from pii.outputs import write_metrics
-from pii.runner import resolve_device
+from pii.device import resolve_device
 
 log = logging.getLogger(__name__)
 

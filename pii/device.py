@@ -1,0 +1,98 @@
+"""Device policy: what a CPU or a CUDA device needs, decided once per run.
+
+CPU   glibc keeps freed memory (pii.cpu); under bf16, strided depthwise convs
+      run in fp32 (oneDNN's bf16 backward of those is ~6x slower).
+CUDA  TF32 matmuls and convolutions, cudnn.benchmark (each stage has one
+      fixed shape, so autotuning pays once per stage), and the augmented
+      views split into chunks that fit the free memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from pii import cpu
+from pii.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Share of the free memory that a stage's chunk of views may take: the rest is
+# the allocator's fragmentation and cudnn's workspaces.
+MEMORY_BUDGET = 0.7
+PROBE_VIEWS = 4
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device for `device=auto | cpu | cuda[:N]`, set up for this run (see `configure`)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use device=auto, device=cpu or device=cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name} is not supported; use device=auto, device=cpu or device=cuda")
+    configure(device)
+    return device
+
+
+def configure(device: torch.device) -> None:
+    """Process-wide settings for `device`."""
+    if device.type == "cpu":
+        cpu.keep_freed_memory()
+    elif device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        # one compiled graph per stage size (static shapes), and a chunk remainder may add one
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+
+
+def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:
+    """Model changes one device needs and another must not get."""
+    if device.type == "cpu" and precision == "bf16":
+        for module in net.modules():
+            if isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1:
+                cpu.run_in_fp32(module)
+
+
+def views_per_chunk(chunk: int | str | None, classifier: nn.Module, views: int, size: int) -> int:
+    """How many augmented views go through the classifier at once at this stage.
+
+    An int: that many. None / "auto": all of them on the CPU; on CUDA as many as
+    fit MEMORY_BUDGET of the free memory, from the memory one forward and
+    backward of PROBE_VIEWS views takes at this size.
+    """
+    if chunk not in (None, "auto"):  # checked by pii.augment.build
+        return min(int(chunk), views)
+    device = next(classifier.buffers()).device
+    if device.type != "cuda" or views <= PROBE_VIEWS:
+        return views
+    per_view = _memory_per_view(classifier, size, device)
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by torch, reusable
+    fits = max(1, math.floor(MEMORY_BUDGET * free / per_view))
+    if fits >= views:
+        return views
+    chunks = math.ceil(views / fits)
+    log.info("%d views at %d px take ~%.0f MB each; %d chunks of <= %d views", views, size, per_view / 2**20,
+             chunks, math.ceil(views / chunks))
+    return math.ceil(views / chunks)  # equal chunks: one compiled shape, not two
+
+
+def _memory_per_view(classifier: nn.Module, size: int, device: torch.device) -> float:
+    """Bytes one view's forward and backward holds at its peak (eager, uncompiled: no extra compile)."""
+    probe = torch.zeros(PROBE_VIEWS, 3, size, size, device=device, requires_grad=True)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    classifier(probe, eager=True).float().logsumexp(-1).sum().backward()
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del probe
+    return peak / PROBE_VIEWS
