@@ -47,11 +47,13 @@ def configure(device: torch.device) -> None:
     if device.type == "cpu":
         cpu.keep_freed_memory()
     elif device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls; fp32 convolutions use TF32 by default
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-        # one compiled graph per stage size (static shapes), and a chunk remainder may add one
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+        # compile=true makes one graph per stage size (static shapes): allow more than dynamo's default 8
+        dynamo = torch._dynamo.config
+        name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+        setattr(dynamo, name, max(getattr(dynamo, name), 32))
 
 
 def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:

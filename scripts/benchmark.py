@@ -3,16 +3,20 @@
     python scripts/benchmark.py experiment=fast                     # Lite0, 8 classes of benchmark20
     python scripts/benchmark.py --classes 4 --naive-classes 1 model=vit_b32 model.weights=random
     python scripts/benchmark.py class_id=[980,1] precision=fp32 channels_last=false
+    python scripts/benchmark.py --compare-compile experiment=paper schedule.stages=1 schedule.steps=30  # GPU
 
 Takes the same overrides as invert.py. Inverts the classes along the default
 path (frozen weights, classes batched, the config's precision / channels_last /
 compile) and along a naive path like the paper's code (weights not frozen, one
 class per run, fp32, no channels_last; run for the first --naive-classes
 classes, each run alone, so its seconds per class is the mean of those runs).
-Reports seconds per class, steps/s, images/s (augmented views), peak memory and
+Reports seconds per class, steps/s, images/s (augmented views), peak memory,
 achieved FLOP/s (torch's FlopCounterMode, one step per stage size) against the
-peak of a large matmul measured in this run. The last line is
-`speedup_vs_naive=<naive seconds per class / default seconds per class>`.
+peak of a large matmul measured in this run, and the warm-up (one step per
+stage size before timing: compiling, autotuning). --compare-compile also times
+the default path with compile=true (row `compiled`). The last line is
+`speedup_vs_naive=<naive seconds per class / default seconds per class>`, for
+the faster of default and compiled.
 """
 
 import argparse
@@ -23,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from pii import speed  # noqa: E402
 from pii.classes import parse_class_ids  # noqa: E402
@@ -38,6 +43,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--naive-classes", type=int, default=2, help="classes run along the naive path")
     parser.add_argument("--peak-size", type=int, default=None,
                         help="matmul size for the peak (default 2048 on CPU, 8192 on CUDA)")
+    parser.add_argument("--compare-compile", action="store_true",
+                        help="also time the default path with compile=true (warm-up = compile time)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
     args = parser.parse_args(argv)
@@ -52,11 +59,16 @@ def main(argv: list[str]) -> None:
     device = resolve_device(str(cfg.device))
 
     default = speed.measure_path(cfg, class_ids, device, naive=False)  # first: it checks the config
+    batched = [default]
+    if args.compare_compile and not cfg.compile:
+        batched.append(speed.measure_path(OmegaConf.merge(cfg, {"compile": True}), class_ids, device, naive=False))
+        batched[-1].name = "compiled"
     peaks = {"fp32": speed.peak_matmul_flops(device, torch.float32, args.peak_size)}
     if cfg.precision == "bf16":
         peaks["bf16"] = speed.peak_matmul_flops(device, torch.bfloat16, args.peak_size)
     naive = speed.measure_path(cfg, class_ids[:args.naive_classes], device, naive=True)
-    ratio = naive.seconds_per_class / default.seconds_per_class
+    best = min(batched, key=lambda r: r.seconds_per_class)
+    ratio = naive.seconds_per_class / best.seconds_per_class
 
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(f"\nmodel {cfg.model.name} on {device}{threads}; stages {default.stage_sizes}"
@@ -64,16 +76,18 @@ def main(argv: list[str]) -> None:
     for name, flops in peaks.items():
         print(f"peak matmul {name}: {flops / 1e9:.1f} GFLOP/s")
     print(f"peak memory: {default.peak_memory_kind}")
-    print(speed.format_report([default, naive], peaks))
+    print(speed.format_report([*batched, naive], peaks))
     print(f"default: {default.seconds:.1f} s for {default.classes} classes in one run; "
           f"naive: {naive.seconds:.1f} s for {naive.classes} classes, one run each")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "overrides": args.overrides, "device": str(device), "threads": torch.get_num_threads(),
-            "class_ids": class_ids, "peak_flops": peaks, "speedup_vs_naive": ratio,
+            "class_ids": class_ids, "peak_flops": peaks, "speedup_vs_naive": ratio, "fastest": best.name,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__,
             "paths": [{**vars(r), "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
                        "images_per_second": r.images_per_second, "flops_per_second": r.flops_per_second}
-                      for r in (default, naive)]}, indent=2) + "\n")
+                      for r in (*batched, naive)]}, indent=2) + "\n")
     print(f"speedup_vs_naive={ratio:.2f}")
 
 

