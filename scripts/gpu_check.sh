@@ -55,15 +55,15 @@ part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output i
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-part tests 200 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py
+part tests 150 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py
 # The paper's settings: 7 stages x 400 steps, ensemble 32, the 20 classes in one run, judged by Lite2.
-part paper 330 "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \
+part paper 420 "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \
     hydra.run.dir="$OUT/paper" ${EXTRA:-}
 # Speed at 224 px (the costliest stage): eager and compiled (warm-up = compile time) against the naive path.
-part bench_lite0 200 "$PY" scripts/benchmark.py --compare-compile --classes 20 --naive-classes 1 \
+part bench_lite0 180 "$PY" scripts/benchmark.py --compare-compile --classes 20 --naive-classes 1 \
     --json "$OUT/bench_lite0.json" experiment=paper schedule.stages=1 schedule.steps=20 device=cuda ${EXTRA:-}
 # A fixed-size model sees every stage at 224 px: one stage measures them all.
-part bench_vit 100 "$PY" scripts/benchmark.py --classes 20 --naive-classes 1 --json "$OUT/bench_vit.json" \
+part bench_vit 90 "$PY" scripts/benchmark.py --classes 20 --naive-classes 1 --json "$OUT/bench_vit.json" \
     experiment=paper model=vit_b32 model.weights=random schedule.stages=1 schedule.steps=20 device=cuda ${EXTRA:-}
 
 "$PY" scripts/gpu_report.py "$OUT"
