@@ -106,3 +106,25 @@ def test_every_train_invert_config_composes():
             cfg = compose([f"{group}={option}", "output_dir=/tmp/unused", *extra])
             assert cfg[group] is not None, (group, option)
     assert compose(["output_dir=/tmp/unused"]).loss.pixel_l1 == 0  # extra losses are off by default
+
+
+def test_sync_batchnorm_converts_the_conditional_batch_norms():
+    import copy
+
+    from torch import nn
+
+    from pii.feedforward.train import Dist, sync_batchnorm
+
+    torch.manual_seed(0)
+    G = Generator(10, resolution=16, width=8, z_dim=32, embed_dim=16)
+    D = ProjectionDiscriminator(10, resolution=16, width=8)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(G))
+    assert all(isinstance(m.bn, nn.SyncBatchNorm) for m in synced.modules() if isinstance(m, ConditionalBatchNorm))
+    assert isinstance(synced.out_bn, nn.SyncBatchNorm)
+    assert synced.state_dict().keys() == G.state_dict().keys()  # checkpoints load into either
+    logits, z = torch.randn(4, 10), torch.randn(4, 32)
+    # outside a process group SyncBatchNorm is plain batch norm: the same images, condition included
+    assert torch.allclose(synced(logits, z), G(logits, z), atol=1e-6)
+    assert sync_batchnorm(G, D, Dist()) == (G, D)  # one process: nothing to convert
+    with pytest.raises(ConfigError, match="sync_batchnorm=true needs CUDA"):
+        sync_batchnorm(G, D, Dist(0, 2))

@@ -47,9 +47,9 @@ def base(tmp_path: Path) -> list[str]:
         "grid_images=4", "device=cpu", f"output_dir={tmp_path}/run"]
 
 
-def parts(cfg):
+def parts(cfg, device=torch.device("cpu")):
     data = data_lib.build(cfg.data, cfg.generator.resolution)
-    clf = classifier_lib.build(cfg.classifier, None, data, cfg.generator.resolution, torch.device("cpu"))
+    clf = classifier_lib.build(cfg.classifier, None, data, cfg.generator.resolution, device)
     return data, clf
 
 
@@ -57,7 +57,7 @@ def fresh(cfg, data, clf, seed=0):
     torch.manual_seed(seed)
     G = generator.build(cfg.generator, data.num_classes, "logits")
     x, _ = data_lib.load_all(data.train)
-    G.condition.fit(clf(x[:256]))
+    G.condition.fit(clf(x[:256].to(clf.mean.device)).cpu())
     return G, discriminator.build(cfg.discriminator, data.num_classes, cfg.generator.resolution)
 
 
@@ -86,6 +86,20 @@ def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path, tin
         assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4, abs=1e-5)
         assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4, abs=1e-5)
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"] == 4
+
+
+def test_the_g_step_computes_no_gradients_for_d_and_bf16_trains(tmp_path, tiny):
+    cfg = tiny("schedule.steps=2", "schedule.log_every=2", "schedule.precision=bf16")
+    data, clf = parts(cfg)
+    G, D = fresh(cfg, data, clf)
+    grads = []  # one entry per gradient accumulated into a D weight
+    for p in D.parameters():
+        p.register_post_accumulate_grad_hook(lambda p: grads.append(p))
+    _, history = train(G, D, clf, data.train, losses.build(cfg.loss, clf), cfg.schedule, tmp_path / "run")
+    assert len(grads) == 2 * len(list(D.parameters()))  # the D steps' only: D is frozen in the G steps
+    assert all(p.requires_grad for p in D.parameters())  # and trainable again after them
+    assert [h["step"] for h in history] == [0, 1]  # fetched at step 2 (log_every), one record per step
+    assert all(torch.isfinite(torch.tensor(v)) for h in history for v in h.values())
 
 
 def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):

@@ -4,6 +4,12 @@ resume, sample grids, a progress bar, and DistributedDataParallel.
 
 Batches and noise are pure functions of (seed, step), so a run resumed from a
 checkpoint at step s continues exactly the sequence a clean run would have.
+
+A step never waits for the GPU: the losses stay on the device and are fetched
+once per `log_every` steps; noise is drawn on the device. Options of the
+`schedule` group: `precision` (fp32 | bf16 autocast of G and D), `compile`
+(torch.compile of G and D), `sync_batchnorm` (G's batch norms synchronised
+across torchrun processes; CUDA only).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import copy
 import logging
 import pickle
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -48,13 +55,15 @@ class Dist:
             dist.barrier()
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics, spectral-norm vectors) copied."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    # _foreach: one kernel launch per op for all tensors, not one per tensor (matters on a GPU)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -72,9 +81,26 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
                           f"when loaded ({str(err).splitlines()[0][:120]})") from None
 
 
-def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 64 + rank) * 2 + which)
-    return torch.randn(n, z_dim, generator=g)
+def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int,
+          device: torch.device | str = "cpu") -> torch.Tensor:
+    """z for (seed, step, rank, which), drawn by a generator of `device` itself: no host-to-device copy,
+    and still a pure function of its arguments (a CPU and a CUDA run draw different, equally fixed, numbers)."""
+    g = torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 64 + rank) * 2 + which)
+    return torch.randn(n, z_dim, generator=g, device=device)
+
+
+def sync_batchnorm(G: nn.Module, D: nn.Module, dist_info: Dist) -> tuple[nn.Module, nn.Module]:
+    """Batch statistics over all processes' images, not each process's share of the batch.
+
+    convert_sync_batchnorm replaces every nn.BatchNorm* module, so the plain BN inside G's
+    ConditionalBatchNorm is converted too: the statistics are synchronised and the
+    condition-dependent gain and bias, applied per image after it, are unchanged. D has no BN."""
+    if dist_info.world == 1:
+        return G, D  # nothing to synchronise with
+    if dist_info.device.type != "cuda":
+        raise ConfigError("schedule.sync_batchnorm=true needs CUDA devices: torch's SyncBatchNorm does not run "
+                          "on the CPU; use schedule.sync_batchnorm=false")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
 
 
 def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, loss: GeneratorLoss,
@@ -84,16 +110,25 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     """Train G and D for cfg.steps steps; returns the EMA generator (eval mode) and the per-step history.
 
     cfg is the `schedule` group: steps, batch_size, lr_g, lr_d, betas, ema_decay, ema_start,
-    checkpoint_every, sample_every, log_every.
+    checkpoint_every, sample_every, log_every, and optionally precision, compile, sync_batchnorm.
     G's loss: loss.adversarial * hinge + the weighted reconstruction terms of `loss`.
+    The history holds every step's losses (fetched from the device every log_every steps);
+    the logger gets the losses of each log_every-th step.
     """
     dist_info = dist_info or Dist()
     logger = logger or Logger()
     device = dist_info.device
     out_dir = Path(out_dir)
+    precision = str(cfg.get("precision", "fp32"))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"schedule.precision={precision!r} unknown; use {' or '.join(PRECISIONS)}")
+    # G and D only: the classifier keeps its own precision, so G is conditioned on exact logits
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     G.to(device).train()
     D.to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    if cfg.get("sync_batchnorm", False):
+        G, D = sync_batchnorm(G, D, dist_info)
     betas = tuple(float(b) for b in cfg.betas)
     opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.lr_g), betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.lr_d), betas=betas)
@@ -108,11 +143,16 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     if dist_info.is_main:
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
 
-    g_model, d_model = G, D
+    # d_frozen: D in the G step, unwrapped so that DDP neither expects nor all-reduces D's gradients there
+    g_model, d_model, d_frozen = G, D, D
     if dist_info.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         g_model, d_model = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if cfg.get("compile", False):
+        # wrappers only: G and D keep their state_dict keys (no "_orig_mod." prefix in checkpoints)
+        g_model, d_model, d_frozen = torch.compile(g_model), torch.compile(d_model), torch.compile(D)
     sampler = StepBatches(len(dataset), int(cfg.batch_size), seed, start, steps, dist_info.rank, dist_info.world)
+    # the sampler yields every step's batch in one pass, so there is no epoch end for persistent_workers to bridge
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda")
 
     def state(step: int) -> dict:
@@ -124,6 +164,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     bar = tqdm(total=steps, initial=start, desc=f"train {tag}".strip(), disable=not dist_info.is_main,
                dynamic_ncols=True)
     history: list[dict] = []
+    pending: list[torch.Tensor] = []  # the losses of the steps since the last fetch, still on the device
     step = start
     try:
         for step, (x, _) in enumerate(loader, start=start):
@@ -133,29 +174,37 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
                 logits = classifier(x)
                 cond = G.condition(logits)
             # D step: real and fake in one batch, so DDP sees one forward per backward.
-            with torch.no_grad():
-                fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 0).to(device))
-            scores = d_model(torch.cat([x, fake]), torch.cat([cond, cond]))
+            with torch.no_grad(), autocast():
+                fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 0, device))
+            with autocast():
+                scores = d_model(torch.cat([x, fake]), torch.cat([cond, cond])).float()
             d_loss = hinge_d(scores[:n], scores[n:])
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            # G step: D's unwrapped module, so D's gradients (discarded) are not all-reduced.
-            fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 1).to(device))
-            g_adv = hinge_g(D(fake, cond))
-            terms = loss(fake, x, logits)
+            # G step: D frozen, so the backward pass computes no gradients for D's weights (they
+            # were discarded anyway); G's gradients are the same.
+            D.requires_grad_(False)
+            with autocast():
+                fake = g_model(logits, noise(step, n, G.z_dim, seed, dist_info.rank, 1, device))
+                g_adv = hinge_g(d_frozen(fake, cond).float())
+            terms = loss(fake.float(), x, logits)
             g_loss = loss.adversarial * g_adv + sum(terms.values(), torch.zeros((), device=device))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
+            D.requires_grad_(True)
             ema_update(G_ema, G, float(cfg.ema_decay) if step >= int(cfg.ema_start) else 0.0)
 
-            record = {"step": step, "d_loss": d_loss.item(), "g_adv": g_adv.item(), "g_loss": g_loss.item(),
-                      **{k: v.item() for k, v in terms.items()}}
-            history.append(record)
+            names = ["d_loss", "g_adv", "g_loss", *terms]
+            pending.append(torch.stack([d_loss, g_adv, g_loss, *terms.values()]).detach())
             bar.update(1)
             done = step + 1
             if done % int(cfg.log_every) == 0 or done == steps:
+                rows = torch.stack(pending).tolist()  # the only wait for the device in log_every steps
+                history += [{"step": s, **dict(zip(names, row))} for s, row in enumerate(rows, done - len(rows))]
+                pending.clear()
+                record = history[-1]
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"}, refresh=False)
                 logger.log({f"{tag}/{k}": v for k, v in record.items() if k != "step"}, step=done)
             if dist_info.is_main and sample_logits is not None and (done % int(cfg.sample_every) == 0 or done == steps):
