@@ -3,7 +3,8 @@
 CPU   glibc keeps freed memory (pii.cpu); under bf16, strided depthwise convs
       run in fp32 (oneDNN's bf16 backward of those is ~6x slower).
 CUDA  TF32 matmuls and convolutions, cudnn.benchmark (each stage has one
-      fixed shape, so autotuning pays once per stage), and the augmented
+      fixed shape, so autotuning pays once per stage), torch.compile by
+      default (static shapes: one graph per stage size), and the augmented
       views split into chunks that fit the free memory.
 """
 
@@ -54,6 +55,16 @@ def configure(device: torch.device) -> None:
         dynamo = torch._dynamo.config
         name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
         setattr(dynamo, name, max(getattr(dynamo, name), 32))
+
+
+def wants_compile(setting: bool | str, device: torch.device) -> bool:
+    """`compile=auto`: on CUDA, where a paper-preset step runs 2.5x faster compiled (H200, Lite0 at
+    224 px) for ~15 s of compiling per stage size; not on the CPU, where compiled steps ran 2x slower."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if not isinstance(setting, bool):
+        raise ConfigError(f"compile must be true, false or auto, got {setting!r}")
+    return setting
 
 
 def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:

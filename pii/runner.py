@@ -13,7 +13,7 @@ from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
 from pii.classes import class_key, class_name, parse_class_ids
-from pii.device import resolve_device
+from pii.device import resolve_device, wants_compile
 from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar
@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> dict:
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
     classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                              compile=bool(cfg.get("compile", False)))
+                              compile=wants_compile(cfg.compile, device))
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

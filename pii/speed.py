@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pii import augment as augment_lib
 from pii import cpu, losses, models, schedule
+from pii.device import wants_compile
 from pii.inversion import invert
 from pii.observers import Observer
 from pii.schedule import Stage
@@ -156,7 +157,7 @@ def build_path(cfg: DictConfig, device: torch.device, naive: bool) -> tuple[mode
         classifier = models.build(cfg.model, device, precision="fp32", channels_last=False)
         classifier.net.requires_grad_(True)  # as in the paper's code: weight gradients at every step
         return classifier, False
-    compiled = bool(cfg.get("compile", False))
+    compiled = wants_compile(cfg.compile, device)
     return models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
                         compile=compiled), compiled
 

@@ -55,7 +55,7 @@ part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output i
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-part tests 150 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py
+part tests 150 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py tests/test_cuda_feedforward.py
 # The paper's settings: 7 stages x 400 steps, ensemble 32, the 20 classes in one run, judged by Lite2.
 part paper 420 "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \
     hydra.run.dir="$OUT/paper" ${EXTRA:-}
