@@ -3,6 +3,8 @@ knows nothing of files, W&B or progress bars."""
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from pii.schedule import Stage
@@ -44,6 +46,25 @@ class Observers(Observer):
     def run_done(self, *args) -> None:
         for o in self.observers:
             o.run_done(*args)
+
+
+class StageTimer(Observer):
+    """Wall seconds of each stage, and of its first step (where compiling and cudnn's autotuning
+    for the stage's new size happen): the loop reads the loss back at step 0, so that time is real."""
+
+    def __init__(self):
+        self.stages: list[dict] = []
+
+    def stage_started(self, index, stage, image):
+        self.start = time.perf_counter()
+        self.stages.append({"size": stage.size, "steps": stage.steps})
+
+    def step_done(self, index, step, loss, probs):
+        if step == 0:
+            self.stages[-1]["first_step_seconds"] = time.perf_counter() - self.start
+
+    def stage_done(self, index, stage, image):
+        self.stages[-1]["seconds"] = time.perf_counter() - self.start
 
 
 class ProgressBar(Observer):

@@ -16,7 +16,7 @@ from pii.classes import class_key, class_name, parse_class_ids
 from pii.device import resolve_device, wants_compile
 from pii.errors import ConfigError
 from pii.inversion import invert
-from pii.observers import Observers, ProgressBar
+from pii.observers import Observers, ProgressBar, StageTimer
 from pii.outputs import Saver, save_results, write_metrics
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,15 @@ def run(cfg: DictConfig) -> dict:
     start = [entry["probability"] for entry in class_report(classifier, noise, class_ids)]
     image, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
     with tracking.start(cfg, class_ids, classifier.num_classes, stages, resume=bool(cfg.get("resume"))) as tracker:
-        observers = Observers([ProgressBar(len(stages)), Saver(out_dir, class_ids), tracker])
+        timer = StageTimer()
+        observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids), tracker])
         started = time.perf_counter()
         image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, image, first_stage,
                        log_every=int(cfg.log_every), chunk=cfg.augmentation.get("chunk"))
         seconds = time.perf_counter() - started
         metrics = _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device)
         metrics["first_stage"] = first_stage + 1
+        metrics["stage_seconds"] = timer.stages
         save_results(out_dir, image, metrics)
         # Judged after saving, so a judge that fails to load never costs the images.
         metrics["judge"] = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device)

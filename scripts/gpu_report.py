@@ -34,6 +34,7 @@ def paper(out: Path) -> dict | None:
     figures = {key: metrics[key] for key in ("model", "device", "seconds", "seconds_per_class", "steps",
                                              "stage_sizes", "ensemble_size", "mean_probability", "top1_rate")}
     figures["classes"] = len(metrics["classes"])
+    figures["stage_seconds"] = metrics.get("stage_seconds")
     figures["judges"] = {name: {key: judged[key] for key in ("model", "input_size", "images", "top1", "top5",
                                                              "mean_probability")}
                          for name, judged in (metrics.get("judge") or {}).items()}
@@ -77,6 +78,9 @@ def main(out: Path) -> None:
                            for n, j in p["judges"].items())
         print(f"paper preset: {p['classes']} classes, {p['seconds_per_class']:.1f} s per class, "
               f"own mean p {p['mean_probability']:.3f}; {judged}")
+        if p["stage_seconds"]:
+            print("  stages: " + ", ".join(f"{t['size']} px {t['seconds']:.0f} s (first step {t['first_step_seconds']:.1f})"
+                                           for t in p["stage_seconds"]))
     for name in ("bench_lite0", "bench_vit"):
         if report[name]:
             b = report[name]

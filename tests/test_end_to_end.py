@@ -17,6 +17,10 @@ def test_invert_cli_raises_the_target_probability_and_writes_every_output(tmp_pa
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 * 30 and metrics["stage_sizes"] == [90, 134, 179, 224]
+    timed = metrics["stage_seconds"]  # where a run's time goes, stage by stage
+    assert [t["size"] for t in timed] == [90, 134, 179, 224]
+    assert all(0 < t["first_step_seconds"] < t["seconds"] for t in timed)
+    assert sum(t["seconds"] for t in timed) <= metrics["seconds"]
     by_class = {c["class_id"]: c for c in metrics["classes"]}
     assert set(by_class) == {980, 1} and by_class[980]["name"] == "volcano"
     for entry in by_class.values():
