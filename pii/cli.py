@@ -59,7 +59,14 @@ def invert_main(cfg: DictConfig) -> float:
         arg = f"resume={out}" if re.fullmatch(r"[\w./~-]+", out) else f"'resume=\"{out}\"'"
         log.warning("interrupted; finished stages are saved; continue with: python invert.py %s", arg)
         sys.exit(130)
-    return metrics["mean_probability"]
+    return objective(metrics)
+
+
+def objective(metrics: dict) -> float:
+    """What a sweeper optimises: the first judge's top-1 (the judged number), or without a judge
+    (verifier=none) the inverted model's own top-1 rate."""
+    judges = list((metrics.get("judge") or {}).values())
+    return judges[0]["top1"] if judges else metrics["top1_rate"]
 
 
 def compose(overrides: list[str]):

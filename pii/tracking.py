@@ -75,9 +75,10 @@ def hydra_identity() -> tuple[str | None, str | None]:
 
 class WandbTracker(Observer):
     """Logs the loss and each class's target probability whenever the loop reports
-    them (every `log_every` steps and at each stage's last), each class's image
-    at the end of every stage, and at the end a table of per-class results and
-    the summary metrics."""
+    them (every `log_every` steps and at each stage's last) against the global
+    step, each class's image at the end of every stage; at the end a per-class
+    table (image, own probability, each judge's verdict), the summary (the
+    judges' top-1 / top-5 / mean probability first) and the images as an artifact."""
 
     def __init__(self, run, class_ids: list[int], num_classes: int, stages: list[Stage]):
         import wandb
@@ -87,11 +88,15 @@ class WandbTracker(Observer):
         # global step of each stage's first step, so a resumed run continues the same x axis
         self.steps = [s.steps for s in stages]
         self.offsets = [sum(self.steps[:i]) for i in range(len(stages))]
+        run.define_metric("step")
+        run.define_metric("loss", step_metric="step", summary="last")
+        run.define_metric("p_target/*", step_metric="step", summary="last")
+        run.define_metric("stage", step_metric="step")
 
     def step_done(self, index, step, loss, probs):
-        row = {"loss": loss, "stage": index + 1}
+        row = {"step": self.offsets[index] + step, "loss": loss, "stage": index + 1}
         row.update({f"p_target/{key}": p for key, p in zip(self.keys, probs.tolist())})
-        self.run.log(row, step=self.offsets[index] + step)
+        self.run.log(row, step=row["step"])
 
     def stage_done(self, index, stage, image):
         caption = f"stage {index + 1} ({stage.size} px)"
@@ -99,16 +104,33 @@ class WandbTracker(Observer):
                      step=self.offsets[index] + stage.steps - 1)
 
     def run_done(self, image, metrics):
-        table = self.wandb.Table(columns=["class_id", "name", "image", "probability", "start_probability",
-                                          "top1", "top1_name"])
-        for img, entry in zip(image, metrics["classes"]):
-            table.add_data(entry["class_id"], entry["name"], self._image(img, entry["name"]), entry["probability"],
-                           entry.get("start_probability"), entry["top1"], entry["top5"][0]["name"])
+        judges = metrics.get("judge") or {}
+        columns = ["class_id", "name", "image", "probability", "start_probability", "top1", "top1_name"]
+        for name in judges:
+            columns += [f"{name}/probability", f"{name}/top1", f"{name}/top5", f"{name}/prediction"]
+        table = self.wandb.Table(columns=columns)
+        for i, (img, entry) in enumerate(zip(image, metrics["classes"])):
+            row = [entry["class_id"], entry["name"], self._image(img, entry["name"]), entry["probability"],
+                   entry.get("start_probability"), entry["top1"], entry["top5"][0]["name"]]
+            for judged in judges.values():
+                verdict = judged["classes"][i]
+                row += [verdict["probability"], verdict["top1"], verdict["top5"], verdict["prediction_name"]]
+            table.add_data(*row)
         final = {f"final/{key}": self._image(img, "final") for key, img in zip(self.keys, image)}
         self.run.log({"results": table, **final})
-        self.run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+        self.run.summary.update(summary(metrics))
         self.run.summary.update({f"probability/{key}": e["probability"]
                                  for key, e in zip(self.keys, metrics["classes"])})
+        self._log_images(metrics)
+
+    def _log_images(self, metrics):
+        out_dir = Path(metrics["config"]["output_dir"])
+        artifact = self.wandb.Artifact(f"inversions-{self.run.id}", type="inversions",
+                                       metadata={"model": metrics["model"], "class_ids": self.class_ids})
+        for entry in metrics["classes"]:
+            artifact.add_file(str(out_dir / entry["image"]))
+        artifact.add_file(str(out_dir / "metrics.json"))
+        self.run.log_artifact(artifact)
 
     def _image(self, image: torch.Tensor, caption: str):
         from torchvision.transforms.functional import to_pil_image
@@ -116,22 +138,45 @@ class WandbTracker(Observer):
         return self.wandb.Image(to_pil_image(image.detach().float().clamp(0, 1).cpu()), caption=caption)
 
 
-def init_run(cfg: DictConfig, out_dir: Path, resume: bool, job_type: str = "invert"):
+def summary(metrics: dict) -> dict:
+    """The run's scalars for the W&B runs table: each judge's top-1, top-5 and mean judged
+    probability (`judge/<name>/top1`, ...), then the inverted model's own figures."""
+    row = {f"judge/{name}/{key}": judged[key] for name, judged in (metrics.get("judge") or {}).items()
+           for key in ("top1", "top5", "mean_probability")}
+    row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    return row
+
+
+def hydra_choices() -> dict:
+    """The config-group options this Hydra job was composed from (model, augmentation, schedule,
+    loss, ...), so W&B can group runs by the names a user picked; {} outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
+
+
+def init_run(cfg: DictConfig, out_dir: Path, resume: bool, job_type: str = "invert",
+             name: str | None = None, group: str | None = None):
     """wandb.init with this job's group, name and config; offline inside `out_dir`.
 
+    `name` / `group` replace the Hydra job's own (train_invert: one run per condition, grouped).
     Online but unreachable (init_timeout seconds): one warning, then offline.
     """
     import wandb
 
     logger = cfg.logger
     mode = resolve_mode(logger.mode)
-    group, name = hydra_identity()
+    hydra_group, hydra_name = hydra_identity()
     id_file = out_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
-    kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group,
-                  name=logger.run_name or name, tags=list(logger.tags), job_type=job_type, dir=str(out_dir),
-                  config=OmegaConf.to_container(cfg, resolve=True), id=run_id,
-                  resume="allow" if run_id else None,
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["choices"] = hydra_choices()
+    kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group or hydra_group,
+                  name=name or logger.run_name or hydra_name, tags=list(logger.tags), job_type=job_type,
+                  dir=str(out_dir), config=config, id=run_id, resume="allow" if run_id else None,
+                  reinit="create_new",  # train_invert keeps one run per condition open at once
                   settings=wandb.Settings(init_timeout=float(logger.init_timeout), silent=True))
     try:
         run = wandb.init(mode=mode, **kwargs)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
+from wandb_file import history, run_record
 
 from pii.errors import ConfigError
 from pii.feedforward import classifier as classifier_lib, data as data_lib, discriminator, generator, losses
@@ -122,7 +123,16 @@ def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
     assert (out / "reconstructions.png").exists() and (out / "logits_edits.png").exists()
     assert load_checkpoint(out / "logits" / CHECKPOINT)["step"] == 4
     assert sorted(p.name for p in (out / "onehot" / "samples").iterdir()) == ["step000002.png", "step000004.png"]
-    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the shared logger group, offline
+    runs = {}  # one offline W&B run per condition, in one group, with the same keys
+    for condition in ("logits", "onehot"):
+        (path,) = (out / condition / "wandb").glob("offline-run-*/run-*.wandb")
+        runs[condition] = (run_record(path), [r for r in history(path) if "d_loss" in r])
+    (logits_run, logits_rows), (onehot_run, onehot_rows) = runs["logits"], runs["onehot"]
+    assert logits_run.run_group == onehot_run.run_group == "run"
+    assert (logits_run.display_name, onehot_run.display_name) == ("run/logits", "run/onehot")
+    for rows in (logits_rows, onehot_rows):  # every logged step kept (log_every=1, 4 steps)
+        assert [r["_step"] for r in rows] == [1, 2, 3, 4]
+    assert set(logits_rows[0]) == set(onehot_rows[0])
 
 
 def _free_port() -> int:

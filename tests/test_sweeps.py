@@ -15,6 +15,7 @@ from PIL import Image
 
 from pii import gallery
 from pii.cli import CONF_DIR
+from tests.test_tracking import JUDGE
 from tests.tiny import RANDOM_TINY
 from tests.wandb_file import run_record
 
@@ -46,8 +47,9 @@ def multirun(tmp_path_factory) -> Path:
     """`invert.py -m` with the joblib launcher: the ensemble preset narrowed to 2 jobs, W&B offline."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "ensemble"
     cmd = [sys.executable, "invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *RANDOM_TINY,
-           "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb",
-           f"hydra.sweep.dir={sweep_dir}"]
+           "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb", *JUDGE,
+           "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue",
+           f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}_job"]  # short: many overrides
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -56,7 +58,7 @@ def multirun(tmp_path_factory) -> Path:
 
 def test_joblib_multirun_runs_both_jobs_with_outputs_in_one_wandb_group(multirun):
     jobs = sorted(p for p in multirun.iterdir() if (p / ".hydra").is_dir())
-    assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1"]
+    assert [p.name for p in jobs] == ["0_job", "1_job"]
     sizes = []
     for job in jobs:
         metrics = json.loads((job / "metrics.json").read_text())
@@ -65,6 +67,10 @@ def test_joblib_multirun_runs_both_jobs_with_outputs_in_one_wandb_group(multirun
         (wandb_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
         run = run_record(wandb_file)
         assert run.run_group == "ensemble" and run.display_name == f"{len(sizes) - 1}_augmentation.ensemble_size={sizes[-1]}"
+        config = {u.key: json.loads(u.value_json) for u in run.config.update}
+        assert config["choices"]["model"] == "timm" and config["choices"]["augmentation"] == "pii"  # names to group by
+        # the job's return value, what a sweeper optimises: the judged top-1
+        assert json.loads((job / "return_value.json").read_text()) == metrics["judge"]["timm"]["top1"]
     assert sizes == [1, 2]
 
 

@@ -48,6 +48,36 @@ def test_offline_run_logs_loss_probabilities_images_and_results(tmp_path):
     assert exit_record.exit_code == 0
 
 
+JUDGE = ["verifier=timm", "verifier.timm.name=test_efficientnet", "verifier.timm.weights=random",
+         "verifier.timm.num_classes=10", "verifier.timm.input_size=32"]
+
+
+def summary_of(path) -> dict:
+    items = [item for r in records(path) if r.WhichOneof("record_type") == "summary" for item in r.summary.update]
+    return {(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in items}
+
+
+def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(tmp_path):
+    from pii.cli import objective
+
+    cfg = tiny_cfg(tmp_path, "logger=wandb", *JUDGE)
+    metrics = runner.run(cfg)
+    path = wandb_file(tmp_path)
+    summary = summary_of(path)
+    judged = metrics["judge"]["timm"]
+    for key in ("top1", "top5", "mean_probability"):
+        assert summary[f"judge/timm/{key}"] == pytest.approx(judged[key])
+    table = next(r for r in history(path) if "results/_type" in r)
+    table_file = json.loads((path.parent / "files" / table["results/path"]).read_text())
+    assert "timm/top1" in table_file["columns"] and "timm/prediction" in table_file["columns"]
+    column = table_file["columns"].index("timm/probability")
+    assert [row[column] for row in table_file["data"]] == pytest.approx([c["probability"] for c in judged["classes"]])
+    assert objective(metrics) == judged["top1"]  # what a Hydra sweeper optimises
+    (images,) = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"
+                 and r.artifact.type == "inversions"]
+    assert {e.path for e in images.manifest.contents} >= {"1_class-1.png", "2_class-2.png", "metrics.json"}
+
+
 def test_failed_job_finishes_the_run_with_exit_code_1(tmp_path):
     cfg = tiny_cfg(tmp_path, "logger=wandb")
     with pytest.raises(RuntimeError, match="boom"):

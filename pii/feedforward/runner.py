@@ -100,14 +100,14 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     log.info("train_invert: %s data (%d train, %d held-out, %d classes) at %d px, classifier %s, conditions %s, "
              "%d steps, outputs in %s", cfg.data.name, len(data.train), len(data.test), data.num_classes, res,
              classifier.name, list(cfg.conditions), int(cfg.schedule.steps), out_dir)
-    logger = logger_lib.build(cfg, out_dir, enabled=dinfo.is_main)
-    generators, results, history = {}, {}, {}
+    generators, results, history, loggers = {}, {}, {}, {}
     exit_code = 1
     try:
         for condition in cfg.conditions:
             G = g_lib.build(cfg.generator, data.num_classes, condition, float(cfg.temperature))
             G.condition.fit(train_logits)
             sub = run_dir / condition
+            logger = loggers[condition] = logger_lib.build(cfg, sub, condition, enabled=dinfo.is_main)
             if cfg.mode == "analyse":
                 path = sub / CHECKPOINT
                 if not path.exists():
@@ -125,17 +125,19 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
             generators[condition] = G_ema
             if dinfo.is_main:
                 results[condition] = eval_lib.evaluate(G_ema, classifier, x_test, y_test, int(cfg.eval_batch_size))
-                logger.log({f"eval/{condition}/{k}": v for k, v in results[condition].items()})
+                logger.log({f"eval/{k}": v for k, v in results[condition].items()})
+                logger.summary({f"eval/{k}": v for k, v in results[condition].items()})
         if not dinfo.is_main:
             return {}
         (out_dir / EVAL).write_text(json.dumps(results, indent=2) + "\n")
         grids = write_analyses(cfg, generators, classifier, x_test, y_test, train_logits.std(0), out_dir)
-        for name, path in grids.items():
-            logger.image(f"analyses/{name}", path)
-        logger.summary({f"{c}/{k}": v for c, r in results.items() for k, v in r.items()})
+        for logger in loggers.values():  # the analyses compare every generator: in each run
+            for name, path in grids.items():
+                logger.image(f"analyses/{name}", path)
         exit_code = 0
     finally:
-        logger.finish(exit_code)
+        for logger in loggers.values():
+            logger.finish(exit_code)
 
     seconds = time.perf_counter() - started
     table = eval_lib.table(results)

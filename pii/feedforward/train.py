@@ -206,12 +206,12 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
                 pending.clear()
                 record = history[-1]
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"}, refresh=False)
-                logger.log({f"{tag}/{k}": v for k, v in record.items() if k != "step"}, step=done)
+                logger.log({k: v for k, v in record.items() if k != "step"}, step=done)
             if dist_info.is_main and sample_logits is not None and (done % int(cfg.sample_every) == 0 or done == steps):
                 with torch.no_grad():
                     path = out_dir / "samples" / f"step{done:06d}.png"
                     save_grid(G_ema(sample_logits.to(device)), path)
-                logger.image(f"{tag}/samples", path, step=done)
+                logger.image("samples", path, step=done)
             if dist_info.is_main and (done % int(cfg.checkpoint_every) == 0 or done == steps):
                 save_checkpoint(ckpt_path, state(done))
     finally:
