@@ -145,6 +145,15 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    import pii.feedforward.runner as runner_lib
+
+    def train_and_keep(G, *args, **kwargs):  # each rank's trained G, to compare across ranks
+        G_ema, history = train(G, *args, **kwargs)
+        params = {name: p.detach() for name, p in G.named_parameters()}  # BN statistics stay per rank
+        torch.save(params, Path(cfg_dict["output_dir"]) / f"G_rank{rank}.pt")
+        return G_ema, history
+
+    runner_lib.train = train_and_keep
     train_invert(OmegaConf.create(cfg_dict))
 
 
@@ -156,6 +165,14 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny):
     assert metrics["world_size"] == 2
     assert set(metrics["eval"]) == {"logits"}
     assert load_checkpoint(tmp_path / "run" / "logits" / CHECKPOINT)["step"] == 4
+    # each rank trained on its own slice of every batch and its own noise: only DDP's gradient
+    # all-reduce keeps their generators identical
+    g0, g1 = (torch.load(tmp_path / "run" / f"G_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert g0.keys() == g1.keys()
+    for key in g0:
+        torch.testing.assert_close(g0[key], g1[key], msg=key)
+    start = dict(generator.build(cfg.generator, 10, "logits", float(cfg.temperature)).named_parameters())
+    assert any(g0[k].shape == start[k].shape and not torch.equal(g0[k], start[k].detach()) for k in g0)  # it trained
 
 
 @pytest.mark.parametrize("override,message", [
