@@ -13,6 +13,7 @@ from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import cpu, losses, models, resume, schedule, tracking
 from pii.classes import class_key, class_name, parse_class_ids
+from pii.config import check_invert
 from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar
@@ -62,6 +63,11 @@ def run(cfg: DictConfig) -> dict:
     """
     if cfg.get("resume"):
         cfg = resume.resumed_config(cfg)
+        finished = resume.finished_metrics(Path(cfg.output_dir))
+        if finished is not None:  # resuming a finished run changes nothing, and says so
+            log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
+            return finished
+    check_invert(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
