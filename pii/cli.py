@@ -128,11 +128,23 @@ def quoted(value: str) -> str:
 
 
 def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
+    """Preflight of one invert.py job (types are the schema's by now): ranges and choices, then
+    the files it starts from, so that a bad one fails before Hydra makes the run's directory.
+    torch is imported only for a job that names such files."""
     if cfg.get("resume"):
         from pii.resume import resumed_config
 
         cfg = resumed_config(cfg, overrides)
     check_invert(cfg)
+    if cfg.get("resume") or cfg.get("init_from"):
+        from pii.resume import check_files
+
+        check_files(cfg)
+    weights = cfg.model.get("weights")
+    if weights not in (None, "random", "pretrained"):
+        from pii.models import resolve_weights
+
+        resolve_weights(str(weights))
 
 
 def invert_main() -> None:

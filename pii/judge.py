@@ -113,11 +113,18 @@ def find_inversions(root: Path) -> list[tuple[Path, int]]:
 def judge_directory(root: Path, judges: dict[str, Classifier]) -> dict:
     """Judge every inversion under `root`; per run directory and over all of them."""
     root = Path(root)
-    found = find_inversions(root)
     by_dir: dict[Path, list[tuple[Path, int]]] = {}
-    for path, cid in found:
+    images: dict[Path, list[torch.Tensor]] = {}  # read once
+    for path, cid in find_inversions(root):
+        try:
+            image = load_png(path)
+        except ConfigError as err:  # one damaged file costs its own verdict, not the others'
+            log.warning("skipped: %s", err)
+            continue
         by_dir.setdefault(path.parent, []).append((path, cid))
-    images = {run_dir: [load_png(p) for p, _ in items] for run_dir, items in by_dir.items()}  # read once
+        images.setdefault(path.parent, []).append(image)
+    if not by_dir:
+        raise ConfigError(f"none of the inversions under {str(root)!r} could be read")
     results: dict = {"root": str(root), "runs": {}, "overall": {}}
     for name, clf in judges.items():
         all_classes = []

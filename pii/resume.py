@@ -89,6 +89,16 @@ def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     return torch.stack([load_png(files[c]) for c in class_ids])
 
 
+def check_files(cfg: DictConfig) -> None:
+    """Read what `resume=` or `init_from=` names, so that a damaged file fails before a run starts."""
+    from pii.classes import parse_class_ids
+
+    if cfg.get("resume"):
+        load_checkpoint(Path(str(cfg.resume)).expanduser())
+    if cfg.get("init_from"):
+        load_images(cfg.init_from, parse_class_ids(cfg.class_id, int(cfg.model.num_classes)))
+
+
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
                    device: torch.device) -> tuple[torch.Tensor | None, int]:
     """(image, first stage) for pii.inversion.invert: (None, 0) starts from noise.
