@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,7 +80,9 @@ def load_tensors(path: Path, key: str, map_location="cpu") -> dict:
     """A checkpoint of plain tensors (torch.load with weights_only=True, never code); a ConfigError
     naming `key` and the file when it is damaged or would run code when loaded."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about what it is about to refuse; the refusal says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for one meaning: not a plain checkpoint
         raise unloadable(path, key, err) from None
 

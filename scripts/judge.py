@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from pii.cli import compose, script_main  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
-from pii.judge import JUDGE_JSON, build_judges, find_inversions, format_table, judge_directory  # noqa: E402
+from pii.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions  # noqa: E402
 from pii.runner import resolve_device  # noqa: E402
 
 
@@ -26,11 +26,11 @@ def main(argv: list[str]) -> None:
         raise ConfigError("usage: python scripts/judge.py <directory of inversions> [verifier=... device=...]")
     root, overrides = Path(argv[0]), argv[1:]
     cfg = compose(overrides)
-    find_inversions(root)  # a wrong directory fails before the judges load
-    judges = build_judges(cfg.get("verifier"), resolve_device(str(cfg.device)))
-    if not judges:
+    if not cfg.get("verifier"):
         raise ConfigError("verifier=none leaves nothing to judge with; e.g. verifier=efficientnet_lite2")
-    results = judge_directory(root, judges)
+    inversions = read_inversions(root)  # a wrong directory or damaged files fail before the judges load
+    judges = build_judges(cfg.get("verifier"), resolve_device(str(cfg.device)))
+    results = judge_directory(root, judges, inversions)
     for run, by_judge in results["runs"].items():
         for name, result in by_judge.items():
             print(f"\n== {root / run} judged by {name}\n{format_table(result)}")

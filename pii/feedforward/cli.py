@@ -41,11 +41,19 @@ def _main(cfg: DictConfig) -> float:
     return metrics.get("eval", {}).get("logits", {}).get("retrieval_features", 0.0) if metrics else 0.0
 
 
+def check_job(cfg: DictConfig, overrides: list[str]) -> None:
+    """Preflight of one train_invert.py job: ranges, then the choices the code knows (conditions, ...)."""
+    from pii.feedforward.runner import check
+
+    check_train_invert(cfg)
+    check(cfg)
+
+
 def train_invert_main() -> None:
     if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
         sys.argv.append(SEARCHPATH)
     try:
-        preflight(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", lambda cfg, overrides: check_train_invert(cfg))
+        preflight(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", check_job)
     except ConfigError as err:
         fail(err)
     _main()
