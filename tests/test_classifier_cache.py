@@ -41,4 +41,4 @@ def test_a_reused_classifier_logs_its_held_out_accuracy(tmp_path, caplog):
         caplog.clear()
         build()
     (line,) = [r.getMessage() for r in caplog.records if "held-out accuracy" in r.getMessage()]
-    assert "from " + str(tmp_path) in line and "held-out accuracy 0." in line or "held-out accuracy 1.000" in line
+    assert f"from {tmp_path}" in line and "unknown" not in line  # the accuracy recorded when it was trained
