@@ -62,8 +62,9 @@ def load_png(path: Path) -> torch.Tensor:
         raise ConfigError(f"cannot read image {str(path)!r} ({type(err).__name__}: {str(err)[:80]})") from None
 
 
-def read_metrics(run_dir: Path) -> dict:
-    """A run's metrics.json; ConfigError naming the file if it is missing or damaged."""
+def read_metrics(run_dir: Path, key: str = "") -> dict:
+    """A run's metrics.json; ConfigError naming `key` (e.g. init_from) and the file if it is missing or damaged."""
+    where = f"{key}=" if key else ""
     path = Path(run_dir) / METRICS
     try:
         metrics = json.loads(path.read_text())
@@ -71,9 +72,9 @@ def read_metrics(run_dir: Path) -> dict:
             raise TypeError("a class entry without an integer class_id and an image name")
         return metrics
     except FileNotFoundError:
-        raise ConfigError(f"no {METRICS} in {str(run_dir)!r}: not the output directory of a finished run") from None
+        raise ConfigError(f"{where}{run_dir}: no {METRICS} there; pass the output directory of a finished run") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{str(path)!r} is damaged ({type(err).__name__}: {str(err)[:80]})") from None
+        raise ConfigError(f"{where}{str(path)!r} is damaged ({type(err).__name__}: {str(err)[:80]})") from None
 
 
 def load_tensors(path: Path, key: str, map_location="cpu") -> dict:

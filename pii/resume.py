@@ -82,7 +82,7 @@ def load_checkpoint(run_dir: Path) -> dict | None:
 def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     """A finished run's per-class PNGs, in the order of `class_ids`, as [0, 1] floats."""
     run_dir = Path(str(run_dir)).expanduser()
-    files = {e["class_id"]: run_dir / e["image"] for e in read_metrics(run_dir)["classes"]}
+    files = {e["class_id"]: run_dir / e["image"] for e in read_metrics(run_dir, "init_from")["classes"]}
     missing = [c for c in class_ids if c not in files]
     if missing:
         raise ConfigError(f"init_from={run_dir} has no image for class {missing}; it has classes {sorted(files)}")
