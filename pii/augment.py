@@ -7,7 +7,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from pii.errors import ConfigError
 
 
 class Jitter(nn.Module):
@@ -64,15 +63,7 @@ class ColorShift(nn.Module):
 
 def build(cfg: DictConfig) -> nn.Sequential:
     """Jitter, ensemble, flip and ColorShift, each switchable, in the paper's order."""
-    ensemble_size = int(cfg.ensemble_size)
-    if ensemble_size < 1:
-        raise ConfigError(f"augmentation.ensemble_size must be >= 1, got {ensemble_size}; e.g. augmentation.ensemble_size=32")
-    chunk = cfg.get("chunk")
-    if chunk not in (None, "auto") and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ConfigError(f"augmentation.chunk must be auto or a number of views >= 1, got {chunk!r}; "
-                          f"e.g. augmentation.chunk=64")
-    if cfg.alpha < 0 or cfg.beta < 0:
-        raise ConfigError(f"augmentation.alpha and augmentation.beta must be >= 0, got {cfg.alpha} and {cfg.beta}")
+    ensemble_size = int(cfg.ensemble_size)  # ranges: pii.config.check_invert
     pieces: list[nn.Module] = []
     if cfg.jitter > 0:
         pieces.append(Jitter(int(cfg.jitter)))

@@ -21,6 +21,9 @@ def parse_class_ids(value, num_classes: int) -> list[int]:
             raise ConfigError(f"class_id must be an integer or a list of integers, got {v!r}; e.g. class_id=980 or class_id=[980,10]")
         if not 0 <= v < num_classes:
             raise ConfigError(f"class_id {v} is outside this model's classes 0..{num_classes - 1}")
+        if v in ids:  # each class has one image file (<class_id>_<name>.png)
+            raise ConfigError(f"class_id lists {v} twice; each class is inverted once per run "
+                              f"(for several images of one class, sweep over seed: -m seed=0,1,2)")
         ids.append(v)
     return ids
 

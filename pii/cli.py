@@ -4,16 +4,20 @@ function, and turn a ConfigError into one line and exit code 2."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
+from pii.config import check_invert
 from pii.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -40,12 +44,124 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def fail(err: ConfigError) -> None:
-    print(f"error: {err}", file=sys.stderr)
+    """One line on stderr and exit code 2. Inside a Hydra job the line also goes to the job's log
+    file (its console handler would print it a second time), so a failed run's log says why."""
+    message = f"error: {err}"
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("pii", logging.ERROR, __file__, 0, message, None, None))
+    print(message, file=sys.stderr)
     sys.exit(2)
 
 
+def one_line(err: Exception) -> str:
+    """A Hydra or OmegaConf error as one line that names the override and the key."""
+    text = str(err).split("Config search path:")[0]  # Hydra appends its search path to a missing option
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if isinstance(err, OmegaConfBaseException):
+        text = str(err).splitlines()[0]
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        text += f" ({str(err.__cause__).splitlines()[0]})"
+    return text
+
+
+def preflight(argv: list[str], config_dir: str, config_name: str,
+              check: Callable[[DictConfig, list[str]], None]) -> DictConfig | None:
+    """Compose and check every job this command line would run, before Hydra writes anything.
+
+    Hydra reports a bad override with several lines and exit code 1, after it has made the run's
+    directory; and a sweep would stop at its first bad job. So the entry points compose here
+    first: types (the schema), then `check(job_config, job_overrides)`; all bad jobs of a sweep
+    are named in one ConfigError. Returns the single run's config (None for a sweep or for
+    Hydra's own flags, --help, --cfg, ..., which are left to Hydra).
+    """
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return None
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.utils import setup_globals
+    from hydra.types import RunMode
+
+    setup_globals()  # the ${now:} resolver of the output directory
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        try:
+            cfg = loader.load_configuration(config_name, [a for a in argv if not a.startswith("-")],
+                                            run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
+            task = list(cfg.hydra.overrides.task)
+            if not multirun:
+                check(cfg, task)
+                check_writable(str(cfg.get("resume") or cfg.hydra.run.dir))
+                return cfg
+            check_writable(cfg.hydra.sweep.dir)
+            params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
+            jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(one_line(err)) from None
+        bad = []
+        for number, job in enumerate(jobs):
+            try:
+                check(loader.load_sweep_config(cfg, job), job)
+            except (ConfigError, HydraException, OmegaConfBaseException) as err:
+                bad.append(f"job {number} ({' '.join(job)}): {err if isinstance(err, ConfigError) else one_line(err)}")
+    if bad:
+        raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {'; '.join(bad)}")
+    return None
+
+
+def check_writable(directory: str) -> None:
+    """Hydra makes the output directory and opens its log file there: say so if it cannot."""
+    path = Path(directory).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the output directory {str(path)!r} ({str(existing)!r} is not a writable "
+                          f"directory); choose another with hydra.run.dir=... (sweeps: hydra.sweep.dir=...)")
+
+
+def quoted(value: str) -> str:
+    """A value as Hydra's override grammar reads it back unchanged."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
+    """Preflight of one invert.py job (types are the schema's by now): ranges and choices, then
+    the files it starts from, so that a bad one fails before Hydra makes the run's directory.
+    torch is imported only for a job that names such files."""
+    if cfg.get("resume"):
+        from pii.resume import resumed_config
+
+        cfg = resumed_config(cfg, overrides)
+    check_invert(cfg)
+    if cfg.get("resume") or cfg.get("init_from"):
+        from pii.resume import check_files
+
+        check_files(cfg)
+    weights = cfg.model.get("weights")
+    if weights not in (None, "random", "pretrained"):
+        from pii.models import resolve_weights
+
+        resolve_weights(str(weights))
+
+
+def invert_main() -> None:
+    """`python invert.py ...` / `pii-invert`: preflight, then the Hydra app."""
+    try:
+        cfg = preflight(sys.argv[1:], CONF_DIR, "config", check_invert_job)
+    except ConfigError as err:
+        fail(err)
+    if cfg is not None and cfg.get("resume") and not any(a.startswith("hydra.run.dir=") for a in sys.argv):
+        # A resumed run logs into its own directory (appending to invert.log) and keeps the
+        # .hydra/ of the run it continues: that config is what resume= reads.
+        sys.argv += [f"hydra.run.dir={quoted(str(cfg.resume))}", "hydra.output_subdir=null"]
+    _invert_main()
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def invert_main(cfg: DictConfig) -> float:
+def _invert_main(cfg: DictConfig) -> float:
     from pii.runner import run
 
     try:
@@ -71,20 +187,21 @@ def objective(metrics: dict) -> float:
 
 def compose(overrides: list[str]):
     """The config `invert.py <overrides>` would run with, for scripts/ (Hydra's compose API).
+    Types are checked (the schema); ranges only by pii.config.check_invert, which runner.run calls:
+    a script may compose a config only for its model or judges.
 
     `output_dir` stays unresolved (it names Hydra's run directory): scripts that
     write a run's outputs set it, e.g. `output_dir=outputs/digits/runs/x`.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="script"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(one_line(err)) from None
+    return cfg
 
 
 def script_main(main) -> None:

@@ -5,7 +5,7 @@ metrics and overrides. Reads only what runs leave on disk."""
 from __future__ import annotations
 
 import html
-import json
+import logging
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,9 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from pii.errors import ConfigError
-from pii.outputs import METRICS
+from pii.outputs import METRICS, read_metrics
+
+log = logging.getLogger(__name__)
 
 GRID = "ablation_grid.png"
 PAGE = "report.html"
@@ -46,9 +48,13 @@ def collect(multirun_dir: Path) -> list[Job]:
     jobs = []
     for overrides in root.glob("*/.hydra/overrides.yaml"):
         job_dir = overrides.parent.parent
-        metrics = job_dir / METRICS
-        jobs.append(Job(job_dir, list(OmegaConf.load(overrides)),
-                        json.loads(metrics.read_text()) if metrics.is_file() else None))
+        metrics = None
+        if (job_dir / METRICS).is_file():
+            try:
+                metrics = read_metrics(job_dir)
+            except ConfigError as err:  # one damaged job: shown as not finished, the others still reported
+                log.warning("skipped: %s", err)
+        jobs.append(Job(job_dir, list(OmegaConf.load(overrides)), metrics))
     if not jobs:
         raise ConfigError(f"{root} holds no Hydra jobs (no */.hydra/overrides.yaml); is it a multirun dir?")
 
@@ -120,8 +126,11 @@ def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
                 draw.text((x + 8, y + cell // 2 - 8), "not finished" if job.metrics is None else "missing",
                           fill="black", font=small)
                 continue
-            with Image.open(path) as img:
-                canvas.paste(img.convert("RGB").resize((cell, cell), Image.BILINEAR), (x, y))
+            try:
+                with Image.open(path) as img:
+                    canvas.paste(img.convert("RGB").resize((cell, cell), Image.BILINEAR), (x, y))
+            except (OSError, ValueError, SyntaxError) as err:  # a damaged PNG: a blank cell and one warning
+                log.warning("skipped: cannot read image %r (%s: %s)", str(path), type(err).__name__, err)
             draw.text((x, y + cell + 2), f"p={probs[class_id]:.3f}", fill="black", font=small)
     return canvas
 

@@ -110,22 +110,37 @@ def find_inversions(root: Path) -> list[tuple[Path, int]]:
     return found
 
 
-def judge_directory(root: Path, judges: dict[str, Classifier]) -> dict:
-    """Judge every inversion under `root`; per run directory and over all of them."""
+Inversions = dict[Path, list[tuple[Path, int, torch.Tensor]]]
+
+
+def read_inversions(root: Path) -> Inversions:
+    """Every readable inversion under `root`, by run directory: (path, class id, image).
+    A damaged file is skipped with one warning; ConfigError if none can be read."""
+    inversions: Inversions = {}
+    for path, cid in find_inversions(root):
+        try:
+            image = load_png(path)
+        except ConfigError as err:  # one damaged file costs its own verdict, not the others'
+            log.warning("skipped: %s", err)
+            continue
+        inversions.setdefault(path.parent, []).append((path, cid, image))
+    if not inversions:
+        raise ConfigError(f"none of the inversions under {str(root)!r} could be read")
+    return inversions
+
+
+def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inversions | None = None) -> dict:
+    """Judge every inversion under `root` (read by `read_inversions` unless given); per run directory and overall."""
     root = Path(root)
-    found = find_inversions(root)
-    by_dir: dict[Path, list[tuple[Path, int]]] = {}
-    for path, cid in found:
-        by_dir.setdefault(path.parent, []).append((path, cid))
-    images = {run_dir: [load_png(p) for p, _ in items] for run_dir, items in by_dir.items()}  # read once
+    by_dir = inversions if inversions is not None else read_inversions(root)
     results: dict = {"root": str(root), "runs": {}, "overall": {}}
     for name, clf in judges.items():
         all_classes = []
         for run_dir, items in by_dir.items():
             # resize one by one: a multirun may mix image sizes
-            batch = torch.stack([resize(im[None], clf.input_size)[0] for im in images[run_dir]])
-            result = judge(clf, batch, [cid for _, cid in items])
-            for entry, (path, _) in zip(result["classes"], items):
+            batch = torch.stack([resize(im[None], clf.input_size)[0] for _, _, im in items])
+            result = judge(clf, batch, [cid for _, cid, _ in items])
+            for entry, (path, _, _) in zip(result["classes"], items):
                 entry["image"] = str(path.relative_to(root))
             results["runs"].setdefault(str(run_dir.relative_to(root)), {})[name] = result
             all_classes += result["classes"]

@@ -132,30 +132,28 @@ def resolve_weights(source: str) -> Path:
             raise ConfigError(f"weights package {module!r} holds no .pth file")
         return files[0]
     path = Path(os.path.expanduser(source))
+    if path.is_dir():
+        raise ConfigError(f"model.weights {str(path)!r} is a directory; pass the path of a .pth, .pt or .safetensors file in it")
     if not path.is_file():
         raise ConfigError(f"model.weights file {str(path)!r} does not exist; pass the path of a .pth, .pt or .safetensors file")
     return path
 
 
-def load_weights(net: nn.Module, path: Path, remap: bool = False) -> None:
-    """Load a state dict safely (torch weights_only or safetensors); refuse anything else."""
+def load_weights(net: nn.Module, path: Path, remap: bool = False, key: str = "model.weights") -> None:
+    """Load a state dict safely (torch weights_only or safetensors); refuse anything else.
+    `key`: the config key that named the file, for the error message."""
     from timm.models import load_state_dict, remap_state_dict
+
+    from pii.outputs import unloadable
 
     try:
         state_dict = load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # any reader failure means one of these two things to the user
-        err = err.__cause__ or err  # timm re-raises torch's own error with a generic message
-        if "global" in str(err).lower():  # weights_only met a class or function: loading would run code
-            raise ConfigError(
-                f"refusing to load {str(path)!r}: it holds objects that could run code when loaded; "
-                f"save plain weights with torch.save(model.state_dict(), path)") from None
-        raise ConfigError(
-            f"model.weights {str(path)!r} is not a PyTorch or safetensors checkpoint ({type(err).__name__}); "
-            f"save one with torch.save(model.state_dict(), path)") from None
+    except Exception as err:  # any reader failure means one of two things to the user: see unloadable
+        raise unloadable(path, key, err.__cause__ or err) from None  # timm re-raises torch's error generically
     try:
         if remap:
             state_dict = remap_state_dict(state_dict, net)
         net.load_state_dict(state_dict)
     except (RuntimeError, AssertionError) as err:
         first = str(err).strip().splitlines()[0][:200]
-        raise ConfigError(f"model.weights {str(path)!r} does not fit model {type(net).__name__} ({first})") from None
+        raise ConfigError(f"{key} {str(path)!r} does not fit model {type(net).__name__} ({first})") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid, save_image
 
+from pii.errors import ConfigError
 from pii.observers import Observer
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,49 @@ def save_results(out_dir: Path, image: torch.Tensor, metrics: dict) -> None:
 
 
 def load_png(path: Path) -> torch.Tensor:
-    """A saved image as [3, H, W] pixels in [0, 1] (8-bit, as saved)."""
-    with Image.open(path) as img:
-        return pil_to_tensor(img.convert("RGB")).float() / 255
+    """A saved image as [3, H, W] pixels in [0, 1] (8-bit, as saved); ConfigError if it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(img.convert("RGB")).float() / 255
+    except (OSError, ValueError, SyntaxError) as err:  # missing, truncated or not an image (PIL's own types)
+        raise ConfigError(f"cannot read image {str(path)!r} ({type(err).__name__}: {str(err)[:80]})") from None
+
+
+def read_metrics(run_dir: Path, key: str = "") -> dict:
+    """A run's metrics.json; ConfigError naming `key` (e.g. init_from) and the file if it is missing or damaged."""
+    where = f"{key}=" if key else ""
+    path = Path(run_dir) / METRICS
+    try:
+        metrics = json.loads(path.read_text())
+        if not all(isinstance(e["class_id"], int) and isinstance(e["image"], str) for e in metrics["classes"]):
+            raise TypeError("a class entry without an integer class_id and an image name")
+        return metrics
+    except FileNotFoundError:
+        raise ConfigError(f"{where}{run_dir}: no {METRICS} there; pass the output directory of a finished run") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{where}{str(path)!r} is damaged ({type(err).__name__}: {str(err)[:80]})") from None
+
+
+def load_tensors(path: Path, key: str, map_location="cpu") -> dict:
+    """A checkpoint of plain tensors (torch.load with weights_only=True, never code); a ConfigError
+    naming `key` and the file when it is damaged or would run code when loaded."""
+    try:
+        with warnings.catch_warnings():  # torch warns about what it is about to refuse; the refusal says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for one meaning: not a plain checkpoint
+        raise unloadable(path, key, err) from None
+
+
+def unloadable(path: Path, key: str, err: Exception) -> ConfigError:
+    """Why a checkpoint could not be read, for the user: it could run code, or it is damaged."""
+    with open(path, "rb") as f:
+        raw_pickle = f.read(1) == b"\x80"  # pickle's PROTO opcode: a pickled object, not torch's zip format
+    if raw_pickle or "global" in str(err).lower():
+        return ConfigError(f"refusing to load {key} {str(path)!r}: it is a pickle of objects, not plain tensors, "
+                           f"and loading it could run code; save plain weights with torch.save(state_dict, path)")
+    return ConfigError(f"{key} {str(path)!r} is damaged or not a checkpoint ({type(err).__name__}: "
+                       f"{(str(err).strip().splitlines() or [''])[0][:80]})")
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:

@@ -4,7 +4,6 @@ final images instead of noise (PII, then DeepInversion: paper Fig. 9)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -12,15 +11,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pii.errors import ConfigError
-from pii.outputs import CHECKPOINT, METRICS, load_png
+from pii.outputs import CHECKPOINT, METRICS, load_png, load_tensors, read_metrics
 
 log = logging.getLogger(__name__)
 
 
+# What a resumed run may change: where and how it runs and reports, not what it computes. Any
+# other key changed on resume (stages, steps, model, classes, augmentation, loss, seed, ...) would
+# make the checkpoint mean something else, so it is refused.
+RESUME_MAY_CHANGE = ("device", "precision", "channels_last", "compile", "logger", "verifier")
+
+
 def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
-    """For `resume=<dir>`: the config that run was started with, writing into
-    <dir>. Keys named in `overrides` (default: this command line's, e.g.
-    device=cpu or logger=wandb) take this invocation's values."""
+    """For `resume=<dir>`: the config that run was started with, writing into <dir>.
+
+    `overrides` (default: this command line's) may change the keys of RESUME_MAY_CHANGE; any
+    other key must keep the original run's value (repeating the original command line is fine),
+    else ConfigError naming the keys.
+    """
     if overrides is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -31,13 +39,33 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
         raise ConfigError(f"resume={run_dir}: there is no .hydra/config.yaml there; "
                           f"pass the output directory of an earlier invert.py run")
     resumed = OmegaConf.load(saved)
+    saved_overrides = run_dir / ".hydra" / "overrides.yaml"
+    original = list(OmegaConf.load(saved_overrides)) if saved_overrides.is_file() else []
+    refused = []
     with open_dict(resumed):
         for override in overrides:
             key = override.split("=", 1)[0].lstrip("+~")
-            if key not in ("resume", "output_dir") and OmegaConf.select(cfg, key) is not None:
-                OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), force_add=True)
+            if key in ("resume", "output_dir") or key.startswith("hydra.") or override in original:
+                continue
+            value = OmegaConf.select(cfg, key)
+            if key.split(".")[0] in RESUME_MAY_CHANGE and value is not None:
+                OmegaConf.update(resumed, key, value, merge=False, force_add=True)
+            elif value is None or plain(value) != plain(OmegaConf.select(resumed, key)):
+                refused.append(override)
         resumed.output_dir, resumed.resume = str(run_dir), str(run_dir)
+    if refused:
+        raise ConfigError(f"resume={run_dir}: {', '.join(refused)} would change what its checkpoint means; "
+                          f"a resumed run may change only {', '.join(RESUME_MAY_CHANGE)} (start a new run instead)")
     return resumed
+
+
+def plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def finished_metrics(run_dir: Path) -> dict | None:
+    """A finished run's metrics (metrics.json is written last), or None while it is unfinished."""
+    return read_metrics(run_dir) if (Path(run_dir) / METRICS).is_file() else None
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
@@ -45,20 +73,30 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors only, never code
+    checkpoint = load_tensors(path, "resume checkpoint")
+    if not isinstance(checkpoint, dict) or not {"stage", "image", "class_ids", "rng"} <= set(checkpoint):
+        raise ConfigError(f"resume checkpoint {str(path)!r} is not one invert.py wrote (no stage, image, class_ids, rng)")
+    return checkpoint
 
 
 def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     """A finished run's per-class PNGs, in the order of `class_ids`, as [0, 1] floats."""
     run_dir = Path(str(run_dir)).expanduser()
-    metrics_path = run_dir / METRICS
-    if not metrics_path.is_file():
-        raise ConfigError(f"init_from={run_dir}: no {METRICS} there; pass the output directory of a finished run")
-    files = {e["class_id"]: run_dir / e["image"] for e in json.loads(metrics_path.read_text())["classes"]}
+    files = {e["class_id"]: run_dir / e["image"] for e in read_metrics(run_dir, "init_from")["classes"]}
     missing = [c for c in class_ids if c not in files]
     if missing:
         raise ConfigError(f"init_from={run_dir} has no image for class {missing}; it has classes {sorted(files)}")
     return torch.stack([load_png(files[c]) for c in class_ids])
+
+
+def check_files(cfg: DictConfig) -> None:
+    """Read what `resume=` or `init_from=` names, so that a damaged file fails before a run starts."""
+    from pii.classes import parse_class_ids
+
+    if cfg.get("resume"):
+        load_checkpoint(Path(str(cfg.resume)).expanduser())
+    if cfg.get("init_from"):
+        load_images(cfg.init_from, parse_class_ids(cfg.class_id, int(cfg.model.num_classes)))
 
 
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,

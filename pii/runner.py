@@ -13,8 +13,8 @@ from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
 from pii.classes import class_key, class_name, parse_class_ids
+from pii.config import check_invert
 from pii.device import resolve_device, wants_compile
-from pii.errors import ConfigError
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar, StageTimer
 from pii.outputs import Saver, save_results, write_metrics
@@ -48,9 +48,12 @@ def run(cfg: DictConfig) -> dict:
     """
     if cfg.get("resume"):
         cfg = resume.resumed_config(cfg)
+        finished = resume.finished_metrics(Path(cfg.output_dir))
+        if finished is not None:  # resuming a finished run changes nothing, and says so
+            log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
+            return finished
+    check_invert(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
-    if int(cfg.log_every) < 1:
-        raise ConfigError(f"log_every must be >= 1 (steps between progress reports), got {cfg.log_every}")
     augment = augment_lib.build(cfg.augmentation)
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from pii.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,11 +33,7 @@ def plan(full_size: int, cfg: DictConfig) -> list[Stage]:
     so with both the pasted patch is halfway between the old and new sizes.
     Neither: one stage at full size with the same total number of steps.
     """
-    stages, steps = int(cfg.stages), int(cfg.steps)
-    if stages < 1:
-        raise ConfigError(f"schedule.stages must be >= 1, got {stages}; e.g. schedule.stages=7")
-    if steps < 1:
-        raise ConfigError(f"schedule.steps must be >= 1 (steps per stage), got {steps}; e.g. schedule.steps=400")
+    stages, steps = int(cfg.stages), int(cfg.steps)  # ranges: pii.config.check_invert
     if not (cfg.zoom or cfg.centering):
         return [Stage(full_size, stages * steps, None)]
     step = full_size / (stages + 1)

@@ -16,9 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 from pii.cli import compose, script_main  # noqa: E402
+from pii.config import check_invert  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
-from pii.judge import JUDGE_JSON, build_judges, format_table, judge_directory  # noqa: E402
 from pii.device import resolve_device  # noqa: E402
+from pii.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -26,10 +27,12 @@ def main(argv: list[str]) -> None:
         raise ConfigError("usage: python scripts/judge.py <directory of inversions> [verifier=... device=...]")
     root, overrides = Path(argv[0]), argv[1:]
     cfg = compose(overrides)
-    judges = build_judges(cfg.get("verifier"), resolve_device(str(cfg.device)))
-    if not judges:
+    check_invert(cfg)  # device, judges' sizes: before any file is read
+    if not cfg.get("verifier"):
         raise ConfigError("verifier=none leaves nothing to judge with; e.g. verifier=efficientnet_lite2")
-    results = judge_directory(root, judges)
+    inversions = read_inversions(root)  # a wrong directory or damaged files fail before the judges load
+    judges = build_judges(cfg.get("verifier"), resolve_device(str(cfg.device)))
+    results = judge_directory(root, judges, inversions)
     for run, by_judge in results["runs"].items():
         for name, result in by_judge.items():
             print(f"\n== {root / run} judged by {name}\n{format_table(result)}")

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
     parser.add_argument("--cell", type=int, default=128, help="grid cell size in px (default 128)")
     args = parser.parse_args(argv)
+    if args.cell < 8:
+        parser.error(f"--cell must be >= 8 px, got {args.cell}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         grid, page = write_report(args.multirun_dir, args.cell)

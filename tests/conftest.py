@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
+# train_invert's classifier cache: the tests' quick classifiers never land in the shared default one
+import tempfile  # noqa: E402
+
+os.environ.setdefault("PII_CLASSIFIER_CACHE", tempfile.mkdtemp(prefix="pii-test-classifiers-"))
 
 from pathlib import Path
 

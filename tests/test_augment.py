@@ -64,6 +64,9 @@ def test_build_full_set_and_switches():
 
 
 def test_ensemble_size_below_one_is_a_config_error():
-    cfg = OmegaConf.create(dict(jitter=0, flip=False, ensemble_size=0, color_shift=True, alpha=1.0, beta=1.0))
+    from conftest import compose_config
+
+    from pii.config import check_invert
+
     with pytest.raises(ConfigError, match="ensemble_size must be >= 1"):
-        augment.build(cfg)
+        check_invert(compose_config(["augmentation.ensemble_size=0"]))

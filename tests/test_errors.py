@@ -37,7 +37,7 @@ def test_bad_input_is_a_config_error(override, message, tmp_path):
 def test_weights_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "notes.pth"
     bogus.write_text("not weights")
-    with pytest.raises(ConfigError, match="is not a PyTorch or safetensors checkpoint"):
+    with pytest.raises(ConfigError, match="model.weights .* is damaged or not a checkpoint"):
         run(compose_config([f"model.weights={bogus}", f"output_dir={tmp_path / 'out'}"]))
 
 

@@ -80,3 +80,90 @@ def test_sigterm_stops_cleanly_and_the_cli_run_resumes(tmp_path):
     assert done < 3 and not (out / outputs.METRICS).exists()
     metrics = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "unused"), {"resume": str(out)}))
     assert metrics["first_stage"] == done + 1 and (out / outputs.METRICS).exists()
+
+
+def stopped_run(out_dir, monkeypatch, after_stage: int):
+    """A tiny run (3 stages) killed right after `after_stage` (0-based) was saved, as Hydra leaves it."""
+    cfg = tiny_cfg(out_dir)
+    as_hydra_run(cfg, out_dir)
+    save_stage = outputs.Saver.stage_done
+
+    def stop(self, index, stage, image):
+        save_stage(self, index, stage, image)
+        if index == after_stage:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(outputs.Saver, "stage_done", stop)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(cfg)
+    return out_dir
+
+
+@pytest.mark.parametrize("override", ["schedule.stages=1", "schedule.steps=5", "augmentation.ensemble_size=4",
+                                      "model.input_size=64", "class_id=[1]", "loss=tv", "seed=3",
+                                      "experiment=fast", "augmentation=none"])
+def test_resume_refuses_overrides_that_change_what_the_checkpoint_means(tmp_path, monkeypatch, override):
+    killed = stopped_run(tmp_path / "killed", monkeypatch, after_stage=0)
+    cfg = OmegaConf.merge(tiny_cfg(tmp_path / "x", override), {"resume": str(killed)})
+    with pytest.raises(ConfigError, match=f"resume=.*{override.split('=')[0]}.*would change"):
+        resume.resumed_config(cfg, [override, f"resume={killed}"])
+
+
+def test_resume_accepts_device_logger_verifier_and_a_repeated_value(tmp_path, monkeypatch):
+    killed = stopped_run(tmp_path / "killed", monkeypatch, after_stage=0)
+    overrides = ["device=cpu", "logger=wandb", "verifier=none", "schedule.stages=3", "precision=fp32"]
+    cfg = OmegaConf.merge(tiny_cfg(tmp_path / "x", *overrides), {"resume": str(killed)})
+    resumed = resume.resumed_config(cfg, overrides)
+    assert resumed.logger.backend == "wandb" and not resumed.verifier and resumed.precision == "fp32"
+    assert resumed.schedule.stages == 3 and resumed.output_dir == str(killed)
+
+
+def test_cli_resume_with_fewer_stages_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    """Issue 9.1: stopped after stage 1 of 3, resumed with schedule.stages=1: it used to save the
+    stage-1 image as the final one and exit 0."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    killed = stopped_run(tmp_path / "killed", monkeypatch, after_stage=0)
+    before = {p: p.read_bytes() for p in killed.rglob("*") if p.is_file()}
+    proc = subprocess.run([sys.executable, "invert.py", f"resume={killed}", "schedule.stages=1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [
+        f"error: resume={killed}: schedule.stages=1 would change what its checkpoint means; a resumed run may "
+        "change only device, precision, channels_last, compile, logger, verifier (start a new run instead)"]
+    assert {p: p.read_bytes() for p in killed.rglob("*") if p.is_file()} == before
+
+
+def test_resuming_a_finished_run_reports_it_and_rewrites_nothing(tmp_path):
+    """Issue 9.2: it used to rewrite metrics.json with seconds ~0 and first_stage = stages + 1."""
+    done = tmp_path / "done"
+    cfg = tiny_cfg(done)
+    as_hydra_run(cfg, done)
+    finished = runner.run(cfg)
+    before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file()}
+    again = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "elsewhere"), {"resume": str(done)}))
+    assert again["seconds"] == pytest.approx(finished["seconds"]) and again["first_stage"] == 1
+    assert {p: p.read_bytes() for p in done.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_cli_resume_logs_into_the_resumed_run(tmp_path, monkeypatch):
+    """A resumed run appends to its own invert.log and keeps its .hydra/ (no stray outputs/invert/<now>/)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    killed = stopped_run(tmp_path / "killed", monkeypatch, after_stage=1)
+    saved_config = (killed / ".hydra" / "config.yaml").read_text()
+    strays = set((ROOT / "outputs" / "invert").glob("*"))
+    proc = subprocess.run([sys.executable, "invert.py", f"resume={killed}", "device=cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming" in (killed / "invert.log").read_text() and (killed / outputs.METRICS).exists()
+    assert (killed / ".hydra" / "config.yaml").read_text() == saved_config
+    assert set((ROOT / "outputs" / "invert").glob("*")) == strays

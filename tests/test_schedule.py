@@ -66,5 +66,9 @@ def test_optimizer_is_adam_with_cosine_decay_to_zero():
 
 @pytest.mark.parametrize("key,value", [("steps", -1), ("steps", 0), ("stages", 0)])
 def test_bad_budget_is_a_config_error(key, value):
+    from conftest import compose_config
+
+    from pii.config import check_invert
+
     with pytest.raises(ConfigError, match=f"schedule.{key}"):
-        schedule.plan(224, cfg(**{key: value}))
+        check_invert(compose_config([f"schedule.{key}={value}"]))

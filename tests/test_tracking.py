@@ -4,7 +4,6 @@ import json
 import logging
 
 import pytest
-import torch
 
 from pii import runner, tracking
 from pii.errors import ConfigError

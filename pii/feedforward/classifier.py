@@ -9,12 +9,14 @@ Both come back as a `pii.models.Classifier` (frozen, takes [0, 1] pixels).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pii import models
@@ -60,8 +62,13 @@ def wrap(net: nn.Module, num_classes: int, resolution: int) -> models.Classifier
 
 
 def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution: int,
-          device: torch.device, is_main: bool = True, barrier=lambda: None) -> models.Classifier:
-    """The classifier named by `cfg.kind`; ConfigError if its class count differs from the data's."""
+          device: torch.device, is_main: bool = True, barrier=lambda: None,
+          data_cfg: DictConfig | None = None) -> models.Classifier:
+    """The classifier named by `cfg.kind`; ConfigError if its class count differs from the data's.
+
+    The small CNN is trained once and reused from `checkpoint_path(...)`; `data_cfg` (the `data`
+    group) is part of that file's name, so a classifier trained on other data is never reused.
+    """
     if cfg.kind == "model":
         if model_cfg is None:
             raise ConfigError("classifier=model needs a model from the model group, e.g. model=resnet50")
@@ -71,20 +78,45 @@ def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution:
         raise ConfigError(f"classifier.kind={cfg.kind!r} unknown; use classifier=small_cnn or classifier=model")
     num_classes = int(cfg.num_classes) if cfg.get("num_classes") is not None else data.num_classes
     check_classes(num_classes, data)
-    path = Path(str(cfg.checkpoint)).expanduser()
+    path = checkpoint_path(cfg, data_cfg, resolution)
+    record = path.with_suffix(".json")  # how it was trained and how well it did
     net = SmallCNN(num_classes, int(cfg.width))
     if not path.exists() and is_main:
-        train_small_cnn(net, data, cfg, resolution)
+        accuracy = train_small_cnn(net, data, cfg, resolution)
         path.parent.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+        record.write_text(json.dumps({"settings": shaping_settings(cfg, data_cfg, resolution),
+                                      "held_out_accuracy": accuracy}, indent=2) + "\n")
         log.info("saved the classifier to %s", path)
     barrier()  # other processes wait for the main one to train and save it
-    models.load_weights(net, path)
+    models.load_weights(net, path, key="classifier.checkpoint")
     classifier = wrap(net, num_classes, resolution).to(device)
-    log.info("classifier %s (%d classes) from %s", classifier.name, num_classes, path)
+    accuracy = json.loads(record.read_text()).get("held_out_accuracy") if record.is_file() else None
+    log.info("classifier %s (%d classes) from %s, held-out accuracy %s", classifier.name, num_classes, path,
+             "unknown (no record of its training)" if accuracy is None else f"{accuracy:.3f}")
     return classifier
+
+
+def shaping_settings(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int) -> dict:
+    """Everything that shapes the small CNN's weights: the data, the resolution, its training settings."""
+    data = OmegaConf.to_container(data_cfg, resolve=True) if data_cfg is not None else None
+    if isinstance(data, dict):
+        data.pop("download", None)  # where the data came from, not what it is
+    return {"data": data, "resolution": resolution,
+            **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
+
+
+def checkpoint_path(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int) -> Path:
+    """`classifier.checkpoint` when set; else a file in `classifier.cache_dir` named by a hash of
+    `shaping_settings`, so a classifier is reused only by runs that would train the same one."""
+    if cfg.get("checkpoint"):
+        return Path(str(cfg.checkpoint)).expanduser()
+    settings = shaping_settings(cfg, data_cfg, resolution)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    name = (settings["data"] or {}).get("name", "data")
+    return Path(str(cfg.cache_dir)).expanduser() / f"{name}_{resolution}px_small_cnn_{digest}.safetensors"
 
 
 def check_classes(num_classes: int, data: Data) -> None:
@@ -93,8 +125,8 @@ def check_classes(num_classes: int, data: Data) -> None:
                           f"pick a classifier trained on these classes (or a matching data folder)")
 
 
-def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int) -> None:
-    """Plain supervised training with Adam and a cosine schedule; logs held-out accuracy."""
+def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int) -> float:
+    """Plain supervised training with Adam and a cosine schedule; returns (and logs) held-out accuracy."""
     x, y = load_all(data.train)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     model = wrap(net, data.num_classes, resolution)
@@ -119,6 +151,7 @@ def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int)
     with torch.no_grad():
         acc = (model(xt).argmax(-1) == yt).float().mean().item()
     log.info("trained the small CNN classifier: %d steps, held-out accuracy %.3f", steps, acc)
+    return acc
 
 
 def penultimate(classifier: models.Classifier, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pii.cli import CONF_DIR, fail
+from pii.cli import CONF_DIR, fail, preflight
+from pii.config import check_train_invert
 from pii.errors import ConfigError
 
 TRAIN_INVERT_CONF_DIR = str(Path(CONF_DIR) / "train_invert")
@@ -24,7 +25,9 @@ def compose(overrides: list[str] = ()) -> DictConfig:
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(TRAIN_INVERT_CONF_DIR, version_base="1.3"):
-        return hydra_compose("config", overrides=[*overrides, SEARCHPATH])
+        cfg = hydra_compose("config", overrides=[*overrides, SEARCHPATH])
+    check_train_invert(cfg)
+    return cfg
 
 
 @hydra.main(version_base="1.3", config_path=TRAIN_INVERT_CONF_DIR, config_name="config")
@@ -38,7 +41,19 @@ def _main(cfg: DictConfig) -> float:
     return metrics.get("eval", {}).get("logits", {}).get("retrieval_features", 0.0) if metrics else 0.0
 
 
+def check_job(cfg: DictConfig, overrides: list[str]) -> None:
+    """Preflight of one train_invert.py job: ranges, then the choices the code knows (conditions, ...)."""
+    from pii.feedforward.runner import check
+
+    check_train_invert(cfg)
+    check(cfg)
+
+
 def train_invert_main() -> None:
     if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
         sys.argv.append(SEARCHPATH)
+    try:
+        preflight(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", check_job)
+    except ConfigError as err:
+        fail(err)
     _main()

@@ -19,13 +19,14 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
+from pii.config import check_train_invert
 from pii.errors import ConfigError
 from pii.feedforward import analyses, classifier as classifier_lib, data as data_lib
 from pii.feedforward import discriminator as d_lib, evaluate as eval_lib, generator as g_lib
 from pii.feedforward import logger as logger_lib, losses
 from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
-from pii.outputs import write_metrics
 from pii.device import resolve_device
+from pii.outputs import METRICS, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,14 @@ def check(cfg: DictConfig) -> None:
 
 def train_invert(cfg: DictConfig) -> dict:
     """Train (or, with mode=analyse, reload) the generators; evaluate; return the metrics."""
+    check_train_invert(cfg)
     check(cfg)
+    done = Path(cfg.output_dir) / METRICS
+    if cfg.resume and cfg.mode == "train" and done.is_file():
+        metrics = json.loads(done.read_text())
+        if metrics.get("steps", 0) >= int(cfg.schedule.steps):  # nothing left to train: leave the run as it is
+            log.info("%s is a finished run (%d steps); nothing to resume", cfg.output_dir, metrics["steps"])
+            return metrics
     threads = torch.get_num_threads()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
@@ -84,7 +92,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = data_lib.build(cfg.data, res)
     classifier = classifier_lib.build(cfg.classifier, cfg.get("model"), data, res, dinfo.device,
-                                      is_main=dinfo.is_main, barrier=dinfo.barrier)
+                                      is_main=dinfo.is_main, barrier=dinfo.barrier, data_cfg=cfg.data)
     g_loss = losses.build(cfg.loss, classifier)
     x_test, y_test = data_lib.load_all(data.test, workers=int(cfg.workers))
     # Training-set logit statistics: G standardises its input with them; the edits scale by them.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import pickle
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,7 +31,7 @@ from pii.errors import ConfigError
 from pii.feedforward.data import StepBatches
 from pii.feedforward.logger import Logger
 from pii.feedforward.losses import GeneratorLoss, hinge_d, hinge_g
-from pii.outputs import save_grid
+from pii.outputs import load_tensors, save_grid
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +73,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """A checkpoint of plain tensors and numbers; anything that would run code when unpickled is refused."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ConfigError(f"refusing to load {str(path)!r}: it is not a plain checkpoint and could run code "
-                          f"when loaded ({str(err).splitlines()[0][:120]})") from None
+    return load_tensors(path, "train_invert checkpoint", map_location)
 
 
 def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int,
@@ -139,7 +134,10 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
         G.load_state_dict(state["G"]), D.load_state_dict(state["D"]), G_ema.load_state_dict(state["G_ema"])
         opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
         start = int(state["step"])
-        log.info("%sresumed from %s at step %d", tag, ckpt_path, start)
+        if start > steps:  # continuing would train nothing and report no losses
+            raise ConfigError(f"resume: {str(ckpt_path)!r} is at step {start}, past schedule.steps={steps}; "
+                              f"resume with schedule.steps >= {start}")
+        log.info("%s: resumed from %s at step %d", tag or "generator", ckpt_path, start)
     if dist_info.is_main:
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
 
