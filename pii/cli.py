@@ -97,6 +97,9 @@ def preflight(argv: list[str], config_dir: str, config_name: str,
                 check_writable(str(cfg.get("resume") or cfg.hydra.run.dir))
                 return cfg
             check_writable(cfg.hydra.sweep.dir)
+            if not cfg.hydra.sweeper._target_.endswith(".BasicSweeper"):
+                check(cfg, task)  # Optuna and the like draw each job's values as they go: check the rest
+                return None
             params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
             parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
             jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -175,14 +178,15 @@ def _invert_main(cfg: DictConfig) -> float:
         arg = f"resume={out}" if re.fullmatch(r"[\w./~-]+", out) else f"'resume=\"{out}\"'"
         log.warning("interrupted; finished stages are saved; continue with: python invert.py %s", arg)
         sys.exit(130)
-    return objective(metrics)
+    return objective(metrics, cfg.objective)
 
 
-def objective(metrics: dict) -> float:
-    """What a sweeper optimises: the first judge's top-1 (the judged number), or without a judge
-    (verifier=none) the inverted model's own top-1 rate."""
+def objective(metrics: dict, name: str = "judged_top1") -> float:
+    """What a sweeper optimises (`objective=`): the first judge's top-1, the judged number (without
+    a judge, verifier=none: the inverted model's own top-1 rate); or that per second of inversion."""
     judges = list((metrics.get("judge") or {}).values())
-    return judges[0]["top1"] if judges else metrics["top1_rate"]
+    top1 = judges[0]["top1"] if judges else metrics["top1_rate"]
+    return top1 / metrics["seconds"] if name == "judged_top1_per_second" else top1
 
 
 def compose(overrides: list[str]):

@@ -25,6 +25,9 @@ from omegaconf import MISSING, DictConfig
 from pii.errors import ConfigError
 
 
+OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.cli.objective
+
+
 @dataclass
 class ModelConfig:
     """conf/model/timm.yaml: every model entry (and every judge) has these keys."""
@@ -94,6 +97,7 @@ class InvertConfig:
     channels_last: bool = True
     compile: Any = "auto"  # true, false, or auto (pii.device.wants_compile)
     log_every: int = 10
+    objective: str = "judged_top1"
     output_dir: str = MISSING
     resume: Optional[str] = None
     init_from: Optional[str] = None
@@ -247,6 +251,8 @@ def check_invert(cfg: DictConfig) -> None:
     if chunk != "auto" and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         problems.append(f"augmentation.chunk must be auto or a number of views >= 1, got {chunk!r}; "
                         f"e.g. augmentation.chunk=64")
+    if cfg.objective not in OBJECTIVES:
+        problems.append(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.compile not in (True, False, "auto"):
         problems.append(f"compile must be true, false or auto, got {cfg.compile!r}")
     for key in ("augmentation.jitter", "augmentation.alpha", "augmentation.beta",

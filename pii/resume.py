@@ -38,7 +38,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     if not saved.is_file():
         raise ConfigError(f"resume={run_dir}: there is no .hydra/config.yaml there; "
                           f"pass the output directory of an earlier invert.py run")
-    resumed = OmegaConf.load(saved)
+    resumed = with_new_keys(OmegaConf.load(saved), cfg)
     saved_overrides = run_dir / ".hydra" / "overrides.yaml"
     original = list(OmegaConf.load(saved_overrides)) if saved_overrides.is_file() else []
     refused = []
@@ -57,6 +57,20 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
         raise ConfigError(f"resume={run_dir}: {', '.join(refused)} would change what its checkpoint means; "
                           f"a resumed run may change only {', '.join(RESUME_MAY_CHANGE)} (start a new run instead)")
     return resumed
+
+
+def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
+    """A run saved by an earlier version of pii lacks the keys added since: they take today's
+    values (settings of how to run, such as log_every or augmentation.chunk; never a judge)."""
+    with open_dict(saved):
+        for key in current:
+            if key not in saved:
+                saved[key] = OmegaConf.to_container(current, resolve=False)[key]
+        for group in ("augmentation", "schedule", "loss", "logger"):
+            for key in current.get(group) or {}:
+                if group in saved and key not in saved[group]:
+                    saved[group][key] = current[group][key]
+    return saved
 
 
 def plain(value):

@@ -13,10 +13,6 @@ GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and not (
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
 
 
-def test_groups_exist():
-    assert {"model", "augmentation", "schedule", "loss", "experiment"} <= set(GROUPS)
-
-
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(group, option):
     cfg = compose_config([f"{group}={option}", "output_dir=/tmp/x"])

@@ -24,7 +24,6 @@ def test_digits_models_load_and_invert(tmp_path):
     assert set(results) == set(digits.ARCHITECTURES)
     for short, by_method in results.items():
         for method, r in by_method.items():
-            assert 0 <= r["judge_top1"] <= 1
             assert (tmp_path / "runs" / short / method / "3_class-3.png").is_file()
         # plain cross-entropy gradient ascent: the inverted model's own target probability rises
         assert by_method["plain_ce"]["model_probability"] > by_method["plain_ce"]["model_start_probability"]

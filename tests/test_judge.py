@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import skimage.data as skimage_data  # a dev dependency: pip install -e '.[dev]'
 import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
@@ -10,8 +11,6 @@ from torchvision.utils import save_image
 from pii.cli import compose
 from pii.errors import ConfigError
 from pii.judge import JUDGE_JSON, build_judges, judge, judge_directory
-
-skimage_data = pytest.importorskip("skimage.data")
 
 ESPRESSO, TABBY = 967, 281
 

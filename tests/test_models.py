@@ -49,7 +49,7 @@ def test_generic_timm_entry_reads_timms_config():
 
 
 def test_embedded_lite0_has_real_imagenet_weights():
-    skimage_data = pytest.importorskip("skimage.data")
+    import skimage.data as skimage_data
     classifier = models.build(compose_config(["output_dir=/x"]).model)
     image = torch.from_numpy(skimage_data.coffee()).permute(2, 0, 1).float().div(255)[None]
     image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
@@ -67,7 +67,7 @@ def test_local_weights_file_round_trip(tmp_path):
     loaded = models.build(cfg)
     x = torch.rand(1, 3, 64, 64)
     assert torch.allclose(trained(x), loaded(x))
-    safetensors = pytest.importorskip("safetensors.torch")
+    import safetensors.torch as safetensors
     st_path = tmp_path / "resnet18.safetensors"
     safetensors.save_file(trained.net.state_dict(), st_path)
     cfg.weights = str(st_path)

@@ -167,3 +167,14 @@ def test_cli_resume_logs_into_the_resumed_run(tmp_path, monkeypatch):
     assert "resuming" in (killed / "invert.log").read_text() and (killed / outputs.METRICS).exists()
     assert (killed / ".hydra" / "config.yaml").read_text() == saved_config
     assert set((ROOT / "outputs" / "invert").glob("*")) == strays
+
+
+def test_a_run_saved_before_newer_keys_existed_resumes_with_their_defaults(tmp_path):
+    old = tmp_path / "old"
+    saved = OmegaConf.to_container(tiny_cfg(old), resolve=True)
+    del saved["log_every"], saved["augmentation"]["chunk"]  # keys added after that run was made
+    (old / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(saved), old / ".hydra" / "config.yaml")
+    resumed = resume.resumed_config(tiny_cfg(tmp_path / "new", f"resume={old}"), overrides=[f"resume={old}"])
+    assert resumed.log_every == 10 and resumed.augmentation.chunk == "auto"
+    assert resumed.output_dir == str(old) and resumed.verifier == saved["verifier"]

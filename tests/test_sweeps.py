@@ -124,3 +124,22 @@ def test_report_page_shows_every_image_and_the_metrics_in_a_browser(multirun):
     assert len(images) == 1 + 2 * 2  # the grid, and each job's two class images
     assert all(width > 0 for _, width in images), images
     assert rows == 2 and "mean p" in headers and "overrides" in headers
+
+
+def test_optuna_preset_searches_for_the_judged_top1_per_second(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    cmd = [sys.executable, "invert.py", "-m", "experiment=optuna", *RANDOM_TINY, *JUDGE,
+           "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
+           "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue"]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    values = []
+    for job in sorted(p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()):
+        metrics = json.loads((job / "metrics.json").read_text())
+        values.append(json.loads((job / "return_value.json").read_text()))
+        assert values[-1] == pytest.approx(metrics["judge"]["timm"]["top1"] / metrics["seconds"])
+        assert 0 <= metrics["config"]["augmentation"]["alpha"] <= 1.5  # drawn from the preset's ranges
+    assert len(values) == 2
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.name == "optuna" and best.best_value == pytest.approx(max(values))
