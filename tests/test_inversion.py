@@ -68,14 +68,16 @@ def test_stages_grow_and_classifier_stays_frozen(tiny_config):
 
 
 def test_fixed_size_model_sees_its_own_input_size(tiny_config):
+    # two stages: the first (149 px) is smaller than the ViT's 224 px and must be resized for it
     cfg = tiny_config("model=timm", "model.name=vit_tiny_patch16_224", "model.weights=random",
-                      "model.input_size=224", "schedule.stages=1")
-    seen = []
+                      "model.input_size=224", "schedule.stages=2", "schedule.steps=1")
+    given, seen = [], []
     classifier = models.build(cfg.model)
+    classifier.register_forward_pre_hook(lambda m, args: given.append(args[0].shape[-1]))
     classifier.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
     stages = schedule.plan(224, cfg.schedule)
-    invert(classifier, [0], augment.build(cfg.augmentation), stages[:1], losses.build(cfg.loss, classifier), cfg.schedule)
-    assert set(seen) == {224}
+    invert(classifier, [0], augment.build(cfg.augmentation), stages, losses.build(cfg.loss, classifier), cfg.schedule)
+    assert set(given) == {149, 224} and set(seen) == {224}
 
 
 def chunk_gradient(classifier, loss_fn, views_of, image, per_chunk):
