@@ -227,11 +227,14 @@ class Maco(Param):
     def parameters(self):
         return [self.phase]
 
-    def _render(self, phase, size):
+    def spatial(self, phase: torch.Tensor, size: int) -> torch.Tensor:
+        """The standardised image in decorrelated colour, before colour and sigmoid."""
         phi = standardize(phase) if self.standardize_phase else phase
         r = self.magnitude(size)
-        x = torch.fft.irfft2(torch.complex(r * torch.cos(phi), r * torch.sin(phi)), s=(size, size))
-        return torch.sigmoid(decorrelated_to_rgb(standardize(x)))
+        return standardize(torch.fft.irfft2(torch.complex(r * torch.cos(phi), r * torch.sin(phi)), s=(size, size)))
+
+    def _render(self, phase, size):
+        return torch.sigmoid(decorrelated_to_rgb(self.spatial(phase, size)))
 
     def render(self):
         return self._render(self.phase, self.size)
