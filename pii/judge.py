@@ -42,11 +42,12 @@ def spectral_slope(image: torch.Tensor) -> float:
     """Naturalness: the slope of the image's radially averaged power spectrum, a least-squares line
     in log power vs log frequency. Photographs sit near -2 (to -2.5), white noise at 0.
 
-    The image (3, H, W) in [0, 1] is averaged over channels, its mean removed; the power |fft2|^2 is
-    averaged over rings of integer radius 1 .. min(H, W) / 2 (cycles per image, DC left out)."""
+    The image (3, H, W) in [0, 1] is averaged over channels, its mean removed, a Hann window applied
+    (so the jump between opposite edges adds no power of its own); the power |fft2|^2 is averaged
+    over rings of integer radius 1 .. min(H, W) / 2 (cycles per image, DC left out)."""
     gray = image.detach().float().cpu().mean(0)
-    gray = gray - gray.mean()
     h, w = gray.shape
+    gray = (gray - gray.mean()) * torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)
     power = torch.fft.fft2(gray).abs().square()
     fy, fx = torch.fft.fftfreq(h)[:, None] * h, torch.fft.fftfreq(w)[None, :] * w
     radius = (fx.square() + fy.square()).sqrt().round().long().flatten()
