@@ -148,12 +148,15 @@ class Fourier(Param):
         super().__init__(batch, device)
         self.decay, self.sd, self.decorrelate = decay, sd, decorrelate
         self.spectrum = torch.empty(0)  # (batch, 3, size, size // 2 + 1, 2): real and imaginary parts
+        self._scales: dict[int, torch.Tensor] = {}
 
     def parameters(self):
         return [self.spectrum]
 
     def _scale(self, size):
-        return power_law(size, self.decay).to(self.device)[..., None]
+        if size not in self._scales:  # made once per size, on the device: no copy per step
+            self._scales[size] = power_law(size, self.decay).to(self.device)[..., None]
+        return self._scales[size]
 
     def _render(self, spectrum, size):
         x = torch.fft.irfft2(torch.view_as_complex(self._scale(size) * spectrum), s=(size, size), norm="ortho")

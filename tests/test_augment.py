@@ -77,7 +77,7 @@ def test_lucent_and_maco_pieces_compose_in_order():
     assert [type(p).__name__ for p in pieces] == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
     x = torch.rand(2, 3, 40, 40, requires_grad=True)
     views = pieces(x)
-    assert views.shape == (8, 3, 40, 40)  # pad 12 then a crop 12 px smaller: the image's own size
+    assert views.shape == (8, 3, 52, 52)  # pad 12 a side, then a crop 12 px smaller (as lucent: 224 -> 236)
     views.sum().backward()
     assert x.grad.abs().sum() > 0
     maco = OmegaConf.merge(pii, {"jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01,
