@@ -1,11 +1,18 @@
-"""The augmentations of PII (paper Section 3): small pieces with one signature,
-`views = piece(views)`, composed in order. Each is drawn afresh at every call."""
+"""The augmentations of PII (paper Section 3), and the pieces lucent's and MACO's
+recipes add: small pieces with one signature, `views = piece(views)`, composed
+in order. Each is drawn afresh at every call."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
+from torchvision.ops import roi_align
+
+from pii.errors import ConfigError
 
 
 
@@ -61,15 +68,106 @@ class ColorShift(nn.Module):
         return sigma * x + mu
 
 
+class Pad(nn.Module):
+    """lucent's pad: a constant border (grey by default) of `pixels` px on every side."""
+
+    def __init__(self, pixels: int, value: float = 0.5):
+        super().__init__()
+        self.pixels, self.value = pixels, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (self.pixels,) * 4, mode="constant", value=self.value)
+
+
+class Shift(nn.Module):
+    """lucent's jitter: a random crop `pixels` px smaller in each axis (no wrap-around), one offset per batch."""
+
+    def __init__(self, pixels: int):
+        super().__init__()
+        self.pixels = pixels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dy, dx = torch.randint(0, self.pixels + 1, (2,)).tolist()
+        h, w = x.shape[-2] - self.pixels, x.shape[-1] - self.pixels
+        return x[..., dy:dy + h, dx:dx + w]
+
+
+class ScaleRotate(nn.Module):
+    """lucent's random scale and rotation, drawn per copy: zoom by s ~ U(scale) and rotate by
+    U(-degrees, degrees) about the centre (one affine resampling, bilinear, edges reflected)."""
+
+    def __init__(self, scale: tuple[float, float] = (1.0, 1.0), degrees: float = 0.0):
+        super().__init__()
+        self.scale, self.degrees = scale, degrees
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        s = torch.empty(n, device=x.device).uniform_(*self.scale)
+        a = torch.empty(n, device=x.device).uniform_(-self.degrees, self.degrees) * math.pi / 180
+        cos, sin = torch.cos(a) / s, torch.sin(a) / s  # output -> input coordinates: zoom in when s > 1
+        zero = torch.zeros_like(s)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class Crops(nn.Module):
+    """MACO's crops: `count` square boxes per image, side ~ U(box) of the image, centres ~
+    N(0.5, centre_std) (fractions of the image), each resized to the image's size
+    (torchvision's roi_align). Copies of one image next to each other, like Ensemble."""
+
+    def __init__(self, count: int, box: tuple[float, float], centre_std: float = 0.15):
+        super().__init__()
+        self.count, self.box, self.centre_std = count, box, centre_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, size = x.shape[0] * self.count, x.shape[-1]
+        centre = 0.5 + torch.randn(n, 2, device=x.device) * self.centre_std
+        side = torch.empty(n, 1, device=x.device).uniform_(*self.box)
+        index = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.count)[:, None].to(x.dtype)
+        boxes = torch.cat([index, (torch.cat([centre - side / 2, centre + side / 2], 1) * size).to(x.dtype)], 1)
+        return roi_align(x, boxes, output_size=(size, size), aligned=True)
+
+
+class Noise(nn.Module):
+    """MACO's noise: add N(0, std^2) and U(-std/2, std/2) to every pixel of every view."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x) * self.std + (torch.rand_like(x) - 0.5) * self.std
+
+
+def _pair(value, key: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value)
+    if not 0 < lo <= hi:
+        raise ConfigError(f"augmentation.{key} must be [low, high] with 0 < low <= high, got {list(value)}")
+    return lo, hi
+
+
 def build(cfg: DictConfig) -> nn.Sequential:
-    """Jitter, ensemble, flip and ColorShift, each switchable, in the paper's order."""
+    """Each piece switchable, in one order: pad, shift, jitter, ensemble (or crops), scale and
+    rotation, flip, ColorShift, noise. The paper's set is jitter, ensemble, ColorShift."""
     ensemble_size = int(cfg.ensemble_size)  # ranges: pii.config.check_invert
     pieces: list[nn.Module] = []
+    if cfg.get("pad", 0) > 0:
+        pieces.append(Pad(int(cfg.pad)))
+    if cfg.get("shift", 0) > 0:
+        pieces.append(Shift(int(cfg.shift)))
     if cfg.jitter > 0:
         pieces.append(Jitter(int(cfg.jitter)))
-    pieces.append(Ensemble(ensemble_size))
+    if cfg.get("crops"):
+        pieces.append(Crops(ensemble_size, _pair(cfg.crops, "crops"), float(cfg.get("crop_centre_std", 0.15))))
+    else:
+        pieces.append(Ensemble(ensemble_size))
+    if cfg.get("scale") or cfg.get("degrees", 0):
+        pieces.append(ScaleRotate(_pair(cfg.get("scale") or [1, 1], "scale"), float(cfg.get("degrees", 0))))
     if cfg.flip:
         pieces.append(Flip())
     if cfg.color_shift and (cfg.alpha > 0 or cfg.beta > 0):
         pieces.append(ColorShift(float(cfg.alpha), float(cfg.beta)))
+    if cfg.get("noise", 0) > 0:
+        pieces.append(Noise(float(cfg.noise)))
     return nn.Sequential(*pieces)

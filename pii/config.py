@@ -51,6 +51,24 @@ class AugmentationConfig:
     alpha: float = 1.0
     beta: float = 1.0
     chunk: Any = "auto"  # auto, or a number of views per forward/backward
+    pad: int = 0
+    shift: int = 0
+    crops: Optional[List[float]] = None
+    crop_centre_std: float = 0.15
+    scale: Optional[List[float]] = None
+    degrees: float = 0.0
+    noise: float = 0.0
+
+
+@dataclass
+class ParamConfig:
+    """conf/param/: pixel | fourier | maco (pii/param.py); the keys besides `name` depend on it."""
+    name: str = "pixel"
+    decay: Optional[float] = None
+    sd: Optional[float] = None
+    decorrelate: Optional[bool] = None
+    spectrum: Optional[str] = None
+    standardize_phase: Optional[bool] = None
 
 
 @dataclass
@@ -61,6 +79,7 @@ class ScheduleConfig:
     centering: bool = True
     lr: float = 0.01
     betas: List[float] = field(default_factory=lambda: [0.5, 0.99])
+    optimizer: str = "adam"
 
 
 @dataclass
@@ -86,6 +105,7 @@ class LoggerConfig:
 class InvertConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    param: ParamConfig = field(default_factory=ParamConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -98,6 +118,7 @@ class InvertConfig:
     compile: Any = "auto"  # true, false, or auto (pii.device.wants_compile)
     log_every: int = 10
     objective: str = "judged_top1"
+    method: str = "pixel"  # the leaderboard's label of a method preset
     output_dir: str = MISSING
     resume: Optional[str] = None
     init_from: Optional[str] = None

@@ -13,20 +13,23 @@ from pii.device import views_per_chunk
 from pii.errors import ConfigError
 from pii.losses import InversionLoss
 from pii.observers import Observer
+from pii.param import Param, Pixel
 from pii.schedule import Stage
 
 
 def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stages: list[Stage],
            loss_fn: InversionLoss, optim_cfg: DictConfig, observer: Observer | None = None,
            image: torch.Tensor | None = None, first_stage: int = 0, log_every: int = 10,
-           chunk: int | str | None = None) -> torch.Tensor:
+           chunk: int | str | None = None, param: Param | None = None) -> torch.Tensor:
     """Optimise one image per class so that `classifier` puts it in that class.
 
-    For each stage: grow the image (fresh noise canvas, previous image pasted
-    in the centre), make a fresh Adam and cosine schedule, then step: augment,
-    forward, loss, backward, step, clamp to [0, 1]. `image` replaces the noise
-    the run starts from: the image at the end of stage `first_stage` - 1 (to
-    resume), or another run's images (first_stage 0: PII, then DeepInversion).
+    The image is a parametrization (pii.param; default: the pixels). For each
+    stage: grow it (the previous image pasted in the centre of a fresh canvas),
+    make a fresh optimiser and cosine schedule, then step: render, augment,
+    forward, loss, backward, step, project (pixels: clamp to [0, 1]). `image`
+    replaces what the run starts from: the image at the end of stage
+    `first_stage` - 1 (to resume), or another run's images (first_stage 0: PII,
+    then DeepInversion); a `param` that already holds an image starts from it.
 
     The loop never waits for the device except every `log_every` steps and at
     each stage's last step, when the observer gets that step's loss and
@@ -36,13 +39,17 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
     observer = observer or Observer()
     device = next(classifier.buffers()).device
     targets = torch.tensor(class_ids, device=device)
+    param = param or Pixel(len(class_ids), device)
+    if image is not None:
+        param.encode(image.to(device))
     for index in range(first_stage, len(stages)):
         stage = stages[index]
-        image = schedule.grow(image, stage, len(class_ids), device).requires_grad_(True)
-        optimizer, lr_schedule = schedule.optimizer([image], stage.steps, optim_cfg)
-        observer.stage_started(index, stage, image.detach())
+        param.grow(stage)
+        optimizer, lr_schedule = schedule.optimizer(param.parameters(), stage.steps, optim_cfg)
+        observer.stage_started(index, stage, param.image())
         per_chunk = None
         for step in range(stage.steps):
+            image = param.render()
             views = augment(image)
             view_targets = targets.repeat_interleave(views.shape[0] // len(class_ids))
             per_chunk = per_chunk or views_per_chunk(chunk, classifier, len(views), stage.size)
@@ -50,13 +57,11 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
             loss, probs = forward_backward(classifier, loss_fn, views, view_targets, image, per_chunk)
             optimizer.step()
             lr_schedule.step()
-            with torch.no_grad():
-                image.clamp_(0, 1)
+            param.project()
             if step % log_every == 0 or step == stage.steps - 1:
                 observer.step_done(index, step, loss.item(), probs.view(len(class_ids), -1).mean(1).cpu())
-        image = image.detach()
-        observer.stage_done(index, stage, image)
-    return image
+        observer.stage_done(index, stage, param.image())
+    return param.image()
 
 
 def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch.Tensor, targets: torch.Tensor,

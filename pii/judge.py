@@ -38,9 +38,37 @@ def build_judges(verifier: DictConfig | None, device: torch.device | str = "cpu"
     return {str(name): models.build(model_cfg, device) for name, model_cfg in verifier.items()}
 
 
+def spectral_slope(image: torch.Tensor) -> float:
+    """Naturalness: the slope of the image's radially averaged power spectrum, a least-squares line
+    in log power vs log frequency. Photographs sit near -2 (to -2.5), white noise at 0.
+
+    The image (3, H, W) in [0, 1] is averaged over channels, its mean removed, a Hann window applied
+    (so the jump between opposite edges adds no power of its own); the power |fft2|^2 is averaged
+    over rings of integer radius 1 .. min(H, W) / 2 (cycles per image, DC left out)."""
+    gray = image.detach().float().cpu().mean(0)
+    h, w = gray.shape
+    gray = (gray - gray.mean()) * torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)
+    power = torch.fft.fft2(gray).abs().square()
+    fy, fx = torch.fft.fftfreq(h)[:, None] * h, torch.fft.fftfreq(w)[None, :] * w
+    radius = (fx.square() + fy.square()).sqrt().round().long().flatten()
+    keep = (radius >= 1) & (radius <= min(h, w) // 2)
+    sums = torch.zeros(int(radius.max()) + 1, dtype=torch.float64).index_add_(0, radius[keep], power.flatten()[keep].double())
+    counts = torch.zeros_like(sums).index_add_(0, radius[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+    rings = torch.arange(len(sums))[counts > 0]
+    x, y = rings.double().log(), (sums[rings] / counts[rings]).clamp(min=1e-30).log()
+    x = x - x.mean()
+    return float((x * (y - y.mean())).sum() / x.square().sum())
+
+
+def mean_slope(images: torch.Tensor) -> float:
+    return sum(spectral_slope(im) for im in images) / len(images)
+
+
 @torch.no_grad()
-def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], batch_size: int = 32) -> dict:
-    """Per class the judge's probability for the target, top-1 and top-5 hits; overall accuracy."""
+def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], batch_size: int = 32,
+          slopes: list[float] | None = None) -> dict:
+    """Per class the judge's probability for the target, top-1 and top-5 hits; overall accuracy.
+    Beside them each image's spectral slope (`slopes`: given, or measured on `images`)."""
     from pii.runner import class_report  # runner imports this module: import here, not at the top
 
     bad = [c for c in class_ids if not 0 <= c < classifier.num_classes]
@@ -48,6 +76,7 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; "
                           f"class ids {bad} are outside them (pick a judge for this label set with verifier=...)")
     device = next(classifier.buffers()).device
+    slopes = slopes if slopes is not None else [spectral_slope(im) for im in images]
     report = []
     for start in range(0, len(class_ids), batch_size):
         batch = resize(images[start:start + batch_size].to(device=device, dtype=torch.float32), classifier.input_size)
@@ -60,7 +89,8 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         "top5": any(t["class_id"] == e["class_id"] for t in e["top5"]),
         "prediction": e["top5"][0]["class_id"],
         "prediction_name": e["top5"][0]["name"],
-    } for e in report]
+        "spectral_slope": slope,
+    } for e, slope in zip(report, slopes)]
     return {**summary(classifier, classes), "classes": classes}
 
 
@@ -74,6 +104,7 @@ def summary(classifier: Classifier, classes: list[dict]) -> dict:
         "top1": sum(c["top1"] for c in classes) / n,
         "top5": sum(c["top5"] for c in classes) / n,
         "mean_probability": sum(c["probability"] for c in classes) / n,
+        "spectral_slope": sum(c.get("spectral_slope", float("nan")) for c in classes) / n,
     }
 
 
@@ -133,13 +164,14 @@ def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inver
     """Judge every inversion under `root` (read by `read_inversions` unless given); per run directory and overall."""
     root = Path(root)
     by_dir = inversions if inversions is not None else read_inversions(root)
+    slopes = {run_dir: [spectral_slope(im) for _, _, im in items] for run_dir, items in by_dir.items()}  # at saved size
     results: dict = {"root": str(root), "runs": {}, "overall": {}}
     for name, clf in judges.items():
         all_classes = []
         for run_dir, items in by_dir.items():
             # resize one by one: a multirun may mix image sizes
             batch = torch.stack([resize(im[None], clf.input_size)[0] for _, _, im in items])
-            result = judge(clf, batch, [cid for _, cid, _ in items])
+            result = judge(clf, batch, [cid for _, cid, _ in items], slopes=slopes[run_dir])
             for entry, (path, _, _) in zip(result["classes"], items):
                 entry["image"] = str(path.relative_to(root))
             results["runs"].setdefault(str(run_dir.relative_to(root)), {})[name] = result
@@ -151,12 +183,13 @@ def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inver
 
 def format_table(result: dict) -> str:
     """A judge's per class table and its overall line, for the console and the README."""
-    lines = [f"{'class':>5}  {'name':<24} {'p(target)':>9}  top1  top5  judged as"]
+    lines = [f"{'class':>5}  {'name':<24} {'p(target)':>9}  top1  top5  slope  judged as"]
     for c in result["classes"]:
         lines.append(f"{c['class_id']:>5}  {c['name'][:24]:<24} {c['probability']:>9.3f}  "
                      f"{'yes' if c['top1'] else 'no':<4}  {'yes' if c['top5'] else 'no':<4}  "
-                     f"{c['prediction']} {c['prediction_name']}")
+                     f"{c.get('spectral_slope', float('nan')):>5.2f}  {c['prediction']} {c['prediction_name']}")
     lines.append(f"{result['model']} judged {result['images']} images: top-1 {result['top1']:.1%}, "
-                 f"top-5 {result['top5']:.1%}, mean p(target) {result['mean_probability']:.3f}")
+                 f"top-5 {result['top5']:.1%}, mean p(target) {result['mean_probability']:.3f}, "
+                 f"spectral slope {result.get('spectral_slope', float('nan')):.2f} (photos ~ -2 to -2.5)")
     return "\n".join(lines)
 

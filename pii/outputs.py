@@ -25,14 +25,16 @@ METRICS = "metrics.json"
 class Saver(Observer):
     """Saves each stage's images and a resumable checkpoint when the stage ends."""
 
-    def __init__(self, out_dir: Path, class_ids: list[int]):
-        self.out_dir, self.class_ids = Path(out_dir), class_ids
+    def __init__(self, out_dir: Path, class_ids: list[int], param=None):
+        self.out_dir, self.class_ids, self.param = Path(out_dir), class_ids, param
         (self.out_dir / "stages").mkdir(parents=True, exist_ok=True)
 
     def stage_done(self, index, stage, image):
         save_grid(image, self.out_dir / "stages" / f"stage{index + 1}_{stage.size}px.png")
         checkpoint = {"stage": index, "image": image.cpu(), "class_ids": self.class_ids,
                       "rng": torch.get_rng_state()}
+        if self.param is not None:  # the param's own tensors (pii.param): resume continues from them exactly
+            checkpoint["param"] = self.param.state_dict()
         if torch.cuda.is_available():
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
         tmp = self.out_dir / (CHECKPOINT + ".tmp")

@@ -115,7 +115,8 @@ def check_files(cfg: DictConfig) -> None:
 
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
                    device: torch.device) -> tuple[torch.Tensor | None, int]:
-    """(image, first stage) for pii.inversion.invert: (None, 0) starts from noise.
+    """(start, first stage) for pii.inversion.invert: (None, 0) starts from noise. `start` is a
+    checkpoint's param state (a dict, pii.param.Param.load_state_dict) or images.
 
     Resuming also restores the random state saved with the checkpoint, so the
     resumed run draws what the uninterrupted run would have drawn.
@@ -134,7 +135,7 @@ def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
         if "cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
         log.info("resuming %s after stage %d of %d", cfg.output_dir, first, num_stages)
-        return checkpoint["image"].to(device), first
+        return checkpoint.get("param", checkpoint["image"].to(device)), first
     if cfg.get("init_from"):
         log.info("starting from the images of %s", cfg.init_from)
         return load_images(cfg.init_from, class_ids).to(device), 0

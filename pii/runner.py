@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
+from pii import param as param_lib
 from pii.classes import class_key, class_name, parse_class_ids
 from pii.config import check_invert
 from pii.device import resolve_device, wants_compile
@@ -68,13 +69,18 @@ def run(cfg: DictConfig) -> dict:
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
     start = [entry["probability"] for entry in class_report(classifier, noise, class_ids)]
-    image, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
+    param = param_lib.build(cfg.get("param"), len(class_ids), device)
+    start_from, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
+    if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
+        param.load_state_dict(start_from)
+    elif start_from is not None:  # images (init_from, or an older pixel checkpoint)
+        param.encode(start_from)
     with tracking.start(cfg, class_ids, classifier.num_classes, stages, resume=bool(cfg.get("resume"))) as tracker:
         timer = StageTimer()
-        observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids), tracker])
+        observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
-        image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, image, first_stage,
-                       log_every=int(cfg.log_every), chunk=cfg.augmentation.get("chunk"))
+        image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, None, first_stage,
+                       log_every=int(cfg.log_every), chunk=cfg.augmentation.get("chunk"), param=param)
         seconds = time.perf_counter() - started
         metrics = _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device)
         metrics["first_stage"] = first_stage + 1
@@ -90,9 +96,10 @@ def run(cfg: DictConfig) -> dict:
 
 def _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device) -> dict:
     report = class_report(classifier, image, class_ids)
-    for entry, p0 in zip(report, start):
+    for entry, p0, img in zip(report, start, image):
         entry["start_probability"] = p0
         entry["image"] = f"{class_key(entry['class_id'], classifier.num_classes)}.png"
+        entry["spectral_slope"] = judge_lib.spectral_slope(img)
     metrics = {
         "model": classifier.name,
         "device": str(device),
@@ -101,12 +108,15 @@ def _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device) 
         "steps": sum(s.steps for s in stages),
         "stage_sizes": [s.size for s in stages],
         "ensemble_size": int(cfg.augmentation.ensemble_size),
+        "param": str(cfg.get("param", {}).get("name", "pixel")),
+        "spectral_slope": judge_lib.mean_slope(image),
         "mean_probability": sum(e["probability"] for e in report) / len(report),
         "top1_rate": sum(e["top1"] for e in report) / len(report),
         "classes": report,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     for entry in report:
-        log.info("class %d %s: p=%.3f (from %.4f), top-1 %s -> %s", entry["class_id"], entry["name"],
-                 entry["probability"], entry["start_probability"], entry["top5"][0]["name"], entry["image"])
+        log.info("class %d %s: p=%.3f (from %.4f), top-1 %s, spectral slope %.2f -> %s", entry["class_id"],
+                 entry["name"], entry["probability"], entry["start_probability"], entry["top5"][0]["name"],
+                 entry["spectral_slope"], entry["image"])
     return metrics

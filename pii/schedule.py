@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from pii.errors import ConfigError
+
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,9 @@ def plan(full_size: int, cfg: DictConfig) -> list[Stage]:
     return plan_
 
 
-def grow(previous: torch.Tensor | None, stage: Stage, batch: int, device: torch.device) -> torch.Tensor:
-    """A fresh U[0, 1) canvas of the stage's size with `previous` pasted in its centre."""
-    canvas = torch.rand(batch, 3, stage.size, stage.size, device=device)
+def grow(previous: torch.Tensor | None, stage: Stage, canvas: torch.Tensor) -> torch.Tensor:
+    """`canvas` (a fresh image of the stage's size: U[0, 1) noise for pixels, see pii.param) with
+    `previous` pasted in its centre."""
     if previous is None:
         return canvas
     patch = previous.detach()
@@ -66,7 +68,14 @@ def grow(previous: torch.Tensor | None, stage: Stage, batch: int, device: torch.
     return canvas
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}
+
+
 def optimizer(params: list[torch.Tensor], steps: int, cfg: DictConfig):
-    """Adam with cosine decay to 0 over the stage; re-created at every stage."""
-    opt = torch.optim.Adam(params, lr=float(cfg.lr), betas=tuple(cfg.betas))
+    """Adam (or `schedule.optimizer=nadam`, MACO's) with cosine decay to 0 over the stage; re-created
+    at every stage."""
+    name = str(cfg.get("optimizer", "adam"))
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown schedule.optimizer {name!r}; available: {', '.join(OPTIMIZERS)}")
+    opt = OPTIMIZERS[name](params, lr=float(cfg.lr), betas=tuple(cfg.betas))
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)

@@ -1,6 +1,7 @@
 """Judged quality on the standard benchmark set (conf/classes/benchmark20.yaml).
 
     python scripts/benchmark_quality.py experiment=fast                  # Lite0, fast preset, Lite2 judges
+    python scripts/benchmark_quality.py experiment=pii_fourier classes=holdout20 seed=1   # the held-out list
     python scripts/benchmark_quality.py model=vit_b32 model.weights=/path/vit.pth verifier=[efficientnet_lite2,efficientnet_lite0]
 
 Inverts the 20 classes in one batched run (the same overrides as invert.py),
@@ -28,8 +29,11 @@ def main(argv: list[str]) -> None:
     if not metrics["judge"]:
         raise ConfigError("no judge ran (verifier=none, or no judge shares the model's classes)")
     for name, result in metrics["judge"].items():
-        print(f"\n== benchmark20, {metrics['model']}, judged by {name}\n{format_table(result)}")
-    print(f"\n{metrics['seconds']:.0f} s in all, {metrics['seconds_per_class']:.1f} s per class; "
+        print(f"\n== {metrics['config'].get('method', '')} on {len(metrics['classes'])} classes, {metrics['model']}, "
+              f"judged by {name}\n{format_table(result)}")
+    print(f"\n{metrics['model']} itself: mean p(target) {metrics['mean_probability']:.3f}; spectral slope of the "
+          f"images {metrics['spectral_slope']:.2f} (photographs ~ -2 to -2.5, white noise 0)")
+    print(f"{metrics['seconds']:.0f} s in all, {metrics['seconds_per_class']:.1f} s per class; "
           f"images and metrics.json in {metrics['config']['output_dir']}")
 
 

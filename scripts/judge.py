@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     print()
     for name, o in results["overall"].items():
         print(f"overall {name}: {o['images']} images, top-1 {o['top1']:.1%}, top-5 {o['top5']:.1%}, "
-              f"mean p(target) {o['mean_probability']:.3f}")
+              f"mean p(target) {o['mean_probability']:.3f}, spectral slope {o['spectral_slope']:.2f}")
     print(f"written to {root / JUDGE_JSON}")
 
 

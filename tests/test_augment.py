@@ -70,3 +70,36 @@ def test_ensemble_size_below_one_is_a_config_error():
 
     with pytest.raises(ConfigError, match="ensemble_size must be >= 1"):
         check_invert(compose_config(["augmentation.ensemble_size=0"]))
+
+
+def test_lucent_and_maco_pieces_compose_in_order():
+    pii = OmegaConf.load("conf/augmentation/pii.yaml")
+    lucent = OmegaConf.merge(pii, {"jitter": 0, "color_shift": False, "pad": 12, "shift": 12, "scale": [0.9, 1.1],
+                                   "degrees": 10, "ensemble_size": 4})
+    pieces = augment.build(lucent)
+    assert [type(p).__name__ for p in pieces] == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
+    x = torch.rand(2, 3, 40, 40, requires_grad=True)
+    views = pieces(x)
+    assert views.shape == (8, 3, 52, 52)  # pad 12 a side, then a crop 12 px smaller (as lucent: 224 -> 236)
+    views.sum().backward()
+    assert x.grad.abs().sum() > 0
+    maco = OmegaConf.merge(pii, {"jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01,
+                                 "ensemble_size": 6})
+    pieces = augment.build(maco)
+    assert [type(p).__name__ for p in pieces] == ["Crops", "Noise"]
+    views = pieces(x)
+    assert views.shape == (12, 3, 40, 40)
+    assert not torch.equal(views[0], views[1])  # each copy is its own crop
+
+
+def test_crops_of_the_whole_image_give_the_image_and_copies_stay_together():
+    x = torch.rand(2, 3, 16, 16)
+    crops = augment.Crops(3, (1.0, 1.0), centre_std=0.0)(x)
+    torch.testing.assert_close(crops, x.repeat_interleave(3, dim=0), atol=1e-5, rtol=0)
+
+
+def test_scale_rotate_identity_and_bad_ranges():
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(augment.ScaleRotate((1.0, 1.0), 0.0)(x), x, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="augmentation.scale"):
+        augment.build(OmegaConf.merge(OmegaConf.load("conf/augmentation/pii.yaml"), {"scale": [1.1, 0.9]}))

@@ -38,7 +38,7 @@ def test_grow_pastes_previous_image_in_the_centre_of_fresh_noise():
     torch.manual_seed(0)
     stage = schedule.plan(224, cfg())[1]  # 84 px canvas, 70 px patch
     previous = torch.full((2, 3, 56, 56), 0.25)
-    grown = schedule.grow(previous, stage, batch=2, device=torch.device("cpu"))
+    grown = schedule.grow(previous, stage, torch.rand(2, 3, stage.size, stage.size))
     assert grown.shape == (2, 3, 84, 84)
     assert torch.allclose(grown[..., 7:77, 7:77], torch.full((2, 3, 70, 70), 0.25))
     border = torch.cat([grown[..., :7, :].flatten(), grown[..., 77:, :].flatten(), grown[..., :, :7].flatten()])
@@ -46,8 +46,10 @@ def test_grow_pastes_previous_image_in_the_centre_of_fresh_noise():
 
 
 def test_first_stage_is_uniform_noise():
+    from pii.param import Pixel
+
     stage = schedule.plan(224, cfg())[0]
-    x = schedule.grow(None, stage, batch=3, device=torch.device("cpu"))
+    x = Pixel(3).canvas(stage.size)
     assert x.shape == (3, 3, 56, 56) and 0 <= x.min() and x.max() < 1 and abs(x.mean() - 0.5) < 0.02
 
 

@@ -1,0 +1,117 @@
+"""The method leaderboard: runs of several methods on the same classes and budget,
+one row per method and class list (seeds pooled), and a grid (rows = methods,
+columns = classes). Reads only what runs leave on disk (metrics.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pii.errors import ConfigError
+from pii.gallery import Job, grid
+from pii.outputs import METRICS
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def class_lists() -> dict[frozenset, str]:
+    """The named class lists of conf/classes/, by their set of ids."""
+    return {frozenset(OmegaConf.load(p).class_id): p.stem for p in sorted((Path(CONF_DIR) / "classes").glob("*.yaml"))}
+
+
+@dataclass
+class Row:
+    method: str
+    classes: str
+    seeds: list[int] = field(default_factory=list)
+    images: int = 0
+    own_probability: float = 0.0  # sums until finish()
+    slope: float = 0.0
+    seconds_per_class: float = 0.0
+    runs: int = 0
+    judges: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, metrics: dict) -> None:
+        n = len(metrics["classes"])
+        self.seeds.append(int(metrics["config"].get("seed", 0)))
+        self.images += n
+        self.runs += 1
+        self.own_probability += sum(c["probability"] for c in metrics["classes"])
+        self.slope += sum(c.get("spectral_slope", float("nan")) for c in metrics["classes"])
+        self.seconds_per_class += metrics["seconds_per_class"]
+        for name, result in (metrics.get("judge") or {}).items():
+            sums = self.judges.setdefault(name, {"top1": 0.0, "top5": 0.0, "mean_probability": 0.0, "images": 0})
+            for key in ("top1", "top5", "mean_probability"):
+                sums[key] += result[key] * result["images"]
+            sums["images"] += result["images"]
+
+    def summary(self) -> dict:
+        judges = {name: {k: (v / s["images"] if k != "images" else v) for k, v in s.items()}
+                  for name, s in self.judges.items()}
+        return {"method": self.method, "classes": self.classes, "seeds": sorted(self.seeds), "images": self.images,
+                "judges": judges, "spectral_slope": self.slope / self.images,
+                "own_probability": self.own_probability / self.images,
+                "seconds_per_class": self.seconds_per_class / self.runs}
+
+
+def method_of(metrics: dict) -> str:
+    cfg = metrics.get("config", {})
+    return str(cfg.get("method") or cfg.get("param", {}).get("name", "pixel"))
+
+
+def find_runs(roots: list[Path]) -> list[tuple[Path, dict]]:
+    runs = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise ConfigError(f"{root} is not a directory of runs")
+        for path in sorted(root.rglob(METRICS)):
+            metrics = json.loads(path.read_text())
+            if "classes" in metrics and "config" in metrics:
+                runs.append((path.parent, metrics))
+    if not runs:
+        raise ConfigError(f"no finished runs (metrics.json) under {', '.join(map(str, roots))}")
+    return runs
+
+
+def leaderboard(roots: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
+    lists = class_lists()
+    rows: dict[tuple[str, str], Row] = {}
+    runs = find_runs(roots)
+    for _, metrics in runs:
+        ids = frozenset(c["class_id"] for c in metrics["classes"])
+        key = (method_of(metrics), lists.get(ids, f"{len(ids)} classes"))
+        rows.setdefault(key, Row(*key)).add(metrics)
+    return [row.summary() for row in rows.values()], runs
+
+
+def markdown(summaries: list[dict]) -> str:
+    judges = sorted({name for s in summaries for name in s["judges"]})
+    head = ["method", "classes", "seeds"]
+    for name in judges:
+        head += [f"{name} top-1", f"{name} top-5", f"{name} mean p"]
+    head += ["spectral slope", "own p", "s / class"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        cells = [s["method"], s["classes"], ",".join(map(str, s["seeds"]))]
+        for name in judges:
+            j = s["judges"].get(name)
+            cells += [f"{j['top1']:.0%}", f"{j['top5']:.0%}", f"{j['mean_probability']:.2f}"] if j else ["-"] * 3
+        cells += [f"{s['spectral_slope']:.2f}", f"{s['own_probability']:.2f}", f"{s['seconds_per_class']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def method_grid(runs: list[tuple[Path, dict]], cell: int = 96):
+    """Rows = the runs (labelled by method, class list and seed), columns = classes."""
+    lists = class_lists()
+    jobs = []
+    for run_dir, metrics in runs:
+        ids = frozenset(c["class_id"] for c in metrics["classes"])
+        label = [f"method={method_of(metrics)}", f"classes={lists.get(ids, 'custom')}",
+                 f"seed={metrics['config'].get('seed', 0)}"]
+        jobs.append(Job(run_dir, label, metrics))
+    return grid(jobs, cell)

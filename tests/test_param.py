@@ -1,0 +1,192 @@
+"""Image parametrizations (pii/param.py): render, gradient, growth, state; the method presets;
+the spectral slope; `param=pixel` stays the paper's loop exactly."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tiny import tiny_cfg
+
+from pii import augment, losses, models, resume, runner, schedule
+from pii import param as param_lib
+from pii.inversion import invert
+from pii.judge import spectral_slope
+from pii.observers import Observer
+
+KINDS = ["pixel", "fourier", "maco"]
+ROOT = Path(__file__).resolve().parent
+
+
+def make(kind: str, batch: int = 2, **keys):
+    return param_lib.build(OmegaConf.create({"name": kind, **keys}), batch)
+
+
+def stages():
+    return schedule.plan(64, OmegaConf.create({"stages": 3, "steps": 1, "zoom": True, "centering": True}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_renders_in_0_1_at_the_stage_size_and_the_gradient_reaches_the_parameters(kind):
+    torch.manual_seed(0)
+    p = make(kind)
+    for stage in stages():
+        p.grow(stage)
+        image = p.render()
+        assert image.shape == (2, 3, stage.size, stage.size)
+        assert image.min() >= 0 and image.max() <= 1
+        (image * torch.randn_like(image)).sum().backward()
+        assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in p.parameters())
+
+
+@pytest.mark.parametrize("kind,tolerance", [("pixel", 1e-6), ("fourier", 1e-3), ("maco", None)])
+def test_growth_keeps_the_image(kind, tolerance):
+    torch.manual_seed(0)
+    p = make(kind)
+    first, second = stages()[:2]
+    p.grow(first)
+    with torch.no_grad():  # give the image some structure first
+        for t in p.parameters():
+            t.add_(torch.randn_like(t) * (0.3 if kind == "pixel" else 1.0))
+        p.project()
+    before = p.image()
+    p.grow(second)
+    after = p.image()
+    top = (second.size - second.paste) // 2
+    centre = after[..., top:top + second.paste, top:top + second.paste]
+    expected = F.interpolate(before, size=(second.paste,) * 2, mode="bilinear", align_corners=False).clamp(0, 1)
+    if tolerance is not None:  # pixel and fourier re-express the grown image exactly
+        assert (centre - expected).abs().max() < tolerance
+    else:  # maco keeps the phase under its fixed magnitude: the same picture, not the same pixels
+        a, b = centre - centre.mean(), expected - expected.mean()
+        assert (a * b).sum() / (a.norm() * b.norm()) > 0.6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_round_trips_exactly(kind):
+    torch.manual_seed(0)
+    p = make(kind)
+    p.grow(stages()[1])
+    q = make(kind)
+    q.load_state_dict(p.state_dict())
+    assert q.size == p.size and torch.equal(q.render(), p.render())
+
+
+def test_maco_keeps_its_magnitude_fixed_through_optimisation():
+    torch.manual_seed(0)
+    p = make("maco", batch=1)
+    p.grow(stages()[-1])
+    size = p.size
+
+    def magnitude_ratio():  # |rfft2| of the rendered (standardised) image over the fixed magnitude
+        with torch.no_grad():
+            x = p.spatial(p.phase, size).double()
+        ratio = torch.fft.rfft2(x).abs()[..., 1:-1] / p.magnitude(size).double()[..., 1:-1]
+        return ratio / ratio.mean()
+
+    assert torch.allclose(magnitude_ratio(), torch.ones(1, dtype=torch.float64), atol=2e-3)
+    optimizer = torch.optim.NAdam(p.parameters(), lr=1.0)
+    phase = p.phase.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        (p.render()[:, 0] ** 2).mean().backward()
+        optimizer.step()
+    assert not torch.equal(p.phase, phase)  # the phase moved, the magnitude did not
+    assert torch.allclose(magnitude_ratio(), torch.ones(1, dtype=torch.float64), atol=2e-3)
+    assert len(p.parameters()) == 1 and p.parameters()[0] is p.phase
+
+
+def test_maco_reads_a_spectrum_file(tmp_path):
+    spectrum = torch.rand(3, 40, 21).numpy()
+    import numpy as np
+
+    np.save(tmp_path / "s.npy", spectrum)
+    p = make("maco", spectrum=str(tmp_path / "s.npy"))
+    assert p.magnitude(40).shape == (3, 40, 21) and torch.equal(p.magnitude(40), torch.from_numpy(spectrum))
+    assert p.magnitude(64).shape == (3, 64, 33)
+    p.grow(stages()[0])
+    assert p.render().shape == (2, 3, 32, 32)
+
+
+def test_pixel_param_is_the_papers_loop_bit_for_bit():
+    # tests/data/pixel_reference.pt: pii.inversion.invert before parametrizations existed (commit fe0d958,
+    # 1 thread), on the tiny config: 3 zoom + centering stages, jitter, ensemble, ColorShift.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = tiny_cfg(Path("/unused"))
+        torch.manual_seed(0)
+        classifier = models.build(cfg.model)
+        image = invert(classifier, [1, 2], augment.build(cfg.augmentation), schedule.plan(32, cfg.schedule),
+                       losses.build(cfg.loss, classifier), cfg.schedule)
+    finally:
+        torch.set_num_threads(threads)
+    reference = torch.load(ROOT / "data" / "pixel_reference.pt", weights_only=True)["image"]
+    assert torch.equal(image, reference)
+
+
+class Probs(Observer):
+    def __init__(self):
+        self.probs = []
+
+    def step_done(self, index, step, loss, probs):
+        self.probs.append(probs.mean().item())
+
+
+@pytest.mark.parametrize("preset", ["pii", "pii_fourier", "lucent", "maco", "deepinversion_noise"])
+def test_each_method_preset_raises_the_target_probability(tiny_config, preset):
+    # the embedded Lite0 (real weights) at 64 px: 2 stages x 5 steps, or (no stages) one of 30
+    cfg = tiny_config(f"experiment={preset}", "schedule.steps=5", "precision=fp32", "augmentation.ensemble_size=2")
+    if not cfg.schedule.zoom:
+        cfg.schedule.steps = 15
+    if preset == "lucent":
+        cfg.augmentation.pad, cfg.augmentation.shift = 4, 4
+    torch.manual_seed(0)
+    classifier = models.build(cfg.model)
+    recorder = Probs()
+    invert(classifier, [980, 1], augment.build(cfg.augmentation), schedule.plan(64, cfg.schedule),
+           losses.build(cfg.loss, classifier), cfg.schedule, recorder, log_every=1,
+           param=param_lib.build(cfg.param, 2))
+    k = 3
+    assert sum(recorder.probs[-k:]) / k > sum(recorder.probs[:k]) / k
+
+
+def test_spectral_slope_of_1_over_f_squared_and_of_white_noise():
+    torch.manual_seed(0)
+    size = 128
+    amplitude = param_lib.power_law(size, 1.0)  # amplitude 1/f: power 1/f^2
+    pink = torch.fft.irfft2(torch.polar(amplitude, torch.rand(size, size // 2 + 1) * 6.2832), s=(size, size))
+    pink = (pink - pink.min()) / (pink.max() - pink.min())
+    assert spectral_slope(pink.expand(3, -1, -1)) == pytest.approx(-2, abs=0.15)
+    assert spectral_slope(torch.rand(3, size, size)) == pytest.approx(0, abs=0.15)
+
+
+@pytest.mark.parametrize("kind", ["fourier", "maco"])
+def test_resume_and_init_from_work_with_a_param(tmp_path, monkeypatch, kind):
+    from pii import outputs
+
+    clean = runner.run(tiny_cfg(tmp_path / "clean", f"param={kind}", "verifier=none"))
+    killed = tmp_path / "killed"
+    cfg = tiny_cfg(killed, f"param={kind}", "verifier=none")
+    (killed / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, killed / ".hydra" / "config.yaml")
+    save_stage = outputs.Saver.stage_done
+
+    def stop_after_first_stage(self, index, stage, image):
+        save_stage(self, index, stage, image)
+        if index == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs.Saver, "stage_done", stop_after_first_stage)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg)
+    monkeypatch.setattr(outputs.Saver, "stage_done", save_stage)
+    assert set(resume.load_checkpoint(killed)["param"]) == {"spectrum" if kind == "fourier" else "phase"}
+    resumed = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "x", "verifier=none"), {"resume": str(killed)}))
+    assert resumed["param"] == kind
+    assert torch.equal(resume.load_checkpoint(killed)["image"], resume.load_checkpoint(tmp_path / "clean")["image"])
+    assert resumed["mean_probability"] == pytest.approx(clean["mean_probability"])
+    started = runner.run(tiny_cfg(tmp_path / "init", f"param={kind}", "verifier=none", f"init_from={tmp_path / 'clean'}"))
+    assert started["param"] == kind and -4 < started["spectral_slope"] < 1
+    assert all("spectral_slope" in c for c in started["classes"])
