@@ -82,7 +82,7 @@ def views_per_chunk(chunk: int | str | None, classifier: nn.Module, views: int, 
     fit MEMORY_BUDGET of the free memory, from the memory one forward and
     backward of PROBE_VIEWS views takes at this size.
     """
-    if chunk not in (None, "auto"):  # checked by pii.augment.build
+    if chunk not in (None, "auto"):  # checked by pii.config.check_invert
         return min(int(chunk), views)
     device = next(classifier.buffers()).device
     if device.type != "cuda" or views <= PROBE_VIEWS:
@@ -94,9 +94,10 @@ def views_per_chunk(chunk: int | str | None, classifier: nn.Module, views: int, 
     if fits >= views:
         return views
     chunks = math.ceil(views / fits)
+    per_chunk = math.ceil(views / chunks)  # equal chunks: one compiled shape, not two
     log.info("%d views at %d px take ~%.0f MB each; %d chunks of <= %d views", views, size, per_view / 2**20,
-             chunks, math.ceil(views / chunks))
-    return math.ceil(views / chunks)  # equal chunks: one compiled shape, not two
+             chunks, per_chunk)
+    return per_chunk
 
 
 def _memory_per_view(classifier: nn.Module, size: int, device: torch.device) -> float:

@@ -62,14 +62,15 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
 def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
     """A run saved by an earlier version of pii lacks the keys added since: they take today's
     values (settings of how to run, such as log_every or augmentation.chunk; never a judge)."""
+    values = OmegaConf.to_container(current, resolve=False)
     with open_dict(saved):
-        for key in current:
+        for key in values:
             if key not in saved:
-                saved[key] = OmegaConf.to_container(current, resolve=False)[key]
+                saved[key] = values[key]
         for group in ("augmentation", "schedule", "loss", "logger"):
-            for key in current.get(group) or {}:
+            for key in values.get(group) or {}:
                 if group in saved and key not in saved[group]:
-                    saved[group][key] = current[group][key]
+                    saved[group][key] = values[group][key]
     return saved
 
 

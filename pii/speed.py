@@ -128,7 +128,6 @@ class PaperHabits(Observer):
 def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn, stages: list[Stage],
                 num_classes: int, device: torch.device) -> float:
     """FLOPs of a whole run: one step per stage size under torch's FlopCounterMode, times its steps.
-    (Also warms the path up before it is timed.)
 
     The backward is counted for the image gradient only; where the weights are
     not frozen their gradients are added as one more forward's worth (each
