@@ -17,10 +17,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from pii.compose import CONF_DIR, compose, one_line  # noqa: F401 (compose: re-exported for scripts)
 from pii.config import check_invert
 from pii.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger(__name__)
 
 
@@ -52,17 +52,6 @@ def fail(err: ConfigError) -> None:
             handler.emit(logging.LogRecord("pii", logging.ERROR, __file__, 0, message, None, None))
     print(message, file=sys.stderr)
     sys.exit(2)
-
-
-def one_line(err: Exception) -> str:
-    """A Hydra or OmegaConf error as one line that names the override and the key."""
-    text = str(err).split("Config search path:")[0]  # Hydra appends its search path to a missing option
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    if isinstance(err, OmegaConfBaseException):
-        text = str(err).splitlines()[0]
-    if isinstance(err.__cause__, OmegaConfBaseException):
-        text += f" ({str(err.__cause__).splitlines()[0]})"
-    return text
 
 
 def preflight(argv: list[str], config_dir: str, config_name: str,
@@ -187,25 +176,6 @@ def objective(metrics: dict, name: str = "judged_top1") -> float:
     judges = list((metrics.get("judge") or {}).values())
     top1 = judges[0]["top1"] if judges else metrics["top1_rate"]
     return top1 / metrics["seconds"] if name == "judged_top1_per_second" else top1
-
-
-def compose(overrides: list[str]):
-    """The config `invert.py <overrides>` would run with, for scripts/ (Hydra's compose API).
-    Types are checked (the schema); ranges only by pii.config.check_invert, which runner.run calls:
-    a script may compose a config only for its model or judges.
-
-    `output_dir` stays unresolved (it names Hydra's run directory): scripts that
-    write a run's outputs set it, e.g. `output_dir=outputs/digits/runs/x`.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="script"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(one_line(err)) from None
-    return cfg
 
 
 def script_main(main) -> None:

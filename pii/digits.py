@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pii import models
-from pii.cli import compose
+from pii.compose import compose
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pii import models
+from pii.classes import class_name
 from pii.errors import ConfigError
 from pii.models import Classifier
 from pii.outputs import load_png
@@ -65,12 +66,29 @@ def mean_slope(images: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[dict]:
+    """Per class: the classifier's probability for the target, and its top classes."""
+    probs = classifier(image).softmax(-1).cpu()
+    n = classifier.num_classes
+    report = []
+    for row, cid in zip(probs, class_ids):
+        values, indices = row.topk(min(top, n))
+        report.append({
+            "class_id": cid,
+            "name": class_name(cid, n),
+            "probability": row[cid].item(),
+            "top1": indices[0].item() == cid,
+            "top5": [{"class_id": i, "name": class_name(i, n), "probability": v}
+                     for v, i in zip(values.tolist(), indices.tolist())],
+        })
+    return report
+
+
+@torch.no_grad()
 def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], batch_size: int = 32,
           slopes: list[float] | None = None) -> dict:
     """Per class the judge's probability for the target, top-1 and top-5 hits; overall accuracy.
     Beside them each image's spectral slope (`slopes`: given, or measured on `images`)."""
-    from pii.runner import class_report  # runner imports this module: import here, not at the top
-
     bad = [c for c in class_ids if not 0 <= c < classifier.num_classes]
     if bad:
         raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; "

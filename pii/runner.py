@@ -13,7 +13,7 @@ from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
 from pii import param as param_lib
-from pii.classes import class_key, class_name, parse_class_ids
+from pii.classes import class_key, parse_class_ids
 from pii.config import check_invert
 from pii.device import resolve_device, wants_compile
 from pii.inversion import invert
@@ -21,25 +21,6 @@ from pii.observers import Observers, ProgressBar, StageTimer
 from pii.outputs import Saver, save_results, write_metrics
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[dict]:
-    """Per class: the classifier's probability for the target, and its top classes."""
-    probs = classifier(image).softmax(-1).cpu()
-    n = classifier.num_classes
-    report = []
-    for row, cid in zip(probs, class_ids):
-        values, indices = row.topk(min(top, n))
-        report.append({
-            "class_id": cid,
-            "name": class_name(cid, n),
-            "probability": row[cid].item(),
-            "top1": indices[0].item() == cid,
-            "top5": [{"class_id": i, "name": class_name(i, n), "probability": v}
-                     for v, i in zip(values.tolist(), indices.tolist())],
-        })
-    return report
 
 
 def run(cfg: DictConfig) -> dict:
@@ -68,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
              device, [s.size for s in stages], stages[0].steps, out_dir)
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
-    start = [entry["probability"] for entry in class_report(classifier, noise, class_ids)]
+    start = [entry["probability"] for entry in judge_lib.class_report(classifier, noise, class_ids)]
     param = param_lib.build(cfg.get("param"), len(class_ids), device)
     start_from, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
@@ -95,7 +76,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device) -> dict:
-    report = class_report(classifier, image, class_ids)
+    report = judge_lib.class_report(classifier, image, class_ids)
     for entry, p0, img in zip(report, start, image):
         entry["start_probability"] = p0
         entry["image"] = f"{class_key(entry['class_id'], classifier.num_classes)}.png"

@@ -31,7 +31,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from pii import speed  # noqa: E402
 from pii.classes import parse_class_ids  # noqa: E402
-from pii.cli import compose, script_main  # noqa: E402
+from pii.cli import script_main  # noqa: E402
+from pii.compose import compose  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
 from pii.device import resolve_device  # noqa: E402
 

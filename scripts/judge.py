@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
-from pii.cli import compose, script_main  # noqa: E402
+from pii.cli import script_main  # noqa: E402
+from pii.compose import compose  # noqa: E402
 from pii.config import check_invert  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
 from pii.device import resolve_device  # noqa: E402

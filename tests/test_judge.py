@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from pii.cli import compose
+from pii.compose import compose
 from pii.errors import ConfigError
 from pii.judge import JUDGE_JSON, build_judges, judge, judge_directory
 

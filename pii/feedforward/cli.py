@@ -7,27 +7,15 @@ that the `model` group (any classifier of invert.py) is available as well.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from pii.cli import CONF_DIR, fail, preflight
+from pii.cli import fail, preflight
+from pii.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR
+from pii.compose import compose_train_invert as compose  # noqa: F401 (re-exported: tests, notebooks)
 from pii.config import check_train_invert
 from pii.errors import ConfigError
-
-TRAIN_INVERT_CONF_DIR = str(Path(CONF_DIR) / "train_invert")
-SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"
-
-
-def compose(overrides: list[str] = ()) -> DictConfig:
-    """The train_invert config, composed without running (tests, notebooks)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    with initialize_config_dir(TRAIN_INVERT_CONF_DIR, version_base="1.3"):
-        cfg = hydra_compose("config", overrides=[*overrides, SEARCHPATH])
-    check_train_invert(cfg)
-    return cfg
 
 
 @hydra.main(version_base="1.3", config_path=TRAIN_INVERT_CONF_DIR, config_name="config")
