@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pii.compose import CONF_DIR, compose, one_line  # noqa: F401 (compose: re-exported for scripts)
 from pii.config import check_invert
 from pii.errors import ConfigError
+from pii.results import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _invert_main(cfg: DictConfig) -> float:
 
     try:
         with sigterm_as_interrupt():
-            metrics = run(cfg)
+            result = run(cfg)
     except ConfigError as err:
         fail(err)
     except KeyboardInterrupt:
@@ -167,15 +168,15 @@ def _invert_main(cfg: DictConfig) -> float:
         arg = f"resume={out}" if re.fullmatch(r"[\w./~-]+", out) else f"'resume=\"{out}\"'"
         log.warning("interrupted; finished stages are saved; continue with: python invert.py %s", arg)
         sys.exit(130)
-    return objective(metrics, cfg.objective)
+    return objective(result, cfg.objective)
 
 
-def objective(metrics: dict, name: str = "judged_top1") -> float:
+def objective(result: RunResult, name: str = "judged_top1") -> float:
     """What a sweeper optimises (`objective=`): the first judge's top-1, the judged number (without
     a judge, verifier=none: the inverted model's own top-1 rate); or that per second of inversion."""
-    judges = list((metrics.get("judge") or {}).values())
-    top1 = judges[0]["top1"] if judges else metrics["top1_rate"]
-    return top1 / metrics["seconds"] if name == "judged_top1_per_second" else top1
+    judges = list((result.judge or {}).values())
+    top1 = judges[0].top1 if judges else result.top1_rate
+    return top1 / result.seconds if name == "judged_top1_per_second" else top1
 
 
 def script_main(main) -> None:

@@ -157,16 +157,16 @@ def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, list
                 "class_id=[0,1,2,3,4,5,6,7,8,9]", "device=cpu",
                 f"output_dir={out_dir / 'runs' / short / method}",
                 *SCHEDULE, *method_overrides, *overrides])
-            metrics = run(cfg)
-            judged = metrics["judge"]["digits_judge"]
+            result = run(cfg)
+            judged = result.judge["digits_judge"]
             results.setdefault(short, {})[method] = {
-                "judge_top1": judged["top1"],
-                "judge_mean_probability": judged["mean_probability"],
-                "model_probability": metrics["mean_probability"],
-                "model_start_probability": sum(c["start_probability"] for c in metrics["classes"]) / 10,
-                "seconds": metrics["seconds"],
+                "judge_top1": judged.top1,
+                "judge_mean_probability": judged.mean_probability,
+                "model_probability": result.mean_probability,
+                "model_start_probability": sum(c.start_probability for c in result.classes) / 10,
+                "seconds": result.seconds,
             }
-            log.info("%s / %s: judged top-1 %.0f%%", short, method, 100 * judged["top1"])
+            log.info("%s / %s: judged top-1 %.0f%%", short, method, 100 * judged.top1)
     return results
 
 

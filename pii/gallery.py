@@ -14,8 +14,9 @@ from urllib.parse import quote
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
+from pii import results
 from pii.errors import ConfigError
-from pii.outputs import METRICS, read_metrics
+from pii.results import METRICS, ClassResult, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,20 @@ PAGE = "report.html"
 class Job:
     dir: Path
     overrides: list[str]
-    metrics: dict | None  # None: the job did not finish
+    result: RunResult | None  # None: the job did not finish
 
     @property
     def values(self) -> dict[str, str]:
         return dict(o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
 
+    @property
+    def classes(self) -> list[ClassResult]:
+        return self.result.classes if self.result else []
+
     def image(self, class_id: int) -> Path | None:
-        for entry in (self.metrics or {}).get("classes", []):
-            if entry["class_id"] == class_id and (self.dir / entry["image"]).is_file():
-                return self.dir / entry["image"]
+        for entry in self.classes:
+            if entry.class_id == class_id and (self.dir / entry.image).is_file():
+                return self.dir / entry.image
         return None
 
 
@@ -48,13 +53,13 @@ def collect(multirun_dir: Path) -> list[Job]:
     jobs = []
     for overrides in root.glob("*/.hydra/overrides.yaml"):
         job_dir = overrides.parent.parent
-        metrics = None
+        result = None
         if (job_dir / METRICS).is_file():
             try:
-                metrics = read_metrics(job_dir)
+                result = results.read(job_dir / METRICS)
             except ConfigError as err:  # one damaged job: shown as not finished, the others still reported
                 log.warning("skipped: %s", err)
-        jobs.append(Job(job_dir, list(OmegaConf.load(overrides)), metrics))
+        jobs.append(Job(job_dir, list(OmegaConf.load(overrides)), result))
     if not jobs:
         raise ConfigError(f"{root} holds no Hydra jobs (no */.hydra/overrides.yaml); is it a multirun dir?")
 
@@ -82,8 +87,8 @@ def columns(jobs: list[Job]) -> list[tuple[int, str]]:
     """(class id, name) of every class any job inverted, in first-seen order."""
     seen: dict[int, str] = {}
     for job in jobs:
-        for entry in (job.metrics or {}).get("classes", []):
-            seen.setdefault(entry["class_id"], entry["name"])
+        for entry in job.classes:
+            seen.setdefault(entry.class_id, entry.name)
     return list(seen.items())
 
 
@@ -117,13 +122,13 @@ def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
         y = head_h + r * (cell + caption_h + pad)
         for i, line in enumerate(_wrap(row_label(job, keys), font, label_w - 2 * pad)[: cell // 17]):
             draw.text((pad, y + 17 * i), line, fill="black", font=font)
-        probs = {e["class_id"]: e["probability"] for e in (job.metrics or {}).get("classes", [])}
+        probs = {e.class_id: e.probability for e in job.classes}
         for c, (class_id, _) in enumerate(cols):
             x = label_w + pad + c * (cell + pad)
             path = job.image(class_id)
             if path is None:
                 draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(220, 220, 220))
-                draw.text((x + 8, y + cell // 2 - 8), "not finished" if job.metrics is None else "missing",
+                draw.text((x + 8, y + cell // 2 - 8), "not finished" if job.result is None else "missing",
                           fill="black", font=small)
                 continue
             try:
@@ -146,14 +151,14 @@ def page(jobs: list[Job], root: Path, title: str) -> str:
     head += [f"p {cid} {name}" for cid, name in cols] + ["images"]
     rows = []
     for job in jobs:
-        m = job.metrics or {}
-        probs = {e["class_id"]: e["probability"] for e in m.get("classes", [])}
+        r = job.result
+        probs = {e.class_id: e.probability for e in job.classes}
         images = "".join(
             f'<img src="{quote(job.image(cid).relative_to(root).as_posix())}" width="64" height="64" alt="{cid}">'
             for cid, _ in cols if job.image(cid) is not None)
+        figures = [r.mean_probability, r.top1_rate, r.seconds, r.steps] if r else ["not finished", "", "", ""]
         cells = [job.dir.name, row_label(job, keys), " ".join(job.overrides) or "(none)",
-                 m.get("mean_probability", "not finished"), m.get("top1_rate", ""), m.get("seconds", ""),
-                 m.get("steps", "")] + [probs.get(cid, "") for cid, _ in cols]
+                 *figures] + [probs.get(cid, "") for cid, _ in cols]
         rows.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in cells) + f"<td>{images}</td></tr>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

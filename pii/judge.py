@@ -10,7 +10,6 @@ Every judge sees the images resized (bilinear, antialiased) to its own
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -24,6 +23,8 @@ from pii.classes import class_name
 from pii.errors import ConfigError
 from pii.models import Classifier
 from pii.outputs import load_png
+from pii.results import ClassResult, JudgedDirectory, JudgeResult, JudgeSummary, TopClass, Verdict, nan_if_none
+from pii.results import to_json
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +67,26 @@ def mean_slope(images: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[dict]:
+def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[ClassResult]:
     """Per class: the classifier's probability for the target, and its top classes."""
     probs = classifier(image).softmax(-1).cpu()
     n = classifier.num_classes
     report = []
     for row, cid in zip(probs, class_ids):
         values, indices = row.topk(min(top, n))
-        report.append({
-            "class_id": cid,
-            "name": class_name(cid, n),
-            "probability": row[cid].item(),
-            "top1": indices[0].item() == cid,
-            "top5": [{"class_id": i, "name": class_name(i, n), "probability": v}
-                     for v, i in zip(values.tolist(), indices.tolist())],
-        })
+        report.append(ClassResult(
+            class_id=cid,
+            name=class_name(cid, n),
+            probability=row[cid].item(),
+            top1=indices[0].item() == cid,
+            top5_classes=[TopClass(i, class_name(i, n), v) for v, i in zip(values.tolist(), indices.tolist())],
+        ))
     return report
 
 
 @torch.no_grad()
 def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], batch_size: int = 32,
-          slopes: list[float] | None = None) -> dict:
+          slopes: list[float] | None = None) -> JudgeResult:
     """Per class the judge's probability for the target, top-1 and top-5 hits; overall accuracy.
     Beside them each image's spectral slope (`slopes`: given, or measured on `images`)."""
     bad = [c for c in class_ids if not 0 <= c < classifier.num_classes]
@@ -99,31 +99,31 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
     for start in range(0, len(class_ids), batch_size):
         batch = resize(images[start:start + batch_size].to(device=device, dtype=torch.float32), classifier.input_size)
         report += class_report(classifier, batch, class_ids[start:start + batch_size])
-    classes = [{
-        "class_id": e["class_id"],
-        "name": e["name"],
-        "probability": e["probability"],
-        "top1": e["top1"],
-        "top5": any(t["class_id"] == e["class_id"] for t in e["top5"]),
-        "prediction": e["top5"][0]["class_id"],
-        "prediction_name": e["top5"][0]["name"],
-        "spectral_slope": slope,
-    } for e, slope in zip(report, slopes)]
-    return {**summary(classifier, classes), "classes": classes}
+    classes = [Verdict(
+        class_id=e.class_id,
+        name=e.name,
+        probability=e.probability,
+        top1=e.top1,
+        top5=any(t.class_id == e.class_id for t in e.top5_classes),
+        prediction=e.top5_classes[0].class_id,
+        prediction_name=e.top5_classes[0].name,
+        spectral_slope=slope,
+    ) for e, slope in zip(report, slopes)]
+    return JudgeResult(**vars(summary(classifier, classes)), classes=classes)
 
 
-def summary(classifier: Classifier, classes: list[dict]) -> dict:
+def summary(classifier: Classifier, classes: list[Verdict]) -> JudgeSummary:
     """A judge's overall top-1 / top-5 accuracy and mean target probability over judged classes."""
     n = len(classes)
-    return {
-        "model": classifier.name,
-        "input_size": classifier.input_size,
-        "images": n,
-        "top1": sum(c["top1"] for c in classes) / n,
-        "top5": sum(c["top5"] for c in classes) / n,
-        "mean_probability": sum(c["probability"] for c in classes) / n,
-        "spectral_slope": sum(c.get("spectral_slope", float("nan")) for c in classes) / n,
-    }
+    return JudgeSummary(
+        model=classifier.name,
+        input_size=classifier.input_size,
+        images=n,
+        top1=sum(c.top1 for c in classes) / n,
+        top5=sum(c.top5 for c in classes) / n,
+        mean_probability=sum(c.probability for c in classes) / n,
+        spectral_slope=sum(nan_if_none(c.spectral_slope) for c in classes) / n,
+    )
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -134,7 +134,7 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def judge_run(verifier: DictConfig | None, image: torch.Tensor, class_ids: list[int], num_classes: int,
-              device: torch.device | str = "cpu") -> dict[str, dict]:
+              device: torch.device | str = "cpu") -> dict[str, JudgeResult]:
     """After an invert.py run: judge the final images with every judge that shares the model's label set."""
     results = {}
     for name, model_cfg in (verifier or {}).items():
@@ -178,36 +178,37 @@ def read_inversions(root: Path) -> Inversions:
     return inversions
 
 
-def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inversions | None = None) -> dict:
-    """Judge every inversion under `root` (read by `read_inversions` unless given); per run directory and overall."""
+def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inversions | None = None) -> JudgedDirectory:
+    """Judge every inversion under `root` (read by `read_inversions` unless given); per run directory and
+    overall; written to `root`/judge.json."""
     root = Path(root)
     by_dir = inversions if inversions is not None else read_inversions(root)
     slopes = {run_dir: [spectral_slope(im) for _, _, im in items] for run_dir, items in by_dir.items()}  # at saved size
-    results: dict = {"root": str(root), "runs": {}, "overall": {}}
+    results = JudgedDirectory(str(root))
     for name, clf in judges.items():
         all_classes = []
         for run_dir, items in by_dir.items():
             # resize one by one: a multirun may mix image sizes
             batch = torch.stack([resize(im[None], clf.input_size)[0] for _, _, im in items])
             result = judge(clf, batch, [cid for _, cid, _ in items], slopes=slopes[run_dir])
-            for entry, (path, _, _) in zip(result["classes"], items):
-                entry["image"] = str(path.relative_to(root))
-            results["runs"].setdefault(str(run_dir.relative_to(root)), {})[name] = result
-            all_classes += result["classes"]
-        results["overall"][name] = summary(clf, all_classes)
-    (root / JUDGE_JSON).write_text(json.dumps(results, indent=2) + "\n")
+            for entry, (path, _, _) in zip(result.classes, items):
+                entry.image = str(path.relative_to(root))
+            results.runs.setdefault(str(run_dir.relative_to(root)), {})[name] = result
+            all_classes += result.classes
+        results.overall[name] = summary(clf, all_classes)
+    (root / JUDGE_JSON).write_text(to_json(results))
     return results
 
 
-def format_table(result: dict) -> str:
+def format_table(result: JudgeResult) -> str:
     """A judge's per class table and its overall line, for the console and the README."""
     lines = [f"{'class':>5}  {'name':<24} {'p(target)':>9}  top1  top5  slope  judged as"]
-    for c in result["classes"]:
-        lines.append(f"{c['class_id']:>5}  {c['name'][:24]:<24} {c['probability']:>9.3f}  "
-                     f"{'yes' if c['top1'] else 'no':<4}  {'yes' if c['top5'] else 'no':<4}  "
-                     f"{c.get('spectral_slope', float('nan')):>5.2f}  {c['prediction']} {c['prediction_name']}")
-    lines.append(f"{result['model']} judged {result['images']} images: top-1 {result['top1']:.1%}, "
-                 f"top-5 {result['top5']:.1%}, mean p(target) {result['mean_probability']:.3f}, "
-                 f"spectral slope {result.get('spectral_slope', float('nan')):.2f} (photos ~ -2 to -2.5)")
+    for c in result.classes:
+        lines.append(f"{c.class_id:>5}  {c.name[:24]:<24} {c.probability:>9.3f}  "
+                     f"{'yes' if c.top1 else 'no':<4}  {'yes' if c.top5 else 'no':<4}  "
+                     f"{nan_if_none(c.spectral_slope):>5.2f}  {c.prediction} {c.prediction_name}")
+    lines.append(f"{result.model} judged {result.images} images: top-1 {result.top1:.1%}, "
+                 f"top-5 {result.top5:.1%}, mean p(target) {result.mean_probability:.3f}, "
+                 f"spectral slope {nan_if_none(result.spectral_slope):.2f} (photos ~ -2 to -2.5)")
     return "\n".join(lines)
 

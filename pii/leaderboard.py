@@ -4,16 +4,19 @@ columns = classes). Reads only what runs leave on disk (metrics.json)."""
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pii import results
 from pii.compose import CONF_DIR
 from pii.errors import ConfigError
 from pii.gallery import Job, grid
-from pii.outputs import METRICS
+from pii.results import METRICS, RunResult
+
+log = logging.getLogger(__name__)
 
 
 def class_lists() -> dict[frozenset, str]:
@@ -33,19 +36,18 @@ class Row:
     runs: int = 0
     judges: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def add(self, metrics: dict) -> None:
-        n = len(metrics["classes"])
-        self.seeds.append(int(metrics["config"].get("seed", 0)))
-        self.images += n
+    def add(self, run: RunResult) -> None:
+        self.seeds.append(run.seed)
+        self.images += len(run.classes)
         self.runs += 1
-        self.own_probability += sum(c["probability"] for c in metrics["classes"])
-        self.slope += sum(c.get("spectral_slope", float("nan")) for c in metrics["classes"])
-        self.seconds_per_class += metrics["seconds_per_class"]
-        for name, result in (metrics.get("judge") or {}).items():
+        self.own_probability += sum(c.probability for c in run.classes)
+        self.slope += sum(results.nan_if_none(c.spectral_slope) for c in run.classes)
+        self.seconds_per_class += run.seconds_per_class
+        for name, judged in (run.judge or {}).items():
             sums = self.judges.setdefault(name, {"top1": 0.0, "top5": 0.0, "mean_probability": 0.0, "images": 0})
             for key in ("top1", "top5", "mean_probability"):
-                sums[key] += result[key] * result["images"]
-            sums["images"] += result["images"]
+                sums[key] += getattr(judged, key) * judged.images
+            sums["images"] += judged.images
 
     def summary(self) -> dict:
         judges = {name: {k: (v / s["images"] if k != "images" else v) for k, v in s.items()}
@@ -56,34 +58,35 @@ class Row:
                 "seconds_per_class": self.seconds_per_class / self.runs}
 
 
-def method_of(metrics: dict) -> str:
-    cfg = metrics.get("config", {})
-    return str(cfg.get("method") or cfg.get("param", {}).get("name", "pixel"))
-
-
-def find_runs(roots: list[Path]) -> list[tuple[Path, dict]]:
+def find_runs(roots: list[Path]) -> list[tuple[Path, RunResult]]:
+    """Every invert.py run (metrics.json) under `roots`; one that cannot be read is skipped with a warning."""
     runs = []
     for root in roots:
         root = Path(root)
         if not root.is_dir():
             raise ConfigError(f"{root} is not a directory of runs")
         for path in sorted(root.rglob(METRICS)):
-            metrics = json.loads(path.read_text())
-            if "classes" in metrics and "config" in metrics:
-                runs.append((path.parent, metrics))
+            try:
+                runs.append((path.parent, results.read(path)))
+            except ConfigError as err:  # damaged, newer, or another program's metrics.json (train_invert.py)
+                log.warning("skipped: %s", err)
     if not runs:
         raise ConfigError(f"no finished runs (metrics.json) under {', '.join(map(str, roots))}")
     return runs
 
 
-def leaderboard(roots: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
+def class_ids(run: RunResult) -> frozenset[int]:
+    return frozenset(c.class_id for c in run.classes)
+
+
+def leaderboard(roots: list[Path]) -> tuple[list[dict], list[tuple[Path, RunResult]]]:
     lists = class_lists()
     rows: dict[tuple[str, str], Row] = {}
     runs = find_runs(roots)
-    for _, metrics in runs:
-        ids = frozenset(c["class_id"] for c in metrics["classes"])
-        key = (method_of(metrics), lists.get(ids, f"{len(ids)} classes"))
-        rows.setdefault(key, Row(*key)).add(metrics)
+    for _, run in runs:
+        ids = class_ids(run)
+        key = (run.method, lists.get(ids, f"{len(ids)} classes"))
+        rows.setdefault(key, Row(*key)).add(run)
     return [row.summary() for row in rows.values()], runs
 
 
@@ -104,13 +107,11 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def method_grid(runs: list[tuple[Path, dict]], cell: int = 96):
+def method_grid(runs: list[tuple[Path, RunResult]], cell: int = 96):
     """Rows = the runs (labelled by method, class list and seed), columns = classes."""
     lists = class_lists()
     jobs = []
-    for run_dir, metrics in runs:
-        ids = frozenset(c["class_id"] for c in metrics["classes"])
-        label = [f"method={method_of(metrics)}", f"classes={lists.get(ids, 'custom')}",
-                 f"seed={metrics['config'].get('seed', 0)}"]
-        jobs.append(Job(run_dir, label, metrics))
+    for run_dir, run in runs:
+        label = [f"method={run.method}", f"classes={lists.get(class_ids(run), 'custom')}", f"seed={run.seed}"]
+        jobs.append(Job(run_dir, label, run))
     return grid(jobs, cell)

@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from pii.results import RunResult, StageTime
 from pii.schedule import Stage
 
 
@@ -21,8 +22,8 @@ class Observer:
 
     def stage_done(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
 
-    def run_done(self, image: torch.Tensor, metrics: dict) -> None:
-        """The final images and the run's metrics (see pii.runner.run)."""
+    def run_done(self, image: torch.Tensor, result: RunResult) -> None:
+        """The final images and the run's result (what metrics.json holds; pii.runner.run)."""
 
 
 class Observers(Observer):
@@ -53,18 +54,18 @@ class StageTimer(Observer):
     for the stage's new size happen): the loop reads the loss back at step 0, so that time is real."""
 
     def __init__(self):
-        self.stages: list[dict] = []
+        self.stages: list[StageTime] = []
 
     def stage_started(self, index, stage, image):
         self.start = time.perf_counter()
-        self.stages.append({"size": stage.size, "steps": stage.steps})
+        self.stages.append(StageTime(stage.size, stage.steps))
 
     def step_done(self, index, step, loss, probs):
         if step == 0:
-            self.stages[-1]["first_step_seconds"] = time.perf_counter() - self.start
+            self.stages[-1].first_step_seconds = time.perf_counter() - self.start
 
     def stage_done(self, index, stage, image):
-        self.stages[-1]["seconds"] = time.perf_counter() - self.start
+        self.stages[-1].seconds = time.perf_counter() - self.start
 
 
 class ProgressBar(Observer):

@@ -13,13 +13,14 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid, save_image
 
+from pii import results
 from pii.errors import ConfigError
 from pii.observers import Observer
+from pii.results import METRICS, RunResult
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
 
 
 class Saver(Observer):
@@ -46,13 +47,13 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     save_image(make_grid(images.float().cpu(), nrow=min(len(images), 8), padding=2, pad_value=1.0), path)
 
 
-def save_results(out_dir: Path, image: torch.Tensor, metrics: dict) -> None:
+def save_results(out_dir: Path, image: torch.Tensor, result: RunResult) -> None:
     """One PNG per class, the grid of all classes, and metrics.json."""
     out_dir = Path(out_dir)
-    for img, entry in zip(image, metrics["classes"]):
-        save_image(img.float().cpu(), out_dir / entry["image"])
+    for img, entry in zip(image, result.classes):
+        save_image(img.float().cpu(), out_dir / entry.image)
     save_grid(image, out_dir / "grid.png")
-    write_metrics(out_dir, metrics)
+    results.write(out_dir / METRICS, result)
 
 
 def load_png(path: Path) -> torch.Tensor:
@@ -62,21 +63,6 @@ def load_png(path: Path) -> torch.Tensor:
             return pil_to_tensor(img.convert("RGB")).float() / 255
     except (OSError, ValueError, SyntaxError) as err:  # missing, truncated or not an image (PIL's own types)
         raise ConfigError(f"cannot read image {str(path)!r} ({type(err).__name__}: {str(err)[:80]})") from None
-
-
-def read_metrics(run_dir: Path, key: str = "") -> dict:
-    """A run's metrics.json; ConfigError naming `key` (e.g. init_from) and the file if it is missing or damaged."""
-    where = f"{key}=" if key else ""
-    path = Path(run_dir) / METRICS
-    try:
-        metrics = json.loads(path.read_text())
-        if not all(isinstance(e["class_id"], int) and isinstance(e["image"], str) for e in metrics["classes"]):
-            raise TypeError("a class entry without an integer class_id and an image name")
-        return metrics
-    except FileNotFoundError:
-        raise ConfigError(f"{where}{run_dir}: no {METRICS} there; pass the output directory of a finished run") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{where}{str(path)!r} is damaged ({type(err).__name__}: {str(err)[:80]})") from None
 
 
 def load_tensors(path: Path, key: str, map_location="cpu") -> dict:
@@ -102,4 +88,5 @@ def unloadable(path: Path, key: str, err: Exception) -> ConfigError:
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:
+    """train_invert's metrics.json, a dict of its own (pii.feedforward.runner); invert.py's is pii.results."""
     (Path(out_dir) / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")

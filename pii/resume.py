@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pii import results
 from pii.errors import ConfigError
-from pii.outputs import CHECKPOINT, METRICS, load_png, load_tensors, read_metrics
+from pii.outputs import CHECKPOINT, load_png, load_tensors
+from pii.results import METRICS, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,10 @@ def plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def finished_metrics(run_dir: Path) -> dict | None:
-    """A finished run's metrics (metrics.json is written last), or None while it is unfinished."""
-    return read_metrics(run_dir) if (Path(run_dir) / METRICS).is_file() else None
+def finished_result(run_dir: Path) -> RunResult | None:
+    """A finished run's result (metrics.json is written last), or None while it is unfinished."""
+    path = Path(run_dir) / METRICS
+    return results.read(path) if path.is_file() else None
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
@@ -97,7 +100,7 @@ def load_checkpoint(run_dir: Path) -> dict | None:
 def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     """A finished run's per-class PNGs, in the order of `class_ids`, as [0, 1] floats."""
     run_dir = Path(str(run_dir)).expanduser()
-    files = {e["class_id"]: run_dir / e["image"] for e in read_metrics(run_dir, "init_from")["classes"]}
+    files = {e.class_id: run_dir / e.image for e in results.read(run_dir / METRICS, "init_from").classes}
     missing = [c for c in class_ids if c not in files]
     if missing:
         raise ConfigError(f"init_from={run_dir} has no image for class {missing}; it has classes {sorted(files)}")

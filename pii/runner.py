@@ -13,24 +13,26 @@ from pii import augment as augment_lib
 from pii import judge as judge_lib
 from pii import losses, models, resume, schedule, tracking
 from pii import param as param_lib
+from pii import results
 from pii.classes import class_key, parse_class_ids
 from pii.config import check_invert
 from pii.device import resolve_device, wants_compile
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar, StageTimer
-from pii.outputs import Saver, save_results, write_metrics
+from pii.outputs import Saver, save_results
+from pii.results import METRICS, RunResult
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Invert `cfg.class_id` of `cfg.model`; write outputs to `cfg.output_dir`; return the metrics.
+def run(cfg: DictConfig) -> RunResult:
+    """Invert `cfg.class_id` of `cfg.model`; write outputs to `cfg.output_dir`; return what metrics.json holds.
 
     `resume=<dir>` continues that run at its last completed stage; `init_from=<dir>` starts from its images.
     """
     if cfg.get("resume"):
         cfg = resume.resumed_config(cfg)
-        finished = resume.finished_metrics(Path(cfg.output_dir))
+        finished = resume.finished_result(Path(cfg.output_dir))
         if finished is not None:  # resuming a finished run changes nothing, and says so
             log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
             return finished
@@ -49,7 +51,7 @@ def run(cfg: DictConfig) -> dict:
              device, [s.size for s in stages], stages[0].steps, out_dir)
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
-    start = [entry["probability"] for entry in judge_lib.class_report(classifier, noise, class_ids)]
+    start = [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
     param = param_lib.build(cfg.get("param"), len(class_ids), device)
     start_from, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
@@ -63,41 +65,41 @@ def run(cfg: DictConfig) -> dict:
         image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, None, first_stage,
                        log_every=int(cfg.log_every), chunk=cfg.augmentation.get("chunk"), param=param)
         seconds = time.perf_counter() - started
-        metrics = _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device)
-        metrics["first_stage"] = first_stage + 1
-        metrics["stage_seconds"] = timer.stages
-        save_results(out_dir, image, metrics)
+        result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
+        result.first_stage = first_stage + 1
+        result.stage_seconds = timer.stages
+        save_results(out_dir, image, result)
         # Judged after saving, so a judge that fails to load never costs the images.
-        metrics["judge"] = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device)
-        write_metrics(out_dir, metrics)
-        observers.run_done(image, metrics)
+        result.judge = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device)
+        results.write(out_dir / METRICS, result)
+        observers.run_done(image, result)
     log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
-    return metrics
+    return result
 
 
-def _metrics(cfg, classifier, class_ids, stages, image, start, seconds, device) -> dict:
+def _result(cfg, classifier, class_ids, stages, image, start, seconds, device) -> RunResult:
     report = judge_lib.class_report(classifier, image, class_ids)
     for entry, p0, img in zip(report, start, image):
-        entry["start_probability"] = p0
-        entry["image"] = f"{class_key(entry['class_id'], classifier.num_classes)}.png"
-        entry["spectral_slope"] = judge_lib.spectral_slope(img)
-    metrics = {
-        "model": classifier.name,
-        "device": str(device),
-        "seconds": seconds,
-        "seconds_per_class": seconds / len(class_ids),
-        "steps": sum(s.steps for s in stages),
-        "stage_sizes": [s.size for s in stages],
-        "ensemble_size": int(cfg.augmentation.ensemble_size),
-        "param": str(cfg.get("param", {}).get("name", "pixel")),
-        "spectral_slope": judge_lib.mean_slope(image),
-        "mean_probability": sum(e["probability"] for e in report) / len(report),
-        "top1_rate": sum(e["top1"] for e in report) / len(report),
-        "classes": report,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+        entry.start_probability = p0
+        entry.image = f"{class_key(entry.class_id, classifier.num_classes)}.png"
+        entry.spectral_slope = judge_lib.spectral_slope(img)
+    result = RunResult(
+        model=classifier.name,
+        device=str(device),
+        seconds=seconds,
+        seconds_per_class=seconds / len(class_ids),
+        steps=sum(s.steps for s in stages),
+        stage_sizes=[s.size for s in stages],
+        ensemble_size=int(cfg.augmentation.ensemble_size),
+        param=str(cfg.get("param", {}).get("name", "pixel")),
+        spectral_slope=judge_lib.mean_slope(image),
+        mean_probability=sum(e.probability for e in report) / len(report),
+        top1_rate=sum(e.top1 for e in report) / len(report),
+        classes=report,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
     for entry in report:
-        log.info("class %d %s: p=%.3f (from %.4f), top-1 %s, spectral slope %.2f -> %s", entry["class_id"],
-                 entry["name"], entry["probability"], entry["start_probability"], entry["top5"][0]["name"],
-                 entry["spectral_slope"], entry["image"])
-    return metrics
+        log.info("class %d %s: p=%.3f (from %.4f), top-1 %s, spectral slope %.2f -> %s", entry.class_id,
+                 entry.name, entry.probability, entry.start_probability, entry.top5_classes[0].name,
+                 entry.spectral_slope, entry.image)
+    return result

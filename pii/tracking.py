@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pii.classes import class_key
 from pii.errors import ConfigError
 from pii.observers import Observer
+from pii.results import METRICS, RunResult
 from pii.schedule import Stage
 
 log = logging.getLogger(__name__)
@@ -103,33 +104,32 @@ class WandbTracker(Observer):
         self.run.log({f"image/{key}": self._image(img, caption) for key, img in zip(self.keys, image)},
                      step=self.offsets[index] + stage.steps - 1)
 
-    def run_done(self, image, metrics):
-        judges = metrics.get("judge") or {}
+    def run_done(self, image, result: RunResult):
+        judges = result.judge or {}
         columns = ["class_id", "name", "image", "probability", "start_probability", "top1", "top1_name"]
         for name in judges:
             columns += [f"{name}/probability", f"{name}/top1", f"{name}/top5", f"{name}/prediction"]
         table = self.wandb.Table(columns=columns)
-        for i, (img, entry) in enumerate(zip(image, metrics["classes"])):
-            row = [entry["class_id"], entry["name"], self._image(img, entry["name"]), entry["probability"],
-                   entry.get("start_probability"), entry["top1"], entry["top5"][0]["name"]]
+        for i, (img, entry) in enumerate(zip(image, result.classes)):
+            row = [entry.class_id, entry.name, self._image(img, entry.name), entry.probability,
+                   entry.start_probability, entry.top1, entry.top5_classes[0].name]
             for judged in judges.values():
-                verdict = judged["classes"][i]
-                row += [verdict["probability"], verdict["top1"], verdict["top5"], verdict["prediction_name"]]
+                verdict = judged.classes[i]
+                row += [verdict.probability, verdict.top1, verdict.top5, verdict.prediction_name]
             table.add_data(*row)
         final = {f"final/{key}": self._image(img, "final") for key, img in zip(self.keys, image)}
         self.run.log({"results": table, **final})
-        self.run.summary.update(summary(metrics))
-        self.run.summary.update({f"probability/{key}": e["probability"]
-                                 for key, e in zip(self.keys, metrics["classes"])})
-        self._log_images(metrics)
+        self.run.summary.update(summary(result))
+        self.run.summary.update({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
+        self._log_images(result)
 
-    def _log_images(self, metrics):
-        out_dir = Path(metrics["config"]["output_dir"])
+    def _log_images(self, result: RunResult):
+        out_dir = Path(result.config["output_dir"])
         artifact = self.wandb.Artifact(f"inversions-{self.run.id}", type="inversions",
-                                       metadata={"model": metrics["model"], "class_ids": self.class_ids})
-        for entry in metrics["classes"]:
-            artifact.add_file(str(out_dir / entry["image"]))
-        artifact.add_file(str(out_dir / "metrics.json"))
+                                       metadata={"model": result.model, "class_ids": self.class_ids})
+        for entry in result.classes:
+            artifact.add_file(str(out_dir / entry.image))
+        artifact.add_file(str(out_dir / METRICS))
         self.run.log_artifact(artifact)
 
     def _image(self, image: torch.Tensor, caption: str):
@@ -138,12 +138,12 @@ class WandbTracker(Observer):
         return self.wandb.Image(to_pil_image(image.detach().float().clamp(0, 1).cpu()), caption=caption)
 
 
-def summary(metrics: dict) -> dict:
+def summary(result: RunResult) -> dict:
     """The run's scalars for the W&B runs table: each judge's top-1, top-5 and mean judged
     probability (`judge/<name>/top1`, ...), then the inverted model's own figures."""
-    row = {f"judge/{name}/{key}": judged[key] for name, judged in (metrics.get("judge") or {}).items()
+    row = {f"judge/{name}/{key}": getattr(judged, key) for name, judged in (result.judge or {}).items()
            for key in ("top1", "top5", "mean_probability")}
-    row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    row.update({k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))})
     return row
 
 

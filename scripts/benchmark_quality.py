@@ -26,16 +26,16 @@ from pii.runner import run  # noqa: E402
 def main(argv: list[str]) -> None:
     if not any(o.startswith("output_dir=") for o in argv):
         argv = [*argv, f"output_dir=outputs/quality/{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
-    metrics = run(compose(["classes=benchmark20", *argv]))
-    if not metrics["judge"]:
+    result = run(compose(["classes=benchmark20", *argv]))
+    if not result.judge:
         raise ConfigError("no judge ran (verifier=none, or no judge shares the model's classes)")
-    for name, result in metrics["judge"].items():
-        print(f"\n== {metrics['config'].get('method', '')} on {len(metrics['classes'])} classes, {metrics['model']}, "
-              f"judged by {name}\n{format_table(result)}")
-    print(f"\n{metrics['model']} itself: mean p(target) {metrics['mean_probability']:.3f}; spectral slope of the "
-          f"images {metrics['spectral_slope']:.2f} (photographs ~ -2 to -2.5, white noise 0)")
-    print(f"{metrics['seconds']:.0f} s in all, {metrics['seconds_per_class']:.1f} s per class; "
-          f"images and metrics.json in {metrics['config']['output_dir']}")
+    for name, judged in result.judge.items():
+        print(f"\n== {result.config.get('method', '')} on {len(result.classes)} classes, {result.model}, "
+              f"judged by {name}\n{format_table(judged)}")
+    print(f"\n{result.model} itself: mean p(target) {result.mean_probability:.3f}; spectral slope of the "
+          f"images {result.spectral_slope:.2f} (photographs ~ -2 to -2.5, white noise 0)")
+    print(f"{result.seconds:.0f} s in all, {result.seconds_per_class:.1f} s per class; "
+          f"images and metrics.json in {result.config['output_dir']}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+
+from pii import results  # noqa: E402
+from pii.errors import ConfigError  # noqa: E402
+
 
 def read_json(path: Path) -> dict | None:
     try:
@@ -28,18 +33,19 @@ def tests(out: Path) -> dict | None:
 
 
 def paper(out: Path) -> dict | None:
-    metrics = read_json(out / "paper" / "metrics.json")
-    if metrics is None:
+    try:
+        run = results.read(out / "paper" / results.METRICS)
+    except ConfigError:
         return None
-    figures = {key: metrics[key] for key in ("model", "device", "seconds", "seconds_per_class", "steps",
-                                             "stage_sizes", "ensemble_size", "mean_probability", "top1_rate")}
-    figures["classes"] = len(metrics["classes"])
-    figures["stage_seconds"] = metrics.get("stage_seconds")
-    figures["judges"] = {name: {key: judged[key] for key in ("model", "input_size", "images", "top1", "top5",
-                                                             "mean_probability")}
-                         for name, judged in (metrics.get("judge") or {}).items()}
-    figures["misses"] = {name: [(c["name"], c["prediction_name"]) for c in judged["classes"] if not c["top1"]]
-                         for name, judged in (metrics.get("judge") or {}).items()}
+    figures = {key: getattr(run, key) for key in ("model", "device", "seconds", "seconds_per_class", "steps",
+                                                  "stage_sizes", "ensemble_size", "mean_probability", "top1_rate")}
+    figures["classes"] = len(run.classes)
+    figures["stage_seconds"] = results.to_dict(run).get("stage_seconds")
+    figures["judges"] = {name: {key: getattr(judged, key) for key in ("model", "input_size", "images", "top1",
+                                                                      "top5", "mean_probability")}
+                         for name, judged in (run.judge or {}).items()}
+    figures["misses"] = {name: [(c.name, c.prediction_name) for c in judged.classes if not c.top1]
+                         for name, judged in (run.judge or {}).items()}
     return figures
 
 

@@ -34,13 +34,13 @@ def main(argv: list[str]) -> None:
     inversions = read_inversions(root)  # a wrong directory or damaged files fail before the judges load
     judges = build_judges(cfg.get("verifier"), resolve_device(str(cfg.device)))
     results = judge_directory(root, judges, inversions)
-    for run, by_judge in results["runs"].items():
+    for run, by_judge in results.runs.items():
         for name, result in by_judge.items():
             print(f"\n== {root / run} judged by {name}\n{format_table(result)}")
     print()
-    for name, o in results["overall"].items():
-        print(f"overall {name}: {o['images']} images, top-1 {o['top1']:.1%}, top-5 {o['top5']:.1%}, "
-              f"mean p(target) {o['mean_probability']:.3f}, spectral slope {o['spectral_slope']:.2f}")
+    for name, o in results.overall.items():
+        print(f"overall {name}: {o.images} images, top-1 {o.top1:.1%}, top-5 {o.top5:.1%}, "
+              f"mean p(target) {o.mean_probability:.3f}, spectral slope {o.spectral_slope:.2f}")
     print(f"written to {root / JUDGE_JSON}")
 
 

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def test_inversion_on_cuda_raises_the_target_probability(tiny_config):
     # the embedded Lite0 at 64 px, 3 stages x 30 steps
     cfg = tiny_config("device=cuda", "verifier=none", "schedule.stages=3", "schedule.steps=30", "class_id=[980,1]")
-    metrics = run(cfg)
-    assert metrics["device"].startswith("cuda")
-    for entry in metrics["classes"]:
-        assert entry["probability"] > 10 * entry["start_probability"], entry
+    result = run(cfg)
+    assert result.device.startswith("cuda")
+    for entry in result.classes:
+        assert entry.probability > 10 * entry.start_probability, entry
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

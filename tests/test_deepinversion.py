@@ -8,7 +8,7 @@ from torch import nn
 from pii import losses, outputs, resume, runner
 from pii.errors import ConfigError
 from pii.models import Classifier
-from tests.tiny import tiny_cfg
+from tests.tiny import made_up_result, tiny_cfg
 
 
 def bn_first_classifier() -> Classifier:
@@ -57,8 +57,7 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
 def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):
     pii_images = torch.rand(2, 3, 32, 32)
     (tmp_path / "pii").mkdir()
-    outputs.save_results(tmp_path / "pii", pii_images, {"classes": [{"class_id": 1, "image": "1_a.png"},
-                                                                     {"class_id": 2, "image": "2_b.png"}]})
+    outputs.save_results(tmp_path / "pii", pii_images, made_up_result({1: "1_a.png", 2: "2_b.png"}))
     init = resume.load_images(tmp_path / "pii", [2, 1])
     assert init.shape == (2, 3, 32, 32) and (init[1] - pii_images[0]).abs().max() <= 1 / 255
 
@@ -67,7 +66,7 @@ def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):
                         raising=False)
     di = runner.run(tiny_cfg(tmp_path / "di", "experiment=deepinversion", f"init_from={tmp_path / 'pii'}",
                              "schedule.steps=3"))
-    assert di["stage_sizes"] == [32] and di["config"]["loss"]["bn_weight"] > 0
+    assert di.stage_sizes == [32] and di.config["loss"]["bn_weight"] > 0
     assert torch.allclose(first_images[0], resume.load_images(tmp_path / "pii", [1, 2]))
     with pytest.raises(ConfigError, match="no image for class"):
         resume.load_images(tmp_path / "pii", [3])

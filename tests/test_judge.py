@@ -30,14 +30,14 @@ def lite2():
 def test_lite2_judges_coffee_as_espresso(lite2):
     assert lite2.input_size == 260
     result = judge(lite2, photo("coffee"), [ESPRESSO])  # 224 px in, resized to 260 inside
-    entry = result["classes"][0]
-    assert entry["prediction"] == ESPRESSO and entry["top1"] and entry["probability"] > 0.5
-    assert result["top1"] == 1.0 and result["top5"] == 1.0
+    entry = result.classes[0]
+    assert entry.prediction == ESPRESSO and entry.top1 and entry.probability > 0.5
+    assert result.top1 == 1.0 and result.top5 == 1.0
 
 
 def test_wrong_target_is_a_miss(lite2):
     result = judge(lite2, photo("coffee"), [TABBY])
-    assert result["top1"] == 0.0 and result["top5"] == 0.0 and result["classes"][0]["probability"] < 0.01
+    assert result.top1 == 0.0 and result.top5 == 0.0 and result.classes[0].probability < 0.01
 
 
 def test_judge_directory_recurses_and_writes_json(lite2, tmp_path):
@@ -48,10 +48,12 @@ def test_judge_directory_recurses_and_writes_json(lite2, tmp_path):
     save_image(photo("coffee")[0], tmp_path / "0_run" / "stages" / "stage1_56px.png")  # not an inversion
     save_image(photo("coffee")[0], tmp_path / "0_run" / "grid.png")
     results = judge_directory(tmp_path, {"efficientnet_lite2": lite2})
-    overall = results["overall"]["efficientnet_lite2"]
-    assert overall["images"] == 2 and overall["top5"] == 1.0
-    assert set(results["runs"]) == {"0_run", "1_run"}
-    assert json.loads((tmp_path / JUDGE_JSON).read_text())["overall"]["efficientnet_lite2"]["images"] == 2
+    overall = results.overall["efficientnet_lite2"]
+    assert overall.images == 2 and overall.top5 == 1.0
+    assert set(results.runs) == {"0_run", "1_run"}
+    written = json.loads((tmp_path / JUDGE_JSON).read_text())
+    assert written["overall"]["efficientnet_lite2"]["images"] == 2
+    assert written["runs"]["0_run"]["efficientnet_lite2"]["classes"][0]["image"] == "0_run/967_espresso.png"
 
 
 def test_empty_directory_and_foreign_classes_are_config_errors(lite2, tmp_path):

@@ -184,9 +184,9 @@ def test_resume_and_init_from_work_with_a_param(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(outputs.Saver, "stage_done", save_stage)
     assert set(resume.load_checkpoint(killed)["param"]) == {"spectrum" if kind == "fourier" else "phase"}
     resumed = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "x", "verifier=none"), {"resume": str(killed)}))
-    assert resumed["param"] == kind
+    assert resumed.param == kind
     assert torch.equal(resume.load_checkpoint(killed)["image"], resume.load_checkpoint(tmp_path / "clean")["image"])
-    assert resumed["mean_probability"] == pytest.approx(clean["mean_probability"])
+    assert resumed.mean_probability == pytest.approx(clean.mean_probability)
     started = runner.run(tiny_cfg(tmp_path / "init", f"param={kind}", "verifier=none", f"init_from={tmp_path / 'clean'}"))
-    assert started["param"] == kind and -4 < started["spectral_slope"] < 1
-    assert all("spectral_slope" in c for c in started["classes"])
+    assert started.param == kind and -4 < started.spectral_slope < 1
+    assert all(c.spectral_slope is not None for c in started.classes)

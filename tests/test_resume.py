@@ -39,10 +39,10 @@ def test_resume_continues_at_the_next_stage_and_matches_a_clean_run(tmp_path, mo
     stages_seen = []
     monkeypatch.setattr(outputs.Saver, "stage_started", lambda self, i, s, img: stages_seen.append(i), raising=False)
     resumed = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "elsewhere"), {"resume": str(killed)}))
-    assert stages_seen == [2] and resumed["first_stage"] == 3
+    assert stages_seen == [2] and resumed.first_stage == 3
     assert (killed / outputs.METRICS).exists() and not (tmp_path / "elsewhere").exists()
     assert torch.equal(resume.load_checkpoint(killed)["image"], clean_image)
-    assert resumed["mean_probability"] == pytest.approx(clean["mean_probability"])
+    assert resumed.mean_probability == pytest.approx(clean.mean_probability)
 
 
 def test_resume_refuses_a_dir_that_is_not_a_run(tmp_path):
@@ -79,7 +79,7 @@ def test_sigterm_stops_cleanly_and_the_cli_run_resumes(tmp_path):
     done = resume.load_checkpoint(out)["stage"] + 1
     assert done < 3 and not (out / outputs.METRICS).exists()
     metrics = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "unused"), {"resume": str(out)}))
-    assert metrics["first_stage"] == done + 1 and (out / outputs.METRICS).exists()
+    assert metrics.first_stage == done + 1 and (out / outputs.METRICS).exists()
 
 
 def stopped_run(out_dir, monkeypatch, after_stage: int):
@@ -146,7 +146,7 @@ def test_resuming_a_finished_run_reports_it_and_rewrites_nothing(tmp_path):
     finished = runner.run(cfg)
     before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file()}
     again = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "elsewhere"), {"resume": str(done)}))
-    assert again["seconds"] == pytest.approx(finished["seconds"]) and again["first_stage"] == 1
+    assert again.seconds == pytest.approx(finished.seconds) and again.first_stage == 1
     assert {p: p.read_bytes() for p in done.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "elsewhere").exists()
 

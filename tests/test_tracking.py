@@ -19,7 +19,7 @@ def wandb_file(out_dir):
 
 def test_offline_run_logs_loss_probabilities_images_and_results(tmp_path):
     cfg = tiny_cfg(tmp_path, "logger=wandb", "log_every=2", "logger.run_name=tiny")
-    metrics = runner.run(cfg)
+    result = runner.run(cfg)
 
     path = wandb_file(tmp_path)  # inside the job's output dir
     rows = history(path)
@@ -30,7 +30,7 @@ def test_offline_run_logs_loss_probabilities_images_and_results(tmp_path):
         probs = [r[f"p_target/{key}"] for r in rows if f"p_target/{key}" in r]
         assert len(probs) == 6 and all(0 < p < 1 for p in probs)
         stage_images = [r for r in rows if r.get(f"image/{key}/_type") == "image-file"]
-        assert [r[f"image/{key}/width"] for r in stage_images] == list(metrics["stage_sizes"])
+        assert [r[f"image/{key}/width"] for r in stage_images] == list(result.stage_sizes)
         assert any(r.get(f"final/{key}/_type") == "image-file" for r in rows)
         image_file = path.parent / "files" / stage_images[-1][f"image/{key}/path"]
         assert image_file.stat().st_size > 0
@@ -60,18 +60,18 @@ def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(
     from pii.cli import objective
 
     cfg = tiny_cfg(tmp_path, "logger=wandb", *JUDGE)
-    metrics = runner.run(cfg)
+    result = runner.run(cfg)
     path = wandb_file(tmp_path)
     summary = summary_of(path)
-    judged = metrics["judge"]["timm"]
+    judged = result.judge["timm"]
     for key in ("top1", "top5", "mean_probability"):
-        assert summary[f"judge/timm/{key}"] == pytest.approx(judged[key])
+        assert summary[f"judge/timm/{key}"] == pytest.approx(getattr(judged, key))
     table = next(r for r in history(path) if "results/_type" in r)
     table_file = json.loads((path.parent / "files" / table["results/path"]).read_text())
     assert "timm/top1" in table_file["columns"] and "timm/prediction" in table_file["columns"]
     column = table_file["columns"].index("timm/probability")
-    assert [row[column] for row in table_file["data"]] == pytest.approx([c["probability"] for c in judged["classes"]])
-    assert objective(metrics) == judged["top1"]  # what a Hydra sweeper optimises
+    assert [row[column] for row in table_file["data"]] == pytest.approx([c.probability for c in judged.classes])
+    assert objective(result) == judged.top1  # what a Hydra sweeper optimises
     (images,) = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"
                  and r.artifact.type == "inversions"]
     assert {e.path for e in images.manifest.contents} >= {"1_class-1.png", "2_class-2.png", "metrics.json"}

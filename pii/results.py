@@ -1,0 +1,200 @@
+"""What an invert.py run produces, as dataclasses, and metrics.json: written and read here only.
+
+metrics.json is a `RunResult` as `dataclasses.asdict` makes it, with `schema_version` first;
+a field that is None is left out of the file (a run not judged yet has no `judge`; a verdict
+in metrics.json has no `image`). Everything else reads a run through `read(path) -> RunResult`.
+
+Versions of metrics.json:
+- none (files written before the version): each class's top classes are under `top5`, the
+  key that a judge's verdict uses for its top-5 hit (a bool). Read as version 1.
+- 1: `schema_version`; a class's top classes are `top5_classes` (a list of TopClass);
+  `top5` is only ever a judge's top-5 hit (a verdict: a bool; a summary: the rate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pii.errors import ConfigError
+
+SCHEMA_VERSION = 1
+METRICS = "metrics.json"
+
+
+@dataclass
+class TopClass:
+    """One of a classifier's most probable classes for an image."""
+    class_id: int
+    name: str
+    probability: float
+
+
+@dataclass
+class ClassResult:
+    """One inverted class, as the inverted model sees its final image (pii.judge.class_report)."""
+    class_id: int
+    name: str
+    probability: float  # the model's probability for the target class
+    top1: bool  # the target is the model's most probable class
+    top5_classes: list[TopClass]  # the model's most probable classes (5, fewer if it has fewer), first the most
+    start_probability: float | None = None  # the target's probability on the starting noise
+    image: str | None = None  # the class's PNG, relative to the run directory
+    spectral_slope: float | None = None  # of that image (pii.judge.spectral_slope); photographs ~ -2 to -2.5
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassResult:
+        return cls(**{**d, "top5_classes": [TopClass(**t) for t in d["top5_classes"]]})
+
+
+@dataclass
+class Verdict:
+    """A judge's verdict on one image."""
+    class_id: int  # the target class
+    name: str
+    probability: float  # the judge's probability for the target class
+    top1: bool  # a top-1 hit: the target is the judge's most probable class
+    top5: bool  # a top-5 hit
+    prediction: int  # the judge's most probable class
+    prediction_name: str
+    spectral_slope: float | None = None  # of the image, at its saved size
+    image: str | None = None  # judge.json only: the image, relative to the judged directory
+
+
+@dataclass
+class JudgeSummary:
+    """A judge's figures over the images it judged."""
+    model: str
+    input_size: int  # the judge sees each image resized to this
+    images: int
+    top1: float  # the share of top-1 hits
+    top5: float  # the share of top-5 hits
+    mean_probability: float  # of the target class
+    spectral_slope: float | None = None  # the images' mean
+
+
+@dataclass
+class JudgeResult(JudgeSummary):
+    """A judge's figures and its verdict on each image, in the order of the classes."""
+    classes: list[Verdict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JudgeResult:
+        return cls(**{**d, "classes": [Verdict(**v) for v in d["classes"]]})
+
+
+@dataclass
+class StageTime:
+    """Wall seconds of one stage (pii.observers.StageTimer)."""
+    size: int
+    steps: int
+    first_step_seconds: float | None = None  # compiling and autotuning for the stage's new size happen here
+    seconds: float | None = None
+
+
+@dataclass
+class RunResult:
+    """One invert.py run: metrics.json."""
+    model: str  # the inverted classifier
+    device: str
+    seconds: float  # of inversion (not loading, not judging)
+    seconds_per_class: float
+    steps: int  # over all stages
+    stage_sizes: list[int]
+    ensemble_size: int
+    param: str  # the image parametrization (pii.param)
+    spectral_slope: float | None  # the mean over the classes' images
+    mean_probability: float  # the inverted model's own probability for the targets, over classes
+    top1_rate: float  # the share of classes that are the inverted model's top-1
+    classes: list[ClassResult]
+    config: dict  # the run's resolved config
+    first_stage: int = 1  # the stage this process started at (> 1: resumed)
+    stage_seconds: list[StageTime] | None = None  # the stages this process ran
+    judge: dict[str, JudgeResult] | None = None  # by judge name ({}: no judge); None until judged
+
+    @property
+    def method(self) -> str:
+        """The method a preset names (`method`), else the parametrization's name."""
+        return str(self.config.get("method") or self.config.get("param", {}).get("name", "pixel"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        stages, judges = d.get("stage_seconds"), d.get("judge")
+        result = cls(**{**d, "classes": [ClassResult.from_dict(c) for c in d["classes"]],
+                        "stage_seconds": None if stages is None else [StageTime(**t) for t in stages],
+                        "judge": None if judges is None else {k: JudgeResult.from_dict(j) for k, j in judges.items()}})
+        if not all(isinstance(c.class_id, int) and isinstance(c.image, str) for c in result.classes):
+            raise TypeError("a class entry without an integer class_id and an image name")
+        return result
+
+
+@dataclass
+class JudgedDirectory:
+    """judge.json (scripts/judge.py): every inversion under a directory, judged."""
+    root: str
+    runs: dict[str, dict[str, JudgeResult]] = field(default_factory=dict)  # by run dir (relative to root), judge
+    overall: dict[str, JudgeSummary] = field(default_factory=dict)  # by judge, over every run
+
+
+def to_dict(result) -> dict:
+    """A result as plain JSON values, its None fields left out (`dataclasses.asdict`)."""
+    return asdict(result, dict_factory=lambda items: {k: v for k, v in items if v is not None})
+
+
+def to_json(result) -> str:
+    return json.dumps(to_dict(result), indent=2) + "\n"
+
+
+def write(path: Path, result: RunResult) -> None:
+    """metrics.json: `result` with schema_version first."""
+    Path(path).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **to_dict(result)}, indent=2) + "\n")
+
+
+def read(path: Path, key: str = "") -> RunResult:
+    """A run's metrics.json; a one-line ConfigError naming `key` (e.g. init_from) and the file if it is
+    missing, damaged, not an invert.py metrics.json, or written by a newer pii (a newer schema_version)."""
+    path, where = Path(path), f"{key}=" if key else ""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}{path.parent}: no {path.name} there; "
+                          f"pass the output directory of a finished run") from None
+    except (OSError, ValueError) as err:
+        raise damaged(path, where, err) from None
+    if not isinstance(data, dict) or not {"classes", "config"} <= set(data):
+        raise ConfigError(f"{where}{str(path)!r} is not the metrics.json of an invert.py run "
+                          f"(it has no classes and config)")
+    version = data.pop("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ConfigError(f"{where}{str(path)!r} has schema_version {version!r}; this pii reads versions up to "
+                          f"{SCHEMA_VERSION}: update pii to read it")
+    try:
+        return RunResult.from_dict(data if version else upgrade(data))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise damaged(path, where, err) from None
+
+
+def damaged(path: Path, where: str, err: Exception) -> ConfigError:
+    return ConfigError(f"{where}{str(path)!r} is damaged ({type(err).__name__}: {str(err)[:80]})")
+
+
+def upgrade(data: dict) -> dict:
+    """A metrics.json without schema_version, as version 1: `top5` -> `top5_classes`; keys added
+    since (param, spectral_slope) get the value they stood for then."""
+    for entry in data["classes"]:
+        if isinstance(entry, dict) and "top5" in entry:
+            entry["top5_classes"] = entry.pop("top5")
+    config = data["config"] if isinstance(data["config"], dict) else {}
+    data.setdefault("param", str((config.get("param") or {}).get("name", "pixel")))
+    data.setdefault("spectral_slope", None)
+    return data
+
+
+def nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
