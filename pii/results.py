@@ -117,7 +117,7 @@ class RunResult:
     @property
     def method(self) -> str:
         """The method a preset names (`method`), else the parametrization's name."""
-        return str(self.config.get("method") or self.config.get("param", {}).get("name", "pixel"))
+        return str(self.config.get("method") or (self.config.get("param") or {}).get("name", "pixel"))
 
     @property
     def seed(self) -> int:
@@ -147,13 +147,14 @@ def to_dict(result) -> dict:
     return asdict(result, dict_factory=lambda items: {k: v for k, v in items if v is not None})
 
 
-def to_json(result) -> str:
-    return json.dumps(to_dict(result), indent=2) + "\n"
+def to_json(result, **first) -> str:
+    """A result as indented JSON, the keys of `first` before its own."""
+    return json.dumps({**first, **to_dict(result)}, indent=2) + "\n"
 
 
 def write(path: Path, result: RunResult) -> None:
     """metrics.json: `result` with schema_version first."""
-    Path(path).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **to_dict(result)}, indent=2) + "\n")
+    Path(path).write_text(to_json(result, schema_version=SCHEMA_VERSION))
 
 
 def read(path: Path, key: str = "") -> RunResult:
