@@ -23,8 +23,8 @@ from pii.classes import class_name
 from pii.errors import ConfigError
 from pii.models import Classifier
 from pii.outputs import load_png
-from pii.results import ClassResult, JudgedDirectory, JudgeResult, JudgeSummary, TopClass, Verdict, nan_if_none
-from pii.results import to_json
+from pii.results import (ClassResult, JudgedDirectory, JudgeResult, JudgeSummary, TopClass, Verdict, nan_if_none,
+                         to_json)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def mean_slope(images: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def class_report(classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[ClassResult]:
+def class_report(classifier: Classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[ClassResult]:
     """Per class: the classifier's probability for the target, and its top classes."""
     probs = classifier(image).softmax(-1).cpu()
     n = classifier.num_classes
