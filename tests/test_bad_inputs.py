@@ -79,6 +79,8 @@ BAD = [
     ("train", "generator.resolution=48", "generator.resolution"),
     ("train", "mode=explore", "mode"),
     ("train", "classifier.epochs=0", "classifier.epochs"),
+    ("train", "data._target_=no.such.builder", "data._target_"),
+    ("train", "+data.colour=1", "colour"),
     ("train", "-m schedule.steps=2,0 hydra.sweep.dir={d}/sweep_out", "job 1 (schedule.steps=0)"),
     ("train", "hydra.run.dir={d}/earlier/grid.png/run", "grid.png"),
     ("judge", "", "usage"),
