@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -24,6 +25,16 @@ from omegaconf import MISSING, DictConfig
 
 from pii.errors import ConfigError
 
+
+def conf_dir() -> str:
+    """Hydra's config root: pii/conf inside an installed wheel (pyproject ships conf/ there), else the
+    checkout's top-level conf/ (running from the repo, or an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else package.parent / "conf")
+
+
+CONF_DIR = conf_dir()
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.cli.objective
 OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.schedule.OPTIMIZERS maps them to torch.optim classes
