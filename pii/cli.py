@@ -17,10 +17,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pii.config import check_invert
+from pii.config import CONF_DIR, check_invert
 from pii.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger(__name__)
 
 
