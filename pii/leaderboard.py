@@ -10,11 +10,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pii.config import CONF_DIR
 from pii.errors import ConfigError
 from pii.gallery import Job, grid
 from pii.outputs import METRICS
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def class_lists() -> dict[frozenset, str]:

