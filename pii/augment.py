@@ -12,9 +12,6 @@ from omegaconf import DictConfig
 from torch import nn
 from torchvision.ops import roi_align
 
-from pii.errors import ConfigError
-
-
 
 class Jitter(nn.Module):
     """Roll the batch by one random offset in [-max_shift, max_shift] per axis, wrapping around."""
@@ -140,10 +137,8 @@ class Noise(nn.Module):
         return x + torch.randn_like(x) * self.std + (torch.rand_like(x) - 0.5) * self.std
 
 
-def _pair(value, key: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in value)
-    if not 0 < lo <= hi:
-        raise ConfigError(f"augmentation.{key} must be [low, high] with 0 < low <= high, got {list(value)}")
+def _pair(value) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value)  # 0 < lo <= hi: pii.config.check_invert
     return lo, hi
 
 
@@ -159,11 +154,11 @@ def build(cfg: DictConfig) -> nn.Sequential:
     if cfg.jitter > 0:
         pieces.append(Jitter(int(cfg.jitter)))
     if cfg.get("crops"):
-        pieces.append(Crops(ensemble_size, _pair(cfg.crops, "crops"), float(cfg.get("crop_centre_std", 0.15))))
+        pieces.append(Crops(ensemble_size, _pair(cfg.crops), float(cfg.get("crop_centre_std", 0.15))))
     else:
         pieces.append(Ensemble(ensemble_size))
     if cfg.get("scale") or cfg.get("degrees", 0):
-        pieces.append(ScaleRotate(_pair(cfg.get("scale") or [1, 1], "scale"), float(cfg.get("degrees", 0))))
+        pieces.append(ScaleRotate(_pair(cfg.get("scale") or [1, 1]), float(cfg.get("degrees", 0))))
     if cfg.flip:
         pieces.append(Flip())
     if cfg.color_shift and (cfg.alpha > 0 or cfg.beta > 0):

@@ -1,4 +1,4 @@
-"""Where the configs live (conf/) and composing one from overrides without running it.
+"""Composing a config from conf/ (pii.config.CONF_DIR) and overrides, without running it.
 
 A library module (pii.digits, pii.leaderboard), a script or a test composes
 here; the entry points (pii.cli, pii.feedforward.cli) use the same directory
@@ -13,10 +13,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pii.config import check_train_invert
+from pii.config import CONF_DIR, check_train_invert
 from pii.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 TRAIN_INVERT_CONF_DIR = str(Path(CONF_DIR) / "train_invert")
 # train_invert's configs reach conf/'s groups (the `model` group: any classifier of invert.py)
 SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"

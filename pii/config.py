@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -25,7 +26,18 @@ from omegaconf import MISSING, DictConfig
 from pii.errors import ConfigError
 
 
+def conf_dir() -> str:
+    """Hydra's config root: pii/conf inside an installed wheel (pyproject ships conf/ there), else the
+    checkout's top-level conf/ (running from the repo, or an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else package.parent / "conf")
+
+
+CONF_DIR = conf_dir()
+
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.cli.objective
+OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.schedule.OPTIMIZERS maps them to torch.optim classes
 
 
 @dataclass
@@ -242,6 +254,12 @@ def _betas(problems: Problems, key: str, betas) -> None:
         problems.append(f"{key} must be two numbers in [0, 1), got {list(betas)}; e.g. {key}=[0.5,0.99]")
 
 
+def _range(problems: Problems, key: str, pair) -> None:
+    """An optional [low, high] (augmentation.crops, .scale)."""
+    if pair is not None and (len(pair) != 2 or not 0 < pair[0] <= pair[1]):
+        problems.append(f"{key} must be [low, high] with 0 < low <= high, got {list(pair)}; e.g. {key}=[0.5,1.0]")
+
+
 def _device(problems: Problems, device: str) -> None:
     if not DEVICE.fullmatch(device):
         problems.append(f"unknown device {device!r}; use device=auto, device=cpu, device=cuda or device=cuda:<n>")
@@ -276,9 +294,14 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.compile not in (True, False, "auto"):
         problems.append(f"compile must be true, false or auto, got {cfg.compile!r}")
-    for key in ("augmentation.jitter", "augmentation.alpha", "augmentation.beta",
+    for key in ("augmentation.jitter", "augmentation.alpha", "augmentation.beta", "augmentation.pad",
+                "augmentation.shift", "augmentation.degrees", "augmentation.noise", "augmentation.crop_centre_std",
                 "loss.tv_weight", "loss.l2_weight", "loss.bn_weight"):
         problems.at_least(cfg, key, 0)
+    for key in ("crops", "scale"):
+        _range(problems, f"augmentation.{key}", cfg.augmentation.get(key))
+    if cfg.schedule.optimizer not in OPTIMIZERS:
+        problems.append(f"unknown schedule.optimizer {cfg.schedule.optimizer!r}; available: {', '.join(OPTIMIZERS)}")
     problems.at_least(cfg, "schedule.lr", 0, strict=True)
     problems.at_least(cfg, "logger.init_timeout", 0, strict=True)
     _betas(problems, "schedule.betas", cfg.schedule.betas)

@@ -67,7 +67,8 @@ def mean_slope(images: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def class_report(classifier: Classifier, image: torch.Tensor, class_ids: list[int], top: int = 5) -> list[ClassResult]:
+def class_report(classifier: Classifier, image: torch.Tensor, class_ids: list[int],
+                 top: int = 5) -> list[ClassResult]:
     """Per class: the classifier's probability for the target, and its top classes."""
     probs = classifier(image).softmax(-1).cpu()
     n = classifier.num_classes

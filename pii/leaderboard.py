@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pii import results
-from pii.compose import CONF_DIR
+from pii.config import CONF_DIR
 from pii.errors import ConfigError
 from pii.gallery import Job, grid
 from pii.results import METRICS, RunResult

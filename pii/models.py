@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import timm
+import timm.data
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -97,27 +98,31 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     return classifier
 
 
+SPEC_KEYS = ("input_size", "fixed_size", "mean", "std")  # what timm knows of a pretrained model
+
+
 def model_spec(cfg: DictConfig) -> dict:
-    """input_size, fixed_size, mean and std: from the config, or timm's pretrained config where unset."""
+    """input_size, fixed_size, mean and std: the config's values where set, else timm's for `cfg.name`
+    (`timm.data.resolve_data_config` over the name's pretrained config; no model is built)."""
     if OmegaConf.is_missing(cfg, "name"):
         raise ConfigError("model.name is not set; e.g. model=timm model.name=resnet18 (any name from timm.list_models())")
     if not cfg.name or not timm.is_model(cfg.name):
         raise ConfigError(
             f"unknown timm model {cfg.name!r}; pick a config with model=<name> (see conf/model/) "
             f"or any name from timm.list_models(), e.g. model=timm model.name=resnet18")
-    timm_cfg = timm.models.get_pretrained_cfg(cfg.name)
-    defaults = {"input_size": timm_cfg.input_size[-1], "fixed_size": timm_cfg.fixed_input_size,
-                "mean": timm_cfg.mean, "std": timm_cfg.std} if timm_cfg else {}
-    spec = {}
-    for key in ("input_size", "fixed_size", "mean", "std"):
-        value = cfg.get(key)
-        if value is None:
-            if key not in defaults:
-                raise ConfigError(f"model.{key} is not set and timm has no default for {cfg.name!r}; set model.{key}=...")
-            value = defaults[key]
-        spec[key] = list(value) if key in ("mean", "std") else value
-    spec["input_size"], spec["fixed_size"] = int(spec["input_size"]), bool(spec["fixed_size"])
-    return spec
+    pretrained_cfg = timm.models.get_pretrained_cfg(cfg.name)
+    if pretrained_cfg is None:  # an architecture without pretrained weights (pii_mlp_mixer): the config says all
+        unset = [key for key in SPEC_KEYS if cfg.get(key) is None]
+        if unset:
+            raise ConfigError(f"model.{unset[0]} is not set and timm has no default for {cfg.name!r}; "
+                              f"set model.{unset[0]}=...")
+    size = cfg.get("input_size")
+    args = {"input_size": (3, size, size) if size is not None else None, "mean": cfg.get("mean"), "std": cfg.get("std")}
+    data = timm.data.resolve_data_config(args, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
+    fixed = cfg.get("fixed_size")
+    return {"input_size": int(data["input_size"][-1]),
+            "fixed_size": bool(pretrained_cfg.fixed_input_size if fixed is None else fixed),
+            "mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
 
 
 def resolve_weights(source: str) -> Path:

@@ -9,9 +9,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from pii.errors import ConfigError
-
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -68,14 +65,12 @@ def grow(previous: torch.Tensor | None, stage: Stage, canvas: torch.Tensor) -> t
     return canvas
 
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}
+OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}  # the names: pii.config.OPTIMIZERS
 
 
 def optimizer(params: list[torch.Tensor], steps: int, cfg: DictConfig):
     """Adam (or `schedule.optimizer=nadam`, MACO's) with cosine decay to 0 over the stage; re-created
     at every stage."""
-    name = str(cfg.get("optimizer", "adam"))
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown schedule.optimizer {name!r}; available: {', '.join(OPTIMIZERS)}")
-    opt = OPTIMIZERS[name](params, lr=float(cfg.lr), betas=tuple(cfg.betas))
+    make = OPTIMIZERS[str(cfg.get("optimizer", "adam"))]  # the name: checked by pii.config.check_invert
+    opt = make(params, lr=float(cfg.lr), betas=tuple(cfg.betas))
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from pii import digits  # noqa: E402
 from pii.cli import script_main  # noqa: E402
+from pii.errors import ConfigError  # noqa: E402
 
 EPOCHS = {"cnn": 10, "vit": 20, "mixer": 10, "judge": 10}
 
@@ -30,23 +31,29 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--skip-train", action="store_true", help="reuse <out>/*.pt")
     parser.add_argument("--train", default="cnn,vit,mixer,judge", help="which models to (re)train")
     parser.add_argument("--epochs", type=float, default=1.0, help="scale every model's epochs")
+    parser.add_argument("--methods", default=",".join(digits.CLAIM_METHODS),
+                        help=f"comma-separated, of {', '.join(digits.METHODS)}")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    unknown = sorted(set(args.methods.split(",")) - set(digits.METHODS))
+    if unknown:
+        raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(digits.METHODS)}")
+    methods = {name: digits.METHODS[name] for name in args.methods.split(",")}
     if args.skip_train:
         accuracies = digits.test_accuracies(out)
     else:
         digits.train_all(out, {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()},
                          which=args.train.split(","))
         accuracies = digits.test_accuracies(out)
-    results = digits.invert_all(out, args.overrides)
+    results = digits.invert_all(out, args.overrides, methods=methods)
     table = digits.format_table(results, accuracies)
     (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
-                                                "settings": {"schedule": digits.SCHEDULE, "methods": digits.METHODS,
+                                                "settings": {"schedule": digits.SCHEDULE, "methods": methods,
                                                              "overrides": args.overrides}}, indent=2) + "\n")
     print("\njudged top-1 over digits 0-9 (judge: ResNet-18 trained apart), mean judge p(target) in brackets")
     print(table)
-    for short, by_method in results.items():
+    for short, by_method in results.items() if {"pii", "plain_ce"} <= set(methods) else ():
         ahead = by_method["pii"]["judge_top1"] > by_method["plain_ce"]["judge_top1"]
         print(f"{short}: PII {'ahead of' if ahead else 'NOT ahead of'} plain cross-entropy")
     print(f"written to {out / 'claim.json'}")

@@ -99,7 +99,12 @@ def test_crops_of_the_whole_image_give_the_image_and_copies_stay_together():
 
 
 def test_scale_rotate_identity_and_bad_ranges():
+    from conftest import compose_config
+
+    from pii.config import check_invert
+
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(augment.ScaleRotate((1.0, 1.0), 0.0)(x), x, atol=1e-5, rtol=0)
-    with pytest.raises(ConfigError, match="augmentation.scale"):
-        augment.build(OmegaConf.merge(OmegaConf.load("conf/augmentation/pii.yaml"), {"scale": [1.1, 0.9]}))
+    for key, bad in (("scale", "[1.1,0.9]"), ("crops", "[0,1]"), ("crops", "[0.5]")):  # at config time
+        with pytest.raises(ConfigError, match=f"augmentation.{key} must be \\[low, high\\]"):
+            check_invert(compose_config([f"augmentation.{key}={bad}", "output_dir=/x"]))

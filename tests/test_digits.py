@@ -29,3 +29,20 @@ def test_digits_models_load_and_invert(tmp_path):
         assert by_method["plain_ce"]["model_probability"] > by_method["plain_ce"]["model_start_probability"]
     table = digits.format_table(results)
     assert table.splitlines()[0] == "| architecture | pii | plain_ce |" and len(table.splitlines()) == 5
+
+
+def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
+    """The leaderboard's methods on digits: each recipe keeps its parametrization and gets the digits' budget."""
+    from pii.config import check_invert
+
+    for method, overrides in digits.METHODS.items():
+        cfg = digits.compose(["model=digits_cnn", "class_id=[0,1]", f"output_dir={tmp_path}",
+                              *digits.SCHEDULE, *overrides])
+        check_invert(cfg)
+        assert cfg.model.input_size == 32, method
+        expected_param = {"pii_fourier": "fourier", "lucent": "fourier", "maco": "maco"}.get(method, "pixel")
+        assert cfg.param.name == expected_param, method
+        if method in ("maco", "lucent"):  # one full-size stage with plain_ce's 900 steps
+            assert (cfg.schedule.stages, cfg.schedule.steps) == (1, 900), method
+        elif method != "plain_ce":
+            assert (cfg.schedule.stages, cfg.schedule.steps) == (3, 300), method

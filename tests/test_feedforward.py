@@ -5,7 +5,7 @@ import torch
 
 from pii.errors import ConfigError
 from pii.feedforward.discriminator import ProjectionDiscriminator
-from pii.feedforward.evaluate import chance, retrieval, ssim
+from pii.feedforward.evaluate import chance, psnr, retrieval, ssim
 from pii.feedforward.generator import ConditionalBatchNorm, Generator
 from pii.feedforward.losses import hinge_d, hinge_g
 
@@ -69,6 +69,43 @@ def test_retrieval_chance_and_ssim():
     x = torch.rand(2, 3, 16, 16)
     assert ssim(x, x).tolist() == pytest.approx([1.0, 1.0])
     assert ssim(x, torch.rand(2, 3, 16, 16)).max() < 0.5
+
+
+def reference_ssim(a, b, sigma=1.5):
+    """SSIM as evaluate.py computed it by hand before torchmetrics: 11 px Gaussian window, valid positions."""
+    coords = torch.arange(11, dtype=a.dtype) - 5
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(a.shape[1], 1, 11, 11).contiguous()
+
+    def blur(t):
+        return torch.nn.functional.conv2d(t, kernel, groups=a.shape[1])
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("size", [11, 32, 40])
+def test_psnr_and_ssim_match_the_earlier_hand_written_ones(size):
+    torch.manual_seed(size)
+    x = torch.rand(4, 3, size, size)
+    for noise in (0.02, 0.1, 0.3):  # reconstructions from close to far
+        y = (x + noise * torch.randn_like(x)).clamp(0, 1)
+        mse = (x - y).pow(2).flatten(1).mean(1)
+        assert psnr(y, x).tolist() == pytest.approx((10 * torch.log10(1 / mse)).tolist(), abs=1e-4)
+        assert ssim(y, x).tolist() == pytest.approx(reference_ssim(y, x).tolist(), abs=1e-5)
+    assert psnr(x, x).tolist() == [100.0] * 4  # exact: capped, so the mean over images stays finite
+    far, near = (x + 0.3 * torch.randn_like(x)).clamp(0, 1), (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    assert (psnr(far, x) < psnr(near, x)).all() and (ssim(far, x) < ssim(near, x)).all()
+
+
+def test_ssim_of_images_smaller_than_its_window_is_finite():
+    x = torch.rand(2, 3, 8, 8)  # the tests' 8 px generators: the reflected map, averaged whole
+    assert ssim(x, x).tolist() == pytest.approx([1.0, 1.0])
+    assert torch.isfinite(ssim(x, torch.rand(2, 3, 8, 8))).all()
 
 
 def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():

@@ -64,7 +64,9 @@ def fresh(cfg, data, clf, seed=0):
 
 def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path, tiny):
     # a strong reconstruction term, so that 16 steps show a clear drop through the GAN noise
-    cfg = tiny("schedule.lr_g=0.01", "schedule.lr_d=0.0005", "loss.pixel_l1=10", "loss.adversarial=0.1")
+    # ema_start=3: the resumed run (from step 2) must still copy G at step 2 and average from step 3
+    cfg = tiny("schedule.lr_g=0.01", "schedule.lr_d=0.0005", "loss.pixel_l1=10", "loss.adversarial=0.1",
+               "schedule.ema_start=3", "schedule.ema_decay=0.5")
     data, clf = parts(cfg)
     recon = losses.build(cfg.loss, clf)
 
@@ -76,17 +78,48 @@ def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path, tin
 
     # clean 4 steps vs 2 steps + resume to 4: the same losses, and the checkpoint says step 4
     G, D = fresh(cfg, data, clf)
-    _, clean = train(G, D, clf, data.train, recon, cfg.schedule, tmp_path / "clean")
+    clean_ema, clean = train(G, D, clf, data.train, recon, cfg.schedule, tmp_path / "clean")
     G, D = fresh(cfg, data, clf)
     train(G, D, clf, data.train, recon, OmegaConf.merge(cfg.schedule, {"steps": 2}), tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"] == 2
     G, D = fresh(cfg, data, clf, seed=123)  # other weights: the checkpoint must overwrite them
-    _, resumed = train(G, D, clf, data.train, recon, cfg.schedule, tmp_path / "resumed", resume=True)
+    resumed_ema, resumed = train(G, D, clf, data.train, recon, cfg.schedule, tmp_path / "resumed", resume=True)
     assert [h["step"] for h in resumed] == [2, 3]
     for a, b in zip(clean[2:], resumed):
         assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4, abs=1e-5)
         assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4, abs=1e-5)
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"] == 4
+    resumed_state = resumed_ema.state_dict()  # the EMA generator too: timm's ModelEmaV3 saved and restored
+    for key, value in clean_ema.state_dict().items():
+        assert torch.allclose(value.float(), resumed_state[key].float(), rtol=1e-4, atol=1e-6), key
+    saved = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["G_ema"]
+    assert all(torch.equal(saved[k], v) for k, v in resumed_state.items())
+
+
+def test_ema_copies_g_before_ema_start_then_averages_parameters_and_copies_buffers():
+    from timm.utils import ModelEmaV3
+
+    from pii.feedforward.train import ema_update
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = ModelEmaV3(model, decay=0.9, exclude_buffers=True)
+
+    def change():
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(8, 3))  # train mode: new running statistics
+
+    change()
+    ema_update(ema, model, step=0, start=1)  # before ema_start: a copy
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.state_dict().values(), model.state_dict().values()))
+    before = [p.clone() for p in ema.module.parameters()]
+    change()
+    ema_update(ema, model, step=1, start=1)
+    for old, new, current in zip(before, ema.module.parameters(), model.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * current)
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.buffers(), model.buffers()))
 
 
 def test_the_g_step_computes_no_gradients_for_d_and_bf16_trains(tmp_path, tiny):

@@ -66,6 +66,15 @@ def test_optimizer_is_adam_with_cosine_decay_to_zero():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_every_optimizer_the_config_accepts_is_built():
+    from pii.config import OPTIMIZERS
+
+    assert tuple(schedule.OPTIMIZERS) == OPTIMIZERS
+    for name in OPTIMIZERS:
+        opt, _ = schedule.optimizer([torch.zeros(1, requires_grad=True)], 10, cfg(optimizer=name))
+        assert isinstance(opt, schedule.OPTIMIZERS[name])
+
+
 @pytest.mark.parametrize("key,value", [("steps", -1), ("steps", 0), ("stages", 0)])
 def test_bad_budget_is_a_config_error(key, value):
     from conftest import compose_config

@@ -104,6 +104,7 @@ def shaping_settings(cfg: DictConfig, data_cfg: DictConfig | None, resolution: i
     data = OmegaConf.to_container(data_cfg, resolve=True) if data_cfg is not None else None
     if isinstance(data, dict):
         data.pop("download", None)  # where the data came from, not what it is
+        data.pop("_target_", None)  # how it is built (name says which): files named before it keep their names
     return {"data": data, "resolution": resolution,
             **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
 

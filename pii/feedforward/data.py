@@ -9,11 +9,12 @@ ImageFolder tree (e.g. ImageNet), resized and centre-cropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from pii.errors import ConfigError
@@ -30,10 +31,31 @@ class Data:
 
 
 def build(cfg: DictConfig, resolution: int) -> Data:
-    builders = {"digits": digits, "cifar10": cifar10, "folder": folder}
-    if cfg.name not in builders:
-        raise ConfigError(f"data.name={cfg.name!r} unknown; use data=digits, data=cifar10 or data=folder")
-    return builders[cfg.name](cfg, resolution)
+    """The `data` group's train and held-out images at `resolution` px."""
+    return builder(cfg)(resolution=resolution)
+
+
+def builder(cfg: DictConfig) -> Callable[..., Data]:
+    """The `data` group's builder with its arguments bound, without loading anything (so it also checks
+    the group): `_target_` names one of the functions below (hydra.utils.instantiate) and every other key
+    is its argument, but `name`, the data's label in logs."""
+    import inspect
+
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    choices = "use data=digits, data=cifar10 or data=folder"
+    if not cfg.get("_target_"):
+        raise ConfigError(f"data has no _target_ (the function that builds it); {choices}")
+    try:
+        make = instantiate(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "name"]), _partial_=True)
+        inspect.signature(make.func).bind(*make.args, resolution=0, **make.keywords)
+    except InstantiationException as err:
+        raise ConfigError(f"data._target_={cfg._target_!r} cannot be loaded "
+                          f"({type(err.__cause__ or err).__name__}); {choices}") from None
+    except TypeError as err:  # a key the builder has no argument for
+        raise ConfigError(f"data ({cfg._target_}): {err}") from None
+    return make
 
 
 def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -45,12 +67,12 @@ def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]
     return sorted(perm[n_test:]), sorted(perm[:n_test])
 
 
-def digits(cfg: DictConfig, resolution: int) -> Data:
+def digits(resolution: int, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
     from pii.digits import load_digits
 
     x, y = load_digits(resolution)
     y = y.long()
-    train_idx, test_idx = split(len(x), float(cfg.test_fraction), int(cfg.split_seed))
+    train_idx, test_idx = split(len(x), float(test_fraction), int(split_seed))
     full = TensorDataset(x, y)
     return Data(Subset(full, train_idx), Subset(full, test_idx), 10, [str(i) for i in range(10)])
 
@@ -62,21 +84,23 @@ def _transform(resolution: int):
                                transforms.ToTensor()])
 
 
-def cifar10(cfg: DictConfig, resolution: int) -> Data:
+def cifar10(resolution: int, root: str, download: bool = False, max_test: int | None = None,
+            split_seed: int = 0) -> Data:
     from torchvision.datasets import CIFAR10
 
-    root = Path(cfg.root).expanduser()
+    root = Path(root).expanduser()
     try:
-        train = CIFAR10(str(root), train=True, download=bool(cfg.download), transform=_transform(resolution))
-        test = CIFAR10(str(root), train=False, download=bool(cfg.download), transform=_transform(resolution))
+        train = CIFAR10(str(root), train=True, download=bool(download), transform=_transform(resolution))
+        test = CIFAR10(str(root), train=False, download=bool(download), transform=_transform(resolution))
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise ConfigError(f"CIFAR-10 not found under data.root={str(root)!r} ({err}); "
                           f"pass data.download=true once (needs the network) or point data.root at it") from None
-    test = limit(test, cfg.get("max_test"), int(cfg.split_seed))
+    test = limit(test, max_test, int(split_seed))
     return Data(train, test, len(train.classes), list(train.classes))
 
 
-def folder(cfg: DictConfig, resolution: int) -> Data:
+def folder(resolution: int, root: str | None = None, test_root: str | None = None, test_fraction: float = 0.05,
+           max_test: int | None = None, split_seed: int = 0) -> Data:
     """`root` holds one sub-folder per class; `test_root` (optional) is the held-out tree, else a split."""
     from torchvision.datasets import ImageFolder
 
@@ -90,17 +114,17 @@ def folder(cfg: DictConfig, resolution: int) -> Data:
         except (FileNotFoundError, RuntimeError) as err:
             raise ConfigError(f"data folder {str(p)!r} holds no images in class sub-folders ({err})") from None
 
-    if cfg.get("root") is None:
+    if root is None:
         raise ConfigError("data=folder needs data.root=/path/to/images (one sub-folder per class)")
-    train = load(cfg.root)
-    if cfg.get("test_root"):
-        test = load(cfg.test_root)
+    train = load(root)
+    if test_root:
+        test = load(test_root)
         if test.classes != train.classes:
             raise ConfigError(f"data.test_root has classes {test.classes[:5]}... but data.root has {train.classes[:5]}...")
     else:
-        train_idx, test_idx = split(len(train), float(cfg.test_fraction), int(cfg.split_seed))
+        train_idx, test_idx = split(len(train), float(test_fraction), int(split_seed))
         train, test = Subset(train, train_idx), Subset(train, test_idx)
-    test = limit(test, cfg.get("max_test"), int(cfg.split_seed))
+    test = limit(test, max_test, int(split_seed))
     classes = train.dataset.classes if isinstance(train, Subset) else train.classes
     return Data(train, test, len(classes), list(classes))
 

@@ -4,7 +4,7 @@
   retrieval_features  share of images whose reconstruction is nearer (Euclidean, in f's penultimate
                       features) to its own source than to every other image of the same class
   retrieval_pixels    the same in pixels
-  psnr, ssim          against the source, mean over images (pixels in [0, 1])
+  psnr, ssim          against the source, mean over images (pixels in [0, 1]; torchmetrics)
   chance              retrieval by chance: mean over images of 1 / M, M = images in its class
 Reconstructions use z = 0 (the generator's mean output for a logit vector).
 """
@@ -12,8 +12,8 @@ Reconstructions use z = 0 (the generator's mean output for a logit vector).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from pii.feedforward.classifier import penultimate
 
@@ -39,27 +39,24 @@ def chance(labels: torch.Tensor) -> float:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1.0 / mse)
+    """Per-image PSNR in dB (data range 1), capped at 100 dB (an MSE floor of 1e-10) so that an exact
+    reconstruction does not make the mean over images infinite."""
+    return peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3)).clamp(max=100.0)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004): Gaussian window, per channel, averaged; data range 1."""
-    window = min(window, a.shape[-1] - (1 - a.shape[-1] % 2))
-    coords = torch.arange(window, dtype=a.dtype) - (window - 1) / 2
-    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
-    g = (g / g.sum())
-    kernel = (g[:, None] * g[None, :]).expand(a.shape[1], 1, window, window).contiguous()
+SSIM_SIGMA = 1.5  # torchmetrics' Gaussian window: 11 px for this sigma
+SSIM_BORDER = 5  # positions nearer the edge than this see torchmetrics' reflected padding
 
-    def blur(t):
-        return F.conv2d(t, kernel, groups=a.shape[1])
 
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004) from torchmetrics' SSIM map: 11 px Gaussian window (sigma 1.5),
+    per channel, data range 1; averaged over the positions whose window lies inside the image (as
+    Wang et al. and skimage do). Images under 11 px have none: their whole map is averaged."""
+    _, full = structural_similarity_index_measure(a, b, sigma=SSIM_SIGMA, data_range=1.0, reduction="none",
+                                                  return_full_image=True)
+    if min(full.shape[-2:]) > 2 * SSIM_BORDER:
+        full = full[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
+    return full.flatten(1).mean(1)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The training loop: alternating hinge-loss D and G steps, EMA of G,
+"""The training loop: alternating hinge-loss D and G steps, EMA of G (timm's ModelEmaV3),
 checkpoints every N steps (plain tensors, loaded with weights_only=True),
 resume, sample grids, a progress bar, and DistributedDataParallel.
 
@@ -14,7 +14,6 @@ across torchrun processes; CUDA only).
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
@@ -57,12 +57,13 @@ class Dist:
 PRECISIONS = ("fp32", "bf16")
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics, spectral-norm vectors) copied."""
-    # _foreach: one kernel launch per op for all tensors, not one per tensor (matters on a GPU)
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
+def ema_update(ema: ModelEmaV3, model: nn.Module, step: int, start: int) -> None:
+    """Before step `start` the EMA is a copy of the model; from then on, timm's update with the EMA's
+    decay: parameters averaged, buffers (BN statistics, spectral-norm vectors) copied."""
+    if step < start:
+        ema.set(model)
+    else:
+        ema.update(model)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -121,7 +122,9 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     G.to(device).train()
     D.to(device).train()
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    # exclude_buffers: the buffers are copied, not averaged; no warm-up: ema_start says when averaging starts
+    ema = ModelEmaV3(G, decay=float(cfg.ema_decay), exclude_buffers=True)
+    G_ema = ema.module.requires_grad_(False)
     if cfg.get("sync_batchnorm", False):
         G, D = sync_batchnorm(G, D, dist_info)
     betas = tuple(float(b) for b in cfg.betas)
@@ -192,7 +195,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
             g_loss.backward()
             opt_g.step()
             D.requires_grad_(True)
-            ema_update(G_ema, G, float(cfg.ema_decay) if step >= int(cfg.ema_start) else 0.0)
+            ema_update(ema, G, step, int(cfg.ema_start))
 
             names = ["d_loss", "g_adv", "g_loss", *terms]
             pending.append(torch.stack([d_loss, g_adv, g_loss, *terms.values()]).detach())
