@@ -31,13 +31,19 @@ def test_defaults_are_the_papers_settings():
 
 
 def test_fast_preset_keeps_the_algorithm_and_shrinks_the_budget():
+    """`make run`'s preset: the leaderboard's winner, pii_fourier; the paper's pixels at that budget stay `experiment=pii`."""
     paper, fast = compose_config(["output_dir=/x"]), compose_config(["experiment=fast", "output_dir=/x"])
+    assert fast == compose_config(["recipe=pii_fourier", "output_dir=/x"])
     assert fast.schedule.steps < paper.schedule.steps and fast.augmentation.ensemble_size < paper.augmentation.ensemble_size
-    for key in ("stages", "zoom", "centering", "betas"):
+    for key in ("stages", "zoom", "centering", "betas"):  # PII's schedule and optimiser
         assert fast.schedule[key] == paper.schedule[key]
-    # fewer steps, larger steps: Adam's ~lr-sized updates add up to the paper's per-stage budget
-    assert fast.schedule.lr * fast.schedule.steps == pytest.approx(paper.schedule.lr * paper.schedule.steps)
     assert fast.augmentation.color_shift and fast.augmentation.alpha == 1.0
+    assert fast.augmentation.jitter == paper.augmentation.jitter
+    assert fast.param.name == "fourier" and paper.param.name == "pixel"
+    pixels = compose_config(["experiment=pii", "output_dir=/x"])
+    assert pixels.param.name == "pixel" and pixels.schedule.steps == fast.schedule.steps
+    # fewer steps, larger steps: Adam's ~lr-sized updates add up to the paper's per-stage budget
+    assert pixels.schedule.lr * pixels.schedule.steps == pytest.approx(paper.schedule.lr * paper.schedule.steps)
 
 
 def test_the_names_users_type():
