@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pii.compose import compose, one_line  # noqa: F401 (compose: re-exported for scripts)
+from pii.compose import one_line
 from pii.config import CONF_DIR, check_invert
 from pii.errors import ConfigError
 from pii.results import RunResult

@@ -62,10 +62,6 @@ def spectral_slope(image: torch.Tensor) -> float:
     return float((x * (y - y.mean())).sum() / x.square().sum())
 
 
-def mean_slope(images: torch.Tensor) -> float:
-    return sum(spectral_slope(im) for im in images) / len(images)
-
-
 @torch.no_grad()
 def class_report(classifier: Classifier, image: torch.Tensor, class_ids: list[int],
                  top: int = 5) -> list[ClassResult]:
@@ -135,15 +131,16 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def judge_run(verifier: DictConfig | None, image: torch.Tensor, class_ids: list[int], num_classes: int,
-              device: torch.device | str = "cpu") -> dict[str, JudgeResult]:
-    """After an invert.py run: judge the final images with every judge that shares the model's label set."""
+              device: torch.device | str = "cpu", slopes: list[float] | None = None) -> dict[str, JudgeResult]:
+    """After an invert.py run: judge the final images with every judge that shares the model's label set
+    (`slopes`: the images' spectral slopes, when the run has measured them)."""
     results = {}
     for name, model_cfg in (verifier or {}).items():
         if int(model_cfg.num_classes) != num_classes:  # before loading its weights
             log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
                         num_classes)
             continue
-        results[name] = judge(models.build(model_cfg, device), image, class_ids)
+        results[name] = judge(models.build(model_cfg, device), image, class_ids, slopes=slopes)
         for line in format_table(results[name]).splitlines():
             log.info("judge %s: %s", name, line)
     return results

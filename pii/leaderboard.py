@@ -4,6 +4,7 @@ columns = classes). Reads only what runs leave on disk (metrics.json)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pii.results import METRICS, RunResult
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def class_lists() -> dict[frozenset, str]:
     """The named class lists of conf/classes/, by their set of ids."""
     return {frozenset(OmegaConf.load(p).class_id): p.stem for p in sorted((Path(CONF_DIR) / "classes").glob("*.yaml"))}

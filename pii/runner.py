@@ -70,7 +70,8 @@ def run(cfg: DictConfig) -> RunResult:
         result.stage_seconds = timer.stages
         save_results(out_dir, image, result)
         # Judged after saving, so a judge that fails to load never costs the images.
-        result.judge = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device)
+        result.judge = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device,
+                                           slopes=[entry.spectral_slope for entry in result.classes])
         results.write(out_dir / METRICS, result)
         observers.run_done(image, result)
     log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
@@ -92,7 +93,7 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device) -
         stage_sizes=[s.size for s in stages],
         ensemble_size=int(cfg.augmentation.ensemble_size),
         param=str(cfg.get("param", {}).get("name", "pixel")),
-        spectral_slope=judge_lib.mean_slope(image),
+        spectral_slope=sum(entry.spectral_slope for entry in report) / len(report),
         mean_probability=sum(e.probability for e in report) / len(report),
         top1_rate=sum(e.top1 for e in report) / len(report),
         classes=report,

@@ -40,7 +40,7 @@ def paper(out: Path) -> dict | None:
     figures = {key: getattr(run, key) for key in ("model", "device", "seconds", "seconds_per_class", "steps",
                                                   "stage_sizes", "ensemble_size", "mean_probability", "top1_rate")}
     figures["classes"] = len(run.classes)
-    figures["stage_seconds"] = results.to_dict(run).get("stage_seconds")
+    figures["stage_seconds"] = [results.to_dict(t) for t in run.stage_seconds] if run.stage_seconds is not None else None
     figures["judges"] = {name: {key: getattr(judged, key) for key in ("model", "input_size", "images", "top1",
                                                                       "top5", "mean_probability")}
                          for name, judged in (run.judge or {}).items()}

@@ -15,7 +15,7 @@ from wandb_file import history, run_record
 
 from pii.errors import ConfigError
 from pii.feedforward import classifier as classifier_lib, data as data_lib, discriminator, generator, losses
-from pii.feedforward.cli import compose
+from pii.compose import compose_train_invert as compose
 from pii.feedforward.runner import train_invert
 from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
 

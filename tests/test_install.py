@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import ROOT
 
@@ -36,8 +35,9 @@ def test_a_non_editable_install_finds_its_configs_outside_the_repo(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    out = run(sys.executable, "-c", "import pii, pii.cli as cli; from pii.feedforward.cli import compose; "
-              "print(pii.__file__, cli.CONF_DIR, cli.compose(['model=vit_b32']).model.name, compose([]).data.name)")
+    out = run(sys.executable, "-c", "import pii, pii.compose as c; "
+              "print(pii.__file__, c.CONF_DIR, c.compose(['model=vit_b32']).model.name, "
+              "c.compose_train_invert([]).data.name)")
     module, conf, model, data = out.split()
     assert module == str(site / "pii" / "__init__.py") and conf == str(site / "pii" / "conf")
     assert (model, data) == ("vit_base_patch32_224.augreg_in21k_ft_in1k", "digits")

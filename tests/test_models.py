@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 
 from conftest import compose_config

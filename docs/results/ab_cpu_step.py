@@ -8,7 +8,7 @@ precision x channels_last, and bf16 with strided depthwise convs left in bf16 (`
 import json, sys, time, torch  # noqa: E401
 sys.path.insert(0, '.')
 from pii import augment, cpu, models  # noqa: E402
-from pii.cli import compose  # noqa: E402
+from pii.compose import compose  # noqa: E402
 
 keep = "--keep-freed-memory" in sys.argv
 if keep:

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 
 from pii.cli import fail, preflight
 from pii.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR
-from pii.compose import compose_train_invert as compose  # noqa: F401 (re-exported: tests, notebooks)
 from pii.config import check_train_invert
 from pii.errors import ConfigError
 
