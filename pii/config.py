@@ -127,6 +127,7 @@ class InvertConfig:
     device: str = "auto"
     precision: str = "bf16"
     channels_last: bool = True
+    fold_batchnorm: bool = True
     compile: Any = "auto"  # true, false, or auto (pii.device.wants_compile)
     log_every: int = 10
     objective: str = "judged_top1"

@@ -57,14 +57,33 @@ def configure(device: torch.device) -> None:
         setattr(dynamo, name, max(getattr(dynamo, name), 32))
 
 
-def wants_compile(setting: bool | str, device: torch.device) -> bool:
-    """`compile=auto`: on CUDA, where a paper-preset step runs 2.5x faster compiled (H200, Lite0 at
-    224 px) for ~15 s of compiling per stage size; not on the CPU, where compiled steps ran 2x slower."""
+# compile=auto's cost model, measured on an H100 (docs/results/gpu_h100; Lite0, bf16, channels_last,
+# 640 views): with a cold compile cache each new input size took 37-55 s to compile, after which a
+# step at 224 px ran in 0.050 s instead of 0.124 s eager; the saving is taken to scale with the
+# pixels through the network.
+COMPILE_SECONDS = 45.0
+SAVED_SECONDS_PER_VIEW_PIXEL = (0.124 - 0.050) / 640 / 224**2
+
+
+def wants_compile(setting: bool | str, device: torch.device, stages=(), views: int = 1,
+                  fixed_size: int | None = None) -> bool:
+    """Whether to torch.compile the classifier for a run of `stages` (pii.schedule.Stage) with
+    `views` augmented images per step; a `fixed_size` model sees that size at every stage.
+
+    `compile=auto`: on CUDA only where the steps saved pay for compiling every distinct size
+    (COMPILE_SECONDS each, from a cold cache). The paper preset on Lite0 with 20 classes saves
+    ~94 s for ~315 s of compiling: eager; a fixed-size model (one graph) or ~70+ classes per run
+    compile. Never on the CPU, where compiled steps ran 2x slower. A sweep's later jobs find the
+    compiled graphs in inductor's cache (~3 s a size): there `compile=true` pays.
+    """
     if setting == "auto":
-        return device.type == "cuda"
+        sizes = [fixed_size or stage.size for stage in stages]
+        saved = sum(size * size * stage.steps for size, stage in zip(sizes, stages)) * views * SAVED_SECONDS_PER_VIEW_PIXEL
+        return device.type == "cuda" and saved > COMPILE_SECONDS * len(set(sizes))
     if not isinstance(setting, bool):
         raise ConfigError(f"compile must be true, false or auto, got {setting!r}")
     return setting
+
 
 
 def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:

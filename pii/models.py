@@ -14,12 +14,16 @@ import logging
 import os
 from pathlib import Path
 
+import copy
+
 import timm
 import timm.data
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from timm.layers import BatchNormAct2d
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pii import device as device_policy
 from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
@@ -67,9 +71,10 @@ class Classifier(nn.Module):
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
-          channels_last: bool = False, compile: bool = False) -> Classifier:
+          channels_last: bool = False, compile: bool = False, fold: bool = True) -> Classifier:
     """Create the model named by `cfg.name` with timm and load its weights.
 
+    `fold`: BatchNorm folded into the convolution before it (see `fold_batchnorm`).
     `compile`: torch.compile the network with static shapes: one graph per stage
     size, each specialised to its shape (and, on CUDA, autotuned for it)."""
     spec = model_spec(cfg)
@@ -90,12 +95,43 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
         load_weights(net, path, remap=bool(cfg.get("remap", False)))
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
+    if fold:
+        classifier.net = fold_batchnorm(classifier.net, classifier.input_size)
     device = torch.device(device)
     classifier = classifier.to(device)
     device_policy.adapt_network(classifier.net, device, precision)
     if compile:
         classifier.net = torch.compile(classifier.net, dynamic=False)
     return classifier
+
+
+def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:
+    """`net` with each BatchNorm merged into the convolution registered just before it.
+
+    The classifier is frozen, so an eval-mode BatchNorm is a fixed per-channel affine map that the
+    convolution's weights can absorb (torch's `fuse_conv_bn_eval`): one pass less over every
+    activation, forward and backward (Lite0 fwd+bwd, 32 views at 160 px, fp32, 2 CPU cores: 0.74 ->
+    0.45 s). Registration order is only a proxy for data flow, so the folded network must give the
+    same logits as `net` on a probe image; where it does not, `net` is returned unchanged."""
+    folded, count = copy.deepcopy(net), 0
+    for module in folded.modules():
+        children = list(module.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if (isinstance(conv, nn.Conv2d) and type(bn) in (nn.BatchNorm2d, BatchNormAct2d)
+                    and bn.track_running_stats and conv.out_channels == bn.num_features):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                # BatchNormAct2d is batch norm, then dropout, then the activation
+                setattr(module, bn_name, nn.Sequential(bn.drop, bn.act) if type(bn) is BatchNormAct2d else nn.Identity())
+                count += 1
+    if not count:
+        return net
+    probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = net(probe), folded(probe)
+    if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
+        log.warning("BatchNorm not folded in %s: the folded network's logits differ", type(net).__name__)
+        return net
+    return folded
 
 
 SPEC_KEYS = ("input_size", "fixed_size", "mean", "std")  # what timm knows of a pretrained model

@@ -39,11 +39,14 @@ def run(cfg: DictConfig) -> RunResult:
     check_invert(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
-    stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
+    spec = models.model_spec(cfg.model)
+    stages = schedule.plan(spec["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
+    compile = wants_compile(cfg.compile, device, stages, views=len(class_ids) * int(cfg.augmentation.ensemble_size),
+                            fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                              compile=wants_compile(cfg.compile, device))
+                              compile=compile, fold=cfg.fold_batchnorm)
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -151,24 +151,26 @@ def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn
     return total
 
 
-def build_path(cfg: DictConfig, device: torch.device, naive: bool) -> tuple[models.Classifier, bool]:
+def build_path(cfg: DictConfig, device: torch.device, naive: bool, views: int) -> tuple[models.Classifier, bool]:
     if naive:
-        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False)
+        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, fold=False)
         classifier.net.requires_grad_(True)  # as in the paper's code: weight gradients at every step
         return classifier, False
-    compiled = wants_compile(cfg.compile, device)
+    spec = models.model_spec(cfg.model)
+    compiled = wants_compile(cfg.compile, device, schedule.plan(spec["input_size"], cfg.schedule), views,
+                             fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     return models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                        compile=compiled), compiled
+                        compile=compiled, fold=cfg.fold_batchnorm), compiled
 
 
 def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, naive: bool) -> PathResult:
     """Invert `class_ids` along one path; time it, count its FLOPs, take its peak memory."""
     torch.manual_seed(int(cfg.seed))
-    classifier, compiled = build_path(cfg, device, naive)
+    per_run = 1 if naive else len(class_ids)
+    classifier, compiled = build_path(cfg, device, naive, views=per_run * int(cfg.augmentation.ensemble_size))
     augment = augment_lib.build(cfg.augmentation)
     loss_fn = losses.build(cfg.loss, classifier)
     stages = schedule.plan(classifier.input_size, cfg.schedule)
-    per_run = 1 if naive else len(class_ids)
     runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
                         classifier.channels_last, compiled)
