@@ -3,9 +3,10 @@
 CPU   glibc keeps freed memory (pii.cpu); under bf16, strided depthwise convs
       run in fp32 (oneDNN's bf16 backward of those is ~6x slower).
 CUDA  TF32 matmuls and convolutions, cudnn.benchmark (each stage has one
-      fixed shape, so autotuning pays once per stage), torch.compile by
-      default (static shapes: one graph per stage size), and the augmented
-      views split into chunks that fit the free memory.
+      fixed shape, so autotuning pays once per stage), torch.compile where the
+      run is long enough to repay it (static shapes: one graph per stage size;
+      `wants_compile`), and the augmented views split into chunks that fit the
+      free memory.
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def configure(device: torch.device) -> None:
 
 
 # compile=auto's cost model, measured on an H100 (docs/results/gpu_h100; Lite0, bf16, channels_last,
-# 640 views): with a cold compile cache each new input size took 37-55 s to compile, after which a
-# step at 224 px ran in 0.050 s instead of 0.124 s eager; the saving is taken to scale with the
-# pixels through the network.
-COMPILE_SECONDS = 45.0
+# 640 views, cold compile cache): the first step at a new size took 46-55 s compiled against ~9 s
+# eager (cuDNN's autotuning is in both), after which a step at 224 px ran in 0.050 s instead of
+# 0.124 s eager; the saving is taken to scale with the pixels through the network.
+COMPILE_SECONDS = 40.0
 SAVED_SECONDS_PER_VIEW_PIXEL = (0.124 - 0.050) / 640 / 224**2
 
 
@@ -72,7 +73,7 @@ def wants_compile(setting: bool | str, device: torch.device, stages=(), views: i
 
     `compile=auto`: on CUDA only where the steps saved pay for compiling every distinct size
     (COMPILE_SECONDS each, from a cold cache). The paper preset on Lite0 with 20 classes saves
-    ~94 s for ~315 s of compiling: eager; a fixed-size model (one graph) or ~70+ classes per run
+    ~94 s for ~280 s of compiling: eager; a fixed-size model (one graph) or ~60+ classes per run
     compile. Never on the CPU, where compiled steps ran 2x slower. A sweep's later jobs find the
     compiled graphs in inductor's cache (~3 s a size): there `compile=true` pays.
     """

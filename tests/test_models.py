@@ -187,7 +187,7 @@ def test_compile_auto_compiles_only_where_the_steps_saved_pay_for_compiling():
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     paper = schedule.plan(224, compose_config(["experiment=paper", "output_dir=/x"]).schedule)  # 7 sizes x 400 steps
-    # Lite0, 20 classes x 32 views: ~94 s saved for 7 sizes x 45 s of compiling
+    # Lite0, 20 classes x 32 views: ~94 s saved for 7 sizes x 40 s of compiling
     assert not wants_compile("auto", cuda, paper, views=20 * 32)
     assert wants_compile("auto", cuda, paper, views=100 * 32)
     assert wants_compile("auto", cuda, paper, views=20 * 32, fixed_size=224)  # one size: one graph
