@@ -43,15 +43,15 @@ def run(cfg: DictConfig) -> RunResult:
     stages = schedule.plan(spec["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
-    compile = wants_compile(cfg.compile, device, stages, views=len(class_ids) * int(cfg.augmentation.ensemble_size),
-                            fixed_size=spec["input_size"] if spec["fixed_size"] else None)
+    compiled = wants_compile(cfg.compile, device, stages, views=len(class_ids) * int(cfg.augmentation.ensemble_size),
+                             fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                              compile=compile, fold=cfg.fold_batchnorm)
+                              compile=compiled, fold=cfg.fold_batchnorm)
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("inverting %s classes %s on %s; stages %s x %d steps; outputs in %s", classifier.name, class_ids,
-             device, [s.size for s in stages], stages[0].steps, out_dir)
+    log.info("inverting %s classes %s on %s (%s); stages %s x %d steps; outputs in %s", classifier.name, class_ids,
+             device, "compiled" if compiled else "eager", [s.size for s in stages], stages[0].steps, out_dir)
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
     start = [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
