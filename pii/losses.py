@@ -93,6 +93,12 @@ class InversionLoss(nn.Module):
         return not self.bn_weight
 
 
+def reads_batchnorm(cfg: DictConfig) -> bool:
+    """Whether the loss reads the classifier's BatchNorm layers (DeepInversion's penalty), which
+    must then stay unfolded (pii.models.fold_batchnorm)."""
+    return float(cfg.get("bn_weight", 0.0)) > 0
+
+
 def build(cfg: DictConfig, classifier: nn.Module) -> InversionLoss:
     weights = {key: float(cfg.get(key, 0.0)) for key in ("tv_weight", "l2_weight", "bn_weight")}
     for key, value in weights.items():

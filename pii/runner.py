@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> RunResult:
     compiled = wants_compile(cfg.compile, device, stages, views=len(class_ids) * int(cfg.augmentation.ensemble_size),
                              fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                              compile=compiled, fold=cfg.fold_batchnorm)
+                              compile=compiled, fold=cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss))
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

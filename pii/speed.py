@@ -160,7 +160,7 @@ def build_path(cfg: DictConfig, device: torch.device, naive: bool, views: int) -
     compiled = wants_compile(cfg.compile, device, schedule.plan(spec["input_size"], cfg.schedule), views,
                              fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     return models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                        compile=compiled, fold=cfg.fold_batchnorm), compiled
+                        compile=compiled, fold=cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss)), compiled
 
 
 def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, naive: bool) -> PathResult:
