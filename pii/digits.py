@@ -93,7 +93,7 @@ def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, 
     """Train the classifier of `model_cfg` from scratch (AdamW, cosine decay) through pii's Classifier,
     so training sees the same normalisation and resizing as inversion."""
     torch.manual_seed(seed)
-    clf = models.build(model_cfg, fold=False)  # BatchNorm trains; folding is for frozen classifiers
+    clf = models.build(model_cfg)
     net = clf.net.train().requires_grad_(True)  # Classifier keeps itself frozen; train the network inside
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)

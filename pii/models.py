@@ -71,10 +71,12 @@ class Classifier(nn.Module):
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
-          channels_last: bool = False, compile: bool = False, fold: bool = True) -> Classifier:
+          channels_last: bool = False, compile: bool = False, fold: bool = False) -> Classifier:
     """Create the model named by `cfg.name` with timm and load its weights.
 
-    `fold`: BatchNorm folded into the convolution before it (see `fold_batchnorm`).
+    `fold`: BatchNorm folded into the convolution before it (see `fold_batchnorm`): the runner's
+    choice (`fold_batchnorm=true`) unless the loss reads BatchNorm statistics; off by default, so a
+    classifier built to train, or for DeepInversion's penalty, keeps its BatchNorm layers.
     `compile`: torch.compile the network with static shapes: one graph per stage
     size, each specialised to its shape (and, on CUDA, autotuned for it)."""
     spec = model_spec(cfg)

@@ -97,18 +97,18 @@ def test_embedded_lite0_has_real_imagenet_weights():
 
 def test_local_weights_file_round_trip(tmp_path):
     cfg = compose_config(["model=timm", "model.name=resnet18", "model.weights=random", "output_dir=/x"]).model
-    trained = models.build(cfg, fold=False)  # a checkpoint as training writes it: BatchNorm unfolded
+    trained = models.build(cfg)
     path = tmp_path / "resnet18.pth"
     torch.save(trained.net.state_dict(), path)
     cfg.weights = str(path)
     loaded = models.build(cfg)
     x = torch.rand(1, 3, 64, 64)
-    assert torch.allclose(trained(x), loaded(x), atol=1e-5)  # loaded is folded: equal up to rounding
+    assert torch.allclose(trained(x), loaded(x))
     import safetensors.torch as safetensors
     st_path = tmp_path / "resnet18.safetensors"
     safetensors.save_file(trained.net.state_dict(), st_path)
     cfg.weights = str(st_path)
-    assert torch.allclose(trained(x), models.build(cfg)(x), atol=1e-5)
+    assert torch.allclose(trained(x), models.build(cfg)(x))
 
 
 def test_unknown_timm_name_lists_how_to_fix():
@@ -150,7 +150,7 @@ def test_cpu_runs_keep_freed_memory():
 
 def test_batchnorm_folds_into_convolutions_with_the_same_logits_and_image_gradients():
     cfg = compose_config(["output_dir=/x"]).model  # Lite0, real weights: BatchNorm with real statistics
-    plain, folded = models.build(cfg, fold=False), models.build(cfg)
+    plain, folded = models.build(cfg), models.build(cfg, fold=True)
     count = lambda classifier: sum(isinstance(m, torch.nn.BatchNorm2d) for m in classifier.modules())  # noqa: E731
     assert (count(plain), count(folded)) == (49, 0)
     outputs = []

@@ -117,7 +117,7 @@ def test_pixel_param_is_the_papers_loop_bit_for_bit():
     try:
         cfg = tiny_cfg(Path("/unused"))
         torch.manual_seed(0)
-        classifier = models.build(cfg.model, fold=False)  # the network as it was then: this checks the loop
+        classifier = models.build(cfg.model)
         image = invert(classifier, [1, 2], augment.build(cfg.augmentation), schedule.plan(32, cfg.schedule),
                        losses.build(cfg.loss, classifier), cfg.schedule)
     finally:
