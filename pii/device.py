@@ -86,7 +86,6 @@ def wants_compile(setting: bool | str, device: torch.device, stages=(), views: i
     return setting
 
 
-
 def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:
     """Model changes one device needs and another must not get."""
     if device.type == "cpu" and precision == "bf16":

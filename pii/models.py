@@ -9,12 +9,11 @@ Weight sources (`model.weights`):
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
 from pathlib import Path
-
-import copy
 
 import timm
 import timm.data
@@ -26,6 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pii import device as device_policy
+from pii import losses
 from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.errors import ConfigError
 
@@ -107,6 +107,19 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     return classifier
 
 
+def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int) -> tuple[Classifier, bool]:
+    """The classifier an inversion run of `cfg` optimises against, and whether it is compiled: the
+    config's precision and channels_last, compiled where `compile` asks or (auto) where it pays
+    for `stages` x `views` (pii.device.wants_compile), BatchNorm folded by `fold_batchnorm` unless
+    the loss reads BatchNorm statistics."""
+    spec = model_spec(cfg.model)
+    compiled = device_policy.wants_compile(cfg.compile, device, stages, views,
+                                           fixed_size=spec["input_size"] if spec["fixed_size"] else None)
+    fold = cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss)
+    return build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last, compile=compiled,
+                 fold=fold), compiled
+
+
 def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:
     """`net` with each BatchNorm merged into the convolution registered just before it.
 
@@ -115,6 +128,8 @@ def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:
     activation, forward and backward (Lite0 fwd+bwd, 32 views at 160 px, fp32, 2 CPU cores: 0.74 ->
     0.45 s). Registration order is only a proxy for data flow, so the folded network must give the
     same logits as `net` on a probe image; where it does not, `net` is returned unchanged."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in net.modules()):
+        return net  # ViTs, Mixers: nothing to fold, and no copy of their weights
     folded, count = copy.deepcopy(net), 0
     for module in folded.modules():
         children = list(module.named_children())

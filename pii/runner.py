@@ -16,7 +16,7 @@ from pii import param as param_lib
 from pii import results
 from pii.classes import class_key, parse_class_ids
 from pii.config import check_invert
-from pii.device import resolve_device, wants_compile
+from pii.device import resolve_device
 from pii.inversion import invert
 from pii.observers import Observers, ProgressBar, StageTimer
 from pii.outputs import Saver, save_results
@@ -39,14 +39,10 @@ def run(cfg: DictConfig) -> RunResult:
     check_invert(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
-    spec = models.model_spec(cfg.model)
-    stages = schedule.plan(spec["input_size"], cfg.schedule)
+    stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
     device = resolve_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))
-    compiled = wants_compile(cfg.compile, device, stages, views=len(class_ids) * int(cfg.augmentation.ensemble_size),
-                             fixed_size=spec["input_size"] if spec["fixed_size"] else None)
-    classifier = models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                              compile=compiled, fold=cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss))
+    classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

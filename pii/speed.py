@@ -21,7 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pii import augment as augment_lib
 from pii import cpu, losses, models, schedule
-from pii.device import wants_compile
 from pii.inversion import invert
 from pii.observers import Observer
 from pii.schedule import Stage
@@ -151,26 +150,23 @@ def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn
     return total
 
 
-def build_path(cfg: DictConfig, device: torch.device, naive: bool, views: int) -> tuple[models.Classifier, bool]:
-    if naive:
-        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, fold=False)
-        classifier.net.requires_grad_(True)  # as in the paper's code: weight gradients at every step
+def build_path(cfg: DictConfig, device: torch.device, naive: bool, stages: list[Stage],
+               views: int) -> tuple[models.Classifier, bool]:
+    if naive:  # the paper's code: unfolded, fp32, weight gradients at every step
+        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False)
+        classifier.net.requires_grad_(True)
         return classifier, False
-    spec = models.model_spec(cfg.model)
-    compiled = wants_compile(cfg.compile, device, schedule.plan(spec["input_size"], cfg.schedule), views,
-                             fixed_size=spec["input_size"] if spec["fixed_size"] else None)
-    return models.build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last,
-                        compile=compiled, fold=cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss)), compiled
+    return models.build_for_run(cfg, device, stages, views)  # as invert.py builds it
 
 
 def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, naive: bool) -> PathResult:
     """Invert `class_ids` along one path; time it, count its FLOPs, take its peak memory."""
     torch.manual_seed(int(cfg.seed))
     per_run = 1 if naive else len(class_ids)
-    classifier, compiled = build_path(cfg, device, naive, views=per_run * int(cfg.augmentation.ensemble_size))
+    stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
+    classifier, compiled = build_path(cfg, device, naive, stages, views=per_run * int(cfg.augmentation.ensemble_size))
     augment = augment_lib.build(cfg.augmentation)
     loss_fn = losses.build(cfg.loss, classifier)
-    stages = schedule.plan(classifier.input_size, cfg.schedule)
     runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
                         classifier.channels_last, compiled)
