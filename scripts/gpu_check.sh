@@ -62,8 +62,8 @@ part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output i
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
 part tests 240 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py tests/test_cuda_feedforward.py
 # The paper's settings: 7 stages x 400 steps, ensemble 32, the 20 classes in one run, judged by Lite2
-# (330 s = the 15 s per class target plus the judge).
-part paper 330 "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \
+# (the 15 s per class target is 300 s; the limit leaves room to see by how much it is missed).
+part paper ${PAPER_LIMIT:-390} "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \
     hydra.run.dir="$OUT/paper" ${EXTRA:-}
 # Speed at 224 px (the costliest stage): eager and compiled (warm-up = compile time) against the naive path.
 part bench_lite0 130 "$PY" scripts/benchmark.py --compare-compile --classes 20 --naive-classes 1 \
