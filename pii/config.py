@@ -128,6 +128,7 @@ class InvertConfig:
     precision: str = "bf16"
     channels_last: bool = True
     fold_batchnorm: bool = True
+    cudnn_benchmark: bool = False
     compile: Any = "auto"  # true, false, or auto (pii.device.wants_compile)
     log_every: int = 10
     objective: str = "judged_top1"

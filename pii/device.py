@@ -2,8 +2,9 @@
 
 CPU   glibc keeps freed memory (pii.cpu); under bf16, strided depthwise convs
       run in fp32 (oneDNN's bf16 backward of those is ~6x slower).
-CUDA  TF32 matmuls and convolutions, cudnn.benchmark (each stage has one
-      fixed shape, so autotuning pays once per stage), torch.compile where the
+CUDA  TF32 matmuls and convolutions, cudnn.benchmark only where asked (an
+      inversion's 7 stage sizes each paid 25-41 s of autotuning for ~1% faster
+      steps; `cudnn_benchmark`), torch.compile where the
       run is long enough to repay it (static shapes: one graph per stage size;
       `wants_compile`), and the augmented views split into chunks that fit the
       free memory.
@@ -28,7 +29,7 @@ MEMORY_BUDGET = 0.7
 PROBE_VIEWS = 4
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, cudnn_benchmark: bool = False) -> torch.device:
     """The device for `device=auto | cpu | cuda[:N]`, set up for this run (see `configure`)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,30 +41,34 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use device=auto, device=cpu or device=cuda") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device={name} is not supported; use device=auto, device=cpu or device=cuda")
-    configure(device)
+    configure(device, cudnn_benchmark)
     return device
 
 
-def configure(device: torch.device) -> None:
-    """Process-wide settings for `device`."""
+def configure(device: torch.device, cudnn_benchmark: bool = False) -> None:
+    """Process-wide settings for `device`. `cudnn_benchmark`: cuDNN times its algorithms for every
+    new input shape and keeps the fastest; that pays where one shape runs thousands of steps
+    (feedforward training), not in an inversion's stages (README: Running on a GPU)."""
     if device.type == "cpu":
         cpu.keep_freed_memory()
     elif device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls; fp32 convolutions use TF32 by default
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         # compile=true makes one graph per stage size (static shapes): allow more than dynamo's default 8
         dynamo = torch._dynamo.config
         name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
         setattr(dynamo, name, max(getattr(dynamo, name), 32))
 
 
-# compile=auto's cost model, measured on an H100 (docs/results/gpu_h100; Lite0, bf16, channels_last,
-# 640 views, cold compile cache): the first step at a new size took 46-55 s compiled against ~9 s
-# eager (cuDNN's autotuning is in both), after which a step at 224 px ran in 0.050 s instead of
-# 0.124 s eager; the saving is taken to scale with the pixels through the network.
+# compile=auto's cost model, measured on an H100 (docs/results/gpu_h100, docs/results/gpu_h100_s16;
+# Lite0, bf16, channels_last, 640 views, cold compile cache): the first step at a new size took 46-55 s
+# compiled against 25-41 s eager, both with cuDNN's autotuning, and ~9 s eager without it (its
+# default now); a step at 224 px ran in 0.050 s compiled (BatchNorm unfolded) against 0.072 s eager
+# with BatchNorm folded (0.124 s unfolded). The saving is taken to scale with the pixels through the
+# network; compiling with BatchNorm folded is not yet timed.
 COMPILE_SECONDS = 40.0
-SAVED_SECONDS_PER_VIEW_PIXEL = (0.124 - 0.050) / 640 / 224**2
+SAVED_SECONDS_PER_VIEW_PIXEL = (0.072 - 0.050) / 640 / 224**2
 
 
 def wants_compile(setting: bool | str, device: torch.device, stages=(), views: int = 1,
@@ -73,7 +78,7 @@ def wants_compile(setting: bool | str, device: torch.device, stages=(), views: i
 
     `compile=auto`: on CUDA only where the steps saved pay for compiling every distinct size
     (COMPILE_SECONDS each, from a cold cache). The paper preset on Lite0 with 20 classes saves
-    ~94 s for ~280 s of compiling: eager; a fixed-size model (one graph) or ~60+ classes per run
+    ~28 s for ~280 s of compiling: eager; a fixed-size model (one graph) or ~200+ classes per run
     compile. Never on the CPU, where compiled steps ran 2x slower. A sweep's later jobs find the
     compiled graphs in inductor's cache (~3 s a size): there `compile=true` pays.
     """

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # What a resumed run may change: where and how it runs and reports, not what it computes. Any
 # other key changed on resume (stages, steps, model, classes, augmentation, loss, seed, ...) would
 # make the checkpoint mean something else, so it is refused.
-RESUME_MAY_CHANGE = ("device", "precision", "channels_last", "fold_batchnorm", "compile", "logger", "verifier")
+RESUME_MAY_CHANGE = ("device", "precision", "channels_last", "fold_batchnorm", "cudnn_benchmark", "compile", "logger", "verifier")
 
 
 def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:

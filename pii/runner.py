@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> RunResult:
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
     stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
     classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))
     loss_fn = losses.build(cfg.loss, classifier)

@@ -171,7 +171,7 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
                         classifier.channels_last, compiled)
     flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
-    # one step per stage size before timing: compiles and autotunes (cudnn.benchmark) every shape
+    # one step per stage size before timing: compiles (and, with cudnn_benchmark, autotunes) every shape
     log_every, observer = (1, PaperHabits()) if naive else (int(cfg.log_every), None)
     chunk = None if naive else cfg.augmentation.get("chunk")
     warm_up = [Stage(s.size, 1, s.paste) for s in stages]

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
         class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))[:args.classes]
     if args.naive_classes < 1 or args.classes < 1:
         raise ConfigError("--classes and --naive-classes must be >= 1")
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
 
     if args.compare_compile:
         cfg = OmegaConf.merge(cfg, {"compile": False})

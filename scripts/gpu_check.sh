@@ -16,7 +16,9 @@
 # each part has a time limit, so one that hangs cannot cost the others. Measured: on an H200
 # (docs/results/gpu_h200) tests 88 s, paper 328 s (eager), Lite0 benchmark 90 s (20 steps), ViT 25 s;
 # on a fresh H100 (docs/results/gpu_h100) the tests took over 120 s, the paper part compiled per
-# stage ran out of 420 s (compile=auto now keeps it eager), Lite0 benchmark 84 s, ViT 47 s. The limits
+# stage ran out of 420 s (compile=auto now keeps it eager), Lite0 benchmark 84 s, ViT 47 s; on a
+# second H100 (docs/results/gpu_h100_s16) tests 183 s, paper 352 s eager with cudnn.benchmark on
+# (now off: ~220 s expected). The limits
 # add up to more than one 600 s device call: there, run PARTS=paper and
 # PARTS="tests bench_lite0 bench_vit" as two calls. W&B is not needed (logger=none). EXTRA="..." appends
 # overrides to every run (a dry run of the plumbing on a CPU:
@@ -60,7 +62,7 @@ part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output i
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-part tests 240 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/test_cuda.py tests/test_cuda_feedforward.py
+part tests 240 "$PY" -m pytest -q -p no:cacheprovider --durations=0 --junitxml="$OUT/tests.xml" tests/test_cuda.py tests/test_cuda_feedforward.py
 # The paper's settings: 7 stages x 400 steps, ensemble 32, the 20 classes in one run, judged by Lite2
 # (the 15 s per class target is 300 s; the limit leaves room to see by how much it is missed).
 part paper ${PAPER_LIMIT:-390} "$PY" invert.py experiment=paper classes=benchmark20 logger=none device=cuda \

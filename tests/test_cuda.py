@@ -16,6 +16,7 @@ def test_inversion_on_cuda_raises_the_target_probability(tiny_config):
     cfg = tiny_config("device=cuda", "verifier=none", "schedule.stages=3", "schedule.steps=30", "class_id=[980,1]")
     result = run(cfg)
     assert result.device.startswith("cuda")
+    assert not torch.backends.cudnn.benchmark  # cudnn_benchmark=false: no autotuning at each stage's size
     for entry in result.classes:
         assert entry.probability > 10 * entry.start_probability, entry
 

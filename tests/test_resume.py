@@ -134,7 +134,7 @@ def test_cli_resume_with_fewer_stages_is_refused_and_nothing_is_written(tmp_path
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.splitlines() == [
         f"error: resume={killed}: schedule.stages=1 would change what its checkpoint means; a resumed run may "
-        "change only device, precision, channels_last, fold_batchnorm, compile, logger, verifier (start a new run instead)"]
+        "change only device, precision, channels_last, fold_batchnorm, cudnn_benchmark, compile, logger, verifier (start a new run instead)"]
     assert {p: p.read_bytes() for p in killed.rglob("*") if p.is_file()} == before
 
 

@@ -36,7 +36,7 @@ EVAL = "eval.json"
 def setup_dist(device_name: str) -> Dist:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, cudnn_benchmark=True)  # one input shape for the whole training
     if world == 1:
         return Dist(0, 1, device)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
