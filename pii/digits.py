@@ -35,8 +35,9 @@ AUGMENT = ["augmentation.ensemble_size=8", "augmentation.jitter=4"]
 # The leaderboard's other image parametrizations (issue 11's question: does a Fourier or MACO
 # image lift the ViT and Mixer?) take their recipe with only the budget and the pixel sizes
 # scaled to 32 px: pii_fourier on PII's schedule; maco and lucent in one 32 px stage of 900 steps
-# like plain_ce, lucent's pad / shift of 12 px at 224 px become 2 px. DeepInversion is not here:
-# its prior is BatchNorm statistics, which the ViT and the Mixer do not have.
+# like plain_ce, lucent's pad / shift of 12 px at 224 px become 2 px. DeepInversion's prior is
+# BatchNorm statistics, which only the CNN has (`digits_claim.py --architectures cnn`); its flips
+# are off, since a mirrored digit is another glyph (no other method here flips).
 ONE_STAGE = ["schedule.stages=1", "schedule.steps=900"]
 METHODS = {
     "pii": AUGMENT,
@@ -45,6 +46,7 @@ METHODS = {
     "pii_fourier": ["recipe=pii_fourier", *AUGMENT],
     "maco": ["recipe=maco", *ONE_STAGE],
     "lucent": ["recipe=lucent", *ONE_STAGE, "augmentation.pad=2", "augmentation.shift=2"],
+    "deepinversion_noise": ["recipe=deepinversion_noise", *ONE_STAGE, "augmentation.jitter=4", "augmentation.flip=false"],
 }
 CLAIM_METHODS = ("pii", "pii_no_color_shift", "plain_ce")  # the paper's claim: digits_claim.py's default
 

@@ -33,6 +33,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--epochs", type=float, default=1.0, help="scale every model's epochs")
     parser.add_argument("--methods", default=",".join(digits.CLAIM_METHODS),
                         help=f"comma-separated, of {', '.join(digits.METHODS)}")
+    parser.add_argument("--architectures", default=",".join(digits.ARCHITECTURES),
+                        help="comma-separated, of cnn, vit, mixer (deepinversion_noise: cnn only, the one with BatchNorm)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -40,13 +42,17 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(digits.METHODS)}")
     methods = {name: digits.METHODS[name] for name in args.methods.split(",")}
+    unknown = sorted(set(args.architectures.split(",")) - set(digits.ARCHITECTURES))
+    if unknown:
+        raise ConfigError(f"--architectures: unknown {', '.join(unknown)}; choose from {', '.join(digits.ARCHITECTURES)}")
+    architectures = {short: digits.ARCHITECTURES[short] for short in args.architectures.split(",")}
     if args.skip_train:
         accuracies = digits.test_accuracies(out)
     else:
         digits.train_all(out, {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()},
                          which=args.train.split(","))
         accuracies = digits.test_accuracies(out)
-    results = digits.invert_all(out, args.overrides, methods=methods)
+    results = digits.invert_all(out, args.overrides, methods=methods, architectures=architectures)
     table = digits.format_table(results, accuracies)
     (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
                                                 "settings": {"schedule": digits.SCHEDULE, "methods": methods,
