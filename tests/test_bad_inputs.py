@@ -1,7 +1,7 @@
-"""Bad input at the four entry points, as a new user would type it (issue 9).
+"""Bad input at the entry points, as a new user would type it (issue 9).
 
 Every row of BAD runs the real entry point as a subprocess: `invert.py`,
-`train_invert.py`, `scripts/judge.py`, `scripts/report.py`. Each must exit
+`train_invert.py`, `scripts/judge.py`, `scripts/report.py`, `scripts/digits_claim.py`. Each must exit
 with code 2, print no traceback, print at most 2 lines on stderr that name the
 key or file, and leave every file under the test's directory as it was (an
 earlier finished run, damaged copies of it, a sweep): the checks run before
@@ -23,7 +23,7 @@ from pii import outputs, runner
 from tests.tiny import tiny_cfg
 
 ENTRY = {"invert": ["invert.py"], "train": ["train_invert.py"], "judge": ["scripts/judge.py"],
-         "report": ["scripts/report.py"]}
+         "report": ["scripts/report.py"], "digits": ["scripts/digits_claim.py"]}
 
 # (entry point, arguments ({d} = the test's directory), what stderr must name)
 BAD = [
@@ -101,6 +101,8 @@ BAD = [
     ("report", "{d}/earlier", "earlier"),
     ("report", "{d}/sweep --cell=0", "--cell"),
     ("report", "{d}/sweep --cell=abc", "--cell"),
+    ("digits", "--skip-train --out {d} --architectures cnn,transformer", "--architectures"),
+    ("digits", "--skip-train --out {d} --methods pii,dream", "--methods"),
 ]
 
 

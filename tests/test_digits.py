@@ -42,7 +42,7 @@ def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
         assert cfg.model.input_size == 32, method
         expected_param = {"pii_fourier": "fourier", "lucent": "fourier", "maco": "maco"}.get(method, "pixel")
         assert cfg.param.name == expected_param, method
-        if method in ("maco", "lucent"):  # one full-size stage with plain_ce's 900 steps
+        if method in ("maco", "lucent", "deepinversion_noise"):  # one full-size stage with plain_ce's 900 steps
             assert (cfg.schedule.stages, cfg.schedule.steps) == (1, 900), method
         elif method != "plain_ce":
             assert (cfg.schedule.stages, cfg.schedule.steps) == (3, 300), method
