@@ -3,8 +3,8 @@
 CPU   glibc keeps freed memory (pii.cpu); under bf16, strided depthwise convs
       run in fp32 (oneDNN's bf16 backward of those is ~6x slower).
 CUDA  TF32 matmuls and convolutions, cudnn.benchmark only where asked (an
-      inversion's 7 stage sizes each paid 25-41 s of autotuning for ~1% faster
-      steps; `cudnn_benchmark`), torch.compile where the
+      inversion's 7 stage sizes each paid 25-41 s of autotuning, and its steps
+      were no faster from 112 px up; `cudnn_benchmark`), torch.compile where the
       run is long enough to repay it (static shapes: one graph per stage size;
       `wants_compile`), and the augmented views split into chunks that fit the
       free memory.
