@@ -104,5 +104,5 @@ def build(cfg: DictConfig, classifier: nn.Module) -> InversionLoss:
     for key, value in weights.items():
         if value < 0:
             raise ConfigError(f"loss.{key} must be >= 0, got {value}")
-    bn_stats = BatchNormStatistics(classifier) if weights["bn_weight"] else None
+    bn_stats = BatchNormStatistics(classifier) if reads_batchnorm(cfg) else None
     return InversionLoss(**weights, bn_stats=bn_stats)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pii import device as device_policy
-from pii import losses
+from pii import losses, schedule
 from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.errors import ConfigError
 
@@ -105,6 +105,11 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     if compile:
         classifier.net = torch.compile(classifier.net, dynamic=False)
     return classifier
+
+
+def plan_stages(cfg: DictConfig) -> list[schedule.Stage]:
+    """The stages of an inversion run of `cfg`: its schedule, growing to its model's input size."""
+    return schedule.plan(model_spec(cfg.model)["input_size"], cfg.schedule)
 
 
 def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int) -> tuple[Classifier, bool]:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pii import augment as augment_lib
 from pii import judge as judge_lib
-from pii import losses, models, resume, schedule, tracking
+from pii import losses, models, resume, tracking
 from pii import param as param_lib
 from pii import results
 from pii.classes import class_key, parse_class_ids
@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> RunResult:
     check_invert(cfg)
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
-    stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
+    stages = models.plan_stages(cfg)
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
     classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))

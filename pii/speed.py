@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from pii import augment as augment_lib
-from pii import cpu, losses, models, schedule
+from pii import cpu, losses, models
 from pii.inversion import invert
 from pii.observers import Observer
 from pii.schedule import Stage
@@ -163,7 +163,7 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     """Invert `class_ids` along one path; time it, count its FLOPs, take its peak memory."""
     torch.manual_seed(int(cfg.seed))
     per_run = 1 if naive else len(class_ids)
-    stages = schedule.plan(models.model_spec(cfg.model)["input_size"], cfg.schedule)
+    stages = models.plan_stages(cfg)
     classifier, compiled = build_path(cfg, device, naive, stages, views=per_run * int(cfg.augmentation.ensemble_size))
     augment = augment_lib.build(cfg.augmentation)
     loss_fn = losses.build(cfg.loss, classifier)

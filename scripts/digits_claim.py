@@ -25,6 +25,15 @@ from pii.errors import ConfigError  # noqa: E402
 EPOCHS = {"cnn": 10, "vit": 20, "mixer": 10, "judge": 10}
 
 
+def chosen(option: str, value: str, choices: dict) -> dict:
+    """The entries of `choices` named by the comma-separated `value`; ConfigError names any unknown."""
+    names = value.split(",")
+    unknown = sorted(set(names) - set(choices))
+    if unknown:
+        raise ConfigError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
+    return {name: choices[name] for name in names}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/digits", help="checkpoints, runs and claim.json go here")
@@ -38,14 +47,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    unknown = sorted(set(args.methods.split(",")) - set(digits.METHODS))
-    if unknown:
-        raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(digits.METHODS)}")
-    methods = {name: digits.METHODS[name] for name in args.methods.split(",")}
-    unknown = sorted(set(args.architectures.split(",")) - set(digits.ARCHITECTURES))
-    if unknown:
-        raise ConfigError(f"--architectures: unknown {', '.join(unknown)}; choose from {', '.join(digits.ARCHITECTURES)}")
-    architectures = {short: digits.ARCHITECTURES[short] for short in args.architectures.split(",")}
+    methods = chosen("--methods", args.methods, digits.METHODS)
+    architectures = chosen("--architectures", args.architectures, digits.ARCHITECTURES)
     if args.skip_train:
         accuracies = digits.test_accuracies(out)
     else:
