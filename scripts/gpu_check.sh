@@ -74,4 +74,18 @@ part bench_lite0 130 "$PY" scripts/benchmark.py --compare-compile --classes 20 -
 part bench_vit 60 "$PY" scripts/benchmark.py --classes 20 --naive-classes 1 --json "$OUT/bench_vit.json" \
     experiment=paper model=vit_b32 model.weights=random schedule.stages=1 schedule.steps=20 device=cuda ${EXTRA:-}
 
+# Not in the default PARTS (PARTS=first_step): where each stage's first step goes (8-12 s on an
+# H100 with autotuning off, stop 16). 3 steps per stage without the per-stage memory probe
+# (chunk=640: all the views, what the probe chose there), then with CUDA's kernels loaded up front
+# instead of lazily; gpu_check.json's first_steps holds each stage's first step.
+first_step_runs() {
+    "$PY" invert.py experiment=paper classes=benchmark20 logger=none verifier=none device=cuda schedule.steps=3 \
+        augmentation.chunk=640 hydra.run.dir="$OUT/first_step/chunk640" ${EXTRA:-} &&
+    CUDA_MODULE_LOADING=EAGER "$PY" invert.py experiment=paper classes=benchmark20 logger=none verifier=none \
+        device=cuda schedule.steps=3 hydra.run.dir="$OUT/first_step/eager_loading" ${EXTRA:-}
+}
+export -f first_step_runs
+export PY OUT EXTRA
+part first_step 200 bash -c first_step_runs
+
 "$PY" scripts/gpu_report.py "$OUT"

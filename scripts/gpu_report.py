@@ -29,7 +29,11 @@ def tests(out: Path) -> dict | None:
         suite = ET.parse(out / "tests.xml").getroot().find("testsuite")
     except (OSError, ET.ParseError):
         return None
-    return {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    # per test, slowest first: what to cut when the check must fit its 8 minutes
+    counts["seconds"] = dict(sorted(((f"{case.get('classname')}::{case.get('name')}", float(case.get("time", 0)))
+                                     for case in suite.iter("testcase")), key=lambda item: -item[1]))
+    return counts
 
 
 def paper(out: Path) -> dict | None:
@@ -47,6 +51,18 @@ def paper(out: Path) -> dict | None:
     figures["misses"] = {name: [(c.name, c.prediction_name) for c in judged.classes if not c.top1]
                          for name, judged in (run.judge or {}).items()}
     return figures
+
+
+def first_steps(out: Path) -> dict | None:
+    """Seconds of each stage's first step, per variant of the first_step part."""
+    found = {}
+    for metrics in sorted((out / "first_step").glob(f"*/{results.METRICS}")):
+        try:
+            run = results.read(metrics)
+        except ConfigError:
+            continue
+        found[metrics.parent.name] = [round(t.first_step_seconds, 2) for t in run.stage_seconds or []]
+    return found or None
 
 
 def benchmark(out: Path, name: str) -> dict | None:
@@ -71,7 +87,8 @@ def main(out: Path) -> None:
         parts[name] = {"exit_code": int(rc), "seconds": int(ms) / 1000}
     gpu = (out / "gpu.txt").read_text().strip() if (out / "gpu.txt").is_file() else None
     report = {"gpu": gpu, "parts": parts, "tests": tests(out), "paper": paper(out),
-              "bench_lite0": benchmark(out, "bench_lite0"), "bench_vit": benchmark(out, "bench_vit")}
+              "bench_lite0": benchmark(out, "bench_lite0"), "bench_vit": benchmark(out, "bench_vit"),
+              "first_steps": first_steps(out)}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"gpu: {gpu}")
     for name, part in parts.items():
@@ -87,6 +104,8 @@ def main(out: Path) -> None:
         if p["stage_seconds"]:
             print("  stages: " + ", ".join(f"{t['size']} px {t['seconds']:.0f} s (first step {t['first_step_seconds']:.1f})"
                                            for t in p["stage_seconds"]))
+    for variant, seconds in (report["first_steps"] or {}).items():
+        print(f"first steps ({variant}): " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
     for name in ("bench_lite0", "bench_vit"):
         if report[name]:
             b = report[name]
