@@ -79,10 +79,11 @@ part bench_vit 60 "$PY" scripts/benchmark.py --classes 20 --naive-classes 1 --js
 # (chunk=640: all the views, what the probe chose there), then with CUDA's kernels loaded up front
 # instead of lazily; gpu_check.json's first_steps holds each stage's first step.
 first_step_runs() {
-    "$PY" invert.py experiment=paper classes=benchmark20 logger=none verifier=none device=cuda schedule.steps=3 \
-        augmentation.chunk=640 hydra.run.dir="$OUT/first_step/chunk640" ${EXTRA:-} &&
-    CUDA_MODULE_LOADING=EAGER "$PY" invert.py experiment=paper classes=benchmark20 logger=none verifier=none \
-        device=cuda schedule.steps=3 hydra.run.dir="$OUT/first_step/eager_loading" ${EXTRA:-}
+    variant() {  # variant NAME [OVERRIDES...]: the paper preset at 3 steps per stage into OUT/first_step/NAME
+        "$PY" invert.py experiment=paper classes=benchmark20 logger=none verifier=none device=cuda schedule.steps=3 \
+            hydra.run.dir="$OUT/first_step/$1" "${@:2}" ${EXTRA:-}
+    }
+    variant chunk640 augmentation.chunk=640 && CUDA_MODULE_LOADING=EAGER variant eager_loading
 }
 export -f first_step_runs
 export PY OUT EXTRA
