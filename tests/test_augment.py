@@ -98,6 +98,29 @@ def test_crops_of_the_whole_image_give_the_image_and_copies_stay_together():
     torch.testing.assert_close(crops, x.repeat_interleave(3, dim=0), atol=1e-5, rtol=0)
 
 
+def test_crops_sample_what_roi_align_samples():
+    # The crops are drawn as boxes in the image and resampled bilinearly: the same samples as
+    # torchvision's roi_align (aligned) of those boxes, boxes reaching past the border included.
+    from torchvision.ops import roi_align
+
+    x = torch.rand(2, 3, 24, 24)
+    torch.manual_seed(0)
+    crops = augment.Crops(4, (0.5, 1.0), centre_std=0.15)(x)
+    torch.manual_seed(0)
+    centre = 0.5 + torch.randn(8, 2) * 0.15
+    side = torch.empty(8, 1).uniform_(0.5, 1.0)
+    index = torch.arange(2).repeat_interleave(4)[:, None].float()
+    boxes = torch.cat([index, torch.cat([centre - side / 2, centre + side / 2], 1) * 24], 1)
+    inside = ((centre - side / 2 >= 0) & (centre + side / 2 <= 1)).all(1)
+    assert 0 < inside.sum() < 8  # both kinds of box are checked
+    expected = roi_align(x, boxes, output_size=(24, 24), aligned=True)
+    torch.testing.assert_close(crops[inside], expected[inside], atol=1e-5, rtol=0)
+    # past the border both give zeros, but roi_align holds the edge value for the last pixel's
+    # width where bilinear fades to zero: a band one sample wide
+    differ = (crops[~inside] - expected[~inside]).abs() > 1e-5
+    assert (differ.flatten(1).sum(1) <= 4 * 24 * 3).all()  # at most one line of samples per edge
+
+
 def test_scale_rotate_identity_and_bad_ranges():
     from conftest import compose_config
 
