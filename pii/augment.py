@@ -112,18 +112,18 @@ def _resample(x: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tenso
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-class Crops(nn.Module):
-    """MACO's crops: `count` square boxes per image, side ~ U(box) of the image, centres ~
-    N(0.5, centre_std) (fractions of the image), each resized to the image's size (bilinear, zero
-    outside the image: the same samples as torchvision's roi_align(aligned=True), 3x faster on the
-    CPU with its backward). Copies of one image next to each other, like Ensemble."""
+class Crops(Ensemble):
+    """MACO's crops: the ensemble's `count` copies of each image, each a square box of it, side ~
+    U(box) of the image, centre ~ N(0.5, centre_std) (fractions of the image), resized to the
+    image's size (bilinear, zero outside the image: the same samples as torchvision's
+    roi_align(aligned=True), 3x faster on the CPU with its backward)."""
 
     def __init__(self, count: int, box: tuple[float, float], centre_std: float = 0.15):
-        super().__init__()
-        self.count, self.box, self.centre_std = count, box, centre_std
+        super().__init__(count)
+        self.box, self.centre_std = box, centre_std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.repeat_interleave(self.count, dim=0)
+        x = super().forward(x)
         n = x.shape[0]
         offset = torch.randn(n, 2, device=x.device) * (2 * self.centre_std)  # centre - 0.5, in [-1, 1] units
         side = torch.empty(n, device=x.device).uniform_(*self.box)
