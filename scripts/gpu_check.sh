@@ -17,8 +17,9 @@
 # (docs/results/gpu_h200) tests 88 s, paper 328 s (eager), Lite0 benchmark 90 s (20 steps), ViT 25 s;
 # on a fresh H100 (docs/results/gpu_h100) the tests took over 120 s, the paper part compiled per
 # stage ran out of 420 s (compile=auto now keeps it eager), Lite0 benchmark 84 s, ViT 47 s; on a
-# second H100 (docs/results/gpu_h100_s16) tests 183 s, paper 352 s eager with cudnn.benchmark on
-# (now off: ~220 s expected). The limits
+# second H100 (docs/results/gpu_h100_s16) tests 183 s, paper 352 s eager with cudnn.benchmark on;
+# on a third (docs/results/gpu_h100_s20, autotuning off) tests 151 s, paper 206 s, Lite0 benchmark
+# 52 s, ViT 24 s: 433 s in all. The limits
 # add up to more than one 600 s device call: there, run PARTS=paper and
 # PARTS="tests bench_lite0 bench_vit" as two calls. W&B is not needed (logger=none). EXTRA="..." appends
 # overrides to every run (a dry run of the plumbing on a CPU:
