@@ -19,10 +19,11 @@
 # stage ran out of 420 s (compile=auto now keeps it eager), Lite0 benchmark 84 s, ViT 47 s; on a
 # second H100 (docs/results/gpu_h100_s16) tests 183 s, paper 352 s eager with cudnn.benchmark on;
 # on a third (docs/results/gpu_h100_s20, autotuning off) tests 151 s, paper 206 s, Lite0 benchmark
-# 52 s, ViT 24 s: 433 s in all. The limits
-# add up to more than one 600 s device call: there, run PARTS=paper and
-# PARTS="tests bench_lite0 bench_vit" as two calls. W&B is not needed (logger=none). EXTRA="..." appends
-# overrides to every run (a dry run of the plumbing on a CPU:
+# 52 s, ViT 24 s: 433 s in all. The limits add up to more than one 600 s device call: there, run
+# PARTS=paper and PARTS="tests bench_lite0 bench_vit" as two calls, then join their gpu_check.json
+# files (scripts/gpu_report.py all.json --merge ...: a lent machine's OUT is empty at each call).
+# W&B is not needed (logger=none). EXTRA="..." appends overrides to every run (a dry run of the
+# plumbing on a CPU:
 # EXTRA="device=cpu schedule.stages=1 schedule.steps=2 augmentation.ensemble_size=2 model.input_size=64").
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ SITE=${SITE:-/tmp/pii-site}
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
     || { echo "error: could not install .whl/ (run scripts/gpu_check.sh prepare on a machine with network)" >&2; exit 2; }
 export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HUB_OFFLINE=1
-touch "$OUT/parts.tsv"  # appended: two calls with different PARTS fill one OUT (a rerun part: its last line wins)
+touch "$OUT/parts.tsv"  # appended: calls with different PARTS into one OUT on one machine (a rerun part: its last line wins)
 
 part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output in OUT/NAME.log
     local name=$1 limit=$2 start rc

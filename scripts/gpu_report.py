@@ -1,11 +1,15 @@
 """Every figure of a scripts/gpu_check.sh run, in one JSON: OUT/gpu_check.json.
 
     python scripts/gpu_report.py outputs/gpu_check
+    python scripts/gpu_report.py all.json --merge call1/gpu_check.json call2/gpu_check.json
 
 Reads what the check's parts left in OUT (parts.tsv, tests.xml, the paper run's
-metrics.json, the benchmarks' JSON) and prints the headline figures.
+metrics.json, the benchmarks' JSON) and prints the headline figures. A check split
+over several calls of a lent machine starts each call in an empty OUT: --merge joins
+their gpu_check.json files into one (each figure from the last file that has it).
 """
 
+import argparse
 import json
 import sys
 import xml.etree.ElementTree as ET
@@ -80,22 +84,33 @@ def benchmark(out: Path, name: str) -> dict | None:
             "speedup_vs_naive": report["speedup_vs_naive"], "fastest": report.get("fastest"), "paths": paths}
 
 
-def main(out: Path) -> None:
+def gather(out: Path) -> dict:
     parts = {}
     for line in (out / "parts.tsv").read_text().splitlines():
         name, rc, ms = line.split("\t")
         parts[name] = {"exit_code": int(rc), "seconds": int(ms) / 1000}
     gpu = (out / "gpu.txt").read_text().strip() if (out / "gpu.txt").is_file() else None
-    report = {"gpu": gpu, "parts": parts, "tests": tests(out), "paper": paper(out),
-              "bench_lite0": benchmark(out, "bench_lite0"), "bench_vit": benchmark(out, "bench_vit"),
-              "first_steps": first_steps(out)}
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"gpu: {gpu}")
-    for name, part in parts.items():
+    return {"gpu": gpu, "parts": parts, "tests": tests(out), "paper": paper(out),
+            "bench_lite0": benchmark(out, "bench_lite0"), "bench_vit": benchmark(out, "bench_vit"),
+            "first_steps": first_steps(out)}
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report from several calls' reports: every part, each figure from the last report that has it."""
+    merged = {"gpu": None, "parts": {}}
+    for report in reports:
+        merged["parts"].update(report["parts"])
+        merged.update({key: value for key, value in report.items() if key != "parts" and value is not None})
+    return merged
+
+
+def summarise(report: dict) -> None:
+    print(f"gpu: {report['gpu']}")
+    for name, part in report["parts"].items():
         print(f"part {name}: exit {part['exit_code']} in {part['seconds']:.0f} s")
-    if report["tests"]:
+    if report.get("tests"):
         print(f"tests: {report['tests']}")
-    if report["paper"]:
+    if report.get("paper"):
         p = report["paper"]
         judged = ", ".join(f"{n} top-1 {j['top1']:.0%} top-5 {j['top5']:.0%} mean p {j['mean_probability']:.3f}"
                            for n, j in p["judges"].items())
@@ -104,16 +119,30 @@ def main(out: Path) -> None:
         if p["stage_seconds"]:
             print("  stages: " + ", ".join(f"{t['size']} px {t['seconds']:.0f} s (first step {t['first_step_seconds']:.1f})"
                                            for t in p["stage_seconds"]))
-    for variant, seconds in (report["first_steps"] or {}).items():
+    for variant, seconds in (report.get("first_steps") or {}).items():
         print(f"first steps ({variant}): " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
     for name in ("bench_lite0", "bench_vit"):
-        if report[name]:
+        if report.get(name):
             b = report[name]
             rows = "; ".join(f"{r['name']} {r['seconds_per_class']:.2f} s/class {r['share_of_peak']:.1%} of peak "
                              f"warm-up {r['warmup_seconds']:.0f} s" for r in b["paths"])
             print(f"{name}: speedup_vs_naive {b['speedup_vs_naive']:.1f} ({b['fastest']}); {rows}")
-    print(f"all figures: {out / 'gpu_check.json'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="outputs/gpu_check", help="the check's OUT folder")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="instead: join these calls' gpu_check.json files into OUT (here a file)")
+    args = parser.parse_args(argv)
+    if args.merge:
+        path, report = Path(args.out), merge([json.loads(Path(name).read_text()) for name in args.merge])
+    else:
+        path, report = Path(args.out) / "gpu_check.json", gather(Path(args.out))
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    summarise(report)
+    print(f"all figures: {path}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/gpu_check"))
+    main()

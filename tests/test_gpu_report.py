@@ -1,0 +1,33 @@
+"""scripts/gpu_report.py --merge: a GPU check split over calls (each in an empty OUT) gives one JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_path):
+    part = {"exit_code": 0, "seconds": 1.0}
+    paper = {"classes": 20, "seconds_per_class": 9.1, "mean_probability": 1.0, "stage_seconds": None,
+             "judges": {"efficientnet_lite2": {"top1": 1.0, "top5": 1.0, "mean_probability": 0.7}}}
+    calls = [
+        {"gpu": "H100", "parts": {"paper": part}, "tests": None, "paper": paper,
+         "bench_lite0": None, "bench_vit": None, "first_steps": None},
+        {"gpu": "H100", "parts": {"tests": part, "bench_vit": part}, "tests": {"tests": 9, "failures": 0},
+         "paper": None, "bench_lite0": None, "bench_vit": None, "first_steps": None},
+    ]
+    files = []
+    for i, call in enumerate(calls):
+        files.append(tmp_path / f"call{i}.json")
+        files[-1].write_text(json.dumps(call))
+    out = tmp_path / "all.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(out), "--merge", *map(str, files)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads(out.read_text())
+    assert set(merged["parts"]) == {"paper", "tests", "bench_vit"}
+    assert merged["paper"] == paper  # the second call's null does not erase it
+    assert merged["tests"]["tests"] == 9
+    assert "9.1 s per class" in proc.stdout and "part bench_vit: exit 0" in proc.stdout
