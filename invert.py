@@ -1,6 +1,6 @@
 """Plug-In Inversion: `python invert.py model=vit_b32 class_id=980`. See README.md."""
 
-from pii.cli import invert_main
+from pii.run.cli import invert_main
 
 if __name__ == "__main__":
     invert_main()

@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from pii import speed  # noqa: E402
-from pii.classes import parse_class_ids  # noqa: E402
-from pii.cli import script_main  # noqa: E402
-from pii.compose import compose  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
-from pii.device import resolve_device  # noqa: E402
+from pii.eval import speed  # noqa: E402
+from pii.models.classes import parse_class_ids  # noqa: E402
+from pii.models.device import resolve_device  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
+from pii.run.compose import compose  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
-from pii.cli import script_main  # noqa: E402
-from pii.compose import compose  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
-from pii.judge import format_table  # noqa: E402
-from pii.runner import run  # noqa: E402
+from pii.eval.judge import format_table  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
+from pii.run.compose import compose  # noqa: E402
+from pii.run.runner import run  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

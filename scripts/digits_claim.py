@@ -7,7 +7,7 @@
 Trains on sklearn's digits (32 px) a small CNN, ViT and MLP-Mixer and, apart, a
 ResNet-18 judge; saves their state_dicts as <out>/{cnn,vit,mixer,judge}.pt
 (conf/model/digits_*.yaml load them); inverts digits 0-9 of each with PII, PII
-without ColorShift and plain cross-entropy (pii/digits.py METHODS); prints the
+without ColorShift and plain cross-entropy (pii/run/digits.py METHODS); prints the
 judge's top-1 accuracy per architecture x method and writes <out>/claim.json.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
-from pii import digits  # noqa: E402
-from pii.cli import script_main  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
+from pii.run import digits  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
 
 EPOCHS = {"cnn": 10, "vit": 20, "mixer": 10, "judge": 10}
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
-from pii import results  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
+from pii.eval import results  # noqa: E402
 
 
 def read_json(path: Path) -> dict | None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
-from pii.cli import script_main  # noqa: E402
-from pii.compose import compose  # noqa: E402
-from pii.config import check_invert  # noqa: E402
 from pii.errors import ConfigError  # noqa: E402
-from pii.device import resolve_device  # noqa: E402
-from pii.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions  # noqa: E402
+from pii.eval.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions  # noqa: E402
+from pii.models.device import resolve_device  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
+from pii.run.compose import compose  # noqa: E402
+from pii.run.config import check_invert  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 from pii.errors import ConfigError  # noqa: E402
-from pii.leaderboard import leaderboard, markdown, method_grid  # noqa: E402
+from pii.eval.leaderboard import leaderboard, markdown, method_grid  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from pii.errors import ConfigError  # noqa: E402
-from pii.gallery import write_report  # noqa: E402
+from pii.eval.gallery import write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

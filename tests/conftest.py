@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pii.config import CONF_DIR
+from pii import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pii import augment
+from pii.core import augment
 from pii.errors import ConfigError
 
 
@@ -66,7 +66,7 @@ def test_build_full_set_and_switches():
 def test_ensemble_size_below_one_is_a_config_error():
     from conftest import compose_config
 
-    from pii.config import check_invert
+    from pii.run.config import check_invert
 
     with pytest.raises(ConfigError, match="ensemble_size must be >= 1"):
         check_invert(compose_config(["augmentation.ensemble_size=0"]))
@@ -124,7 +124,7 @@ def test_crops_sample_what_roi_align_samples():
 def test_scale_rotate_identity_and_bad_ranges():
     from conftest import compose_config
 
-    from pii.config import check_invert
+    from pii.run.config import check_invert
 
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(augment.ScaleRotate((1.0, 1.0), 0.0)(x), x, atol=1e-5, rtol=0)

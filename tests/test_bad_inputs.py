@@ -5,7 +5,7 @@ Every row of BAD runs the real entry point as a subprocess: `invert.py`,
 with code 2, print no traceback, print at most 2 lines on stderr that name the
 key or file, and leave every file under the test's directory as it was (an
 earlier finished run, damaged copies of it, a sweep): the checks run before
-anything is written. Most rows fail in pii.cli.preflight before torch is
+anything is written. Most rows fail in pii.run.cli.preflight before torch is
 imported, so the table costs about a second a row.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
-from pii import outputs, runner
+from pii.run import outputs, runner
 from tests.tiny import tiny_cfg
 
 ENTRY = {"invert": ["invert.py"], "train": ["train_invert.py"], "judge": ["scripts/judge.py"],
@@ -191,8 +191,8 @@ def test_bad_input_is_one_line_and_exit_2(earlier, entry, args, names):
 
 def test_duplicate_class_ids_are_refused_before_anything_runs(tiny_config):
     """Issue 9.4: class_id=[980,980,1] used to write both 980 images to one file."""
-    from pii.config import check_invert
     from pii.errors import ConfigError
+    from pii.run.config import check_invert
 
     with pytest.raises(ConfigError, match="class_id lists 980 twice"):
         runner.run(tiny_config("class_id=[980,980,1]"))

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from pii.feedforward.classifier import checkpoint_path
-from pii.compose import compose_train_invert as compose
+from pii.run.compose import compose_train_invert as compose
 
 
 def path_for(*overrides: str) -> Path:
@@ -30,7 +30,8 @@ def test_tests_keep_out_of_the_shared_default_cache():
 def test_a_reused_classifier_logs_its_held_out_accuracy(tmp_path, caplog):
     import torch
 
-    from pii.feedforward import classifier as classifier_lib, data as data_lib
+    from pii.feedforward import classifier as classifier_lib
+    from pii.feedforward import data as data_lib
 
     cfg = compose(["output_dir=unused", "generator.resolution=8", "classifier.width=4", "classifier.epochs=1",
                    f"classifier.cache_dir={tmp_path}"])

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 from omegaconf import OmegaConf
 
-from conftest import compose_config
-from pii.cli import CONF_DIR
+from pii import CONF_DIR
 
 # A folder with its own config.yaml is another entry point's config root (conf/train_invert), not a group.
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and not (p / "config.yaml").exists())

@@ -4,9 +4,11 @@ import pytest
 import torch
 from tiny import tiny_cfg
 
-from pii import augment, device, losses, models, schedule
-from pii.inversion import forward_backward, invert
-from pii.runner import run
+from pii import models
+from pii.core import augment, losses, schedule
+from pii.core.inversion import forward_backward, invert
+from pii.models import device
+from pii.run.runner import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

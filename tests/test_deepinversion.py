@@ -5,9 +5,10 @@ import timm
 import torch
 from torch import nn
 
-from pii import losses, outputs, resume, runner
+from pii.core import losses
 from pii.errors import ConfigError
 from pii.models import Classifier
+from pii.run import outputs, resume, runner
 from tests.tiny import made_up_result, tiny_cfg
 
 

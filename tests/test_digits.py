@@ -2,7 +2,8 @@
 
 import torch
 
-from pii import digits, models
+from pii import models
+from pii.run import digits
 
 
 def test_digits_models_load_and_invert(tmp_path):
@@ -33,7 +34,7 @@ def test_digits_models_load_and_invert(tmp_path):
 
 def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
     """The leaderboard's methods on digits: each recipe keeps its parametrization and gets the digits' budget."""
-    from pii.config import check_invert
+    from pii.run.config import check_invert
 
     for method, overrides in digits.METHODS.items():
         cfg = digits.compose(["model=digits_cnn", "class_id=[0,1]", f"output_dir={tmp_path}",

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, compose_config
+
 from pii.errors import ConfigError
-from pii.runner import run
+from pii.run.runner import run
 
 
 def cli(*args, tmp_path):

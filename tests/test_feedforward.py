@@ -132,8 +132,8 @@ def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():
 def test_every_train_invert_config_composes():
     from pathlib import Path
 
-    from pii.compose import TRAIN_INVERT_CONF_DIR
-    from pii.compose import compose_train_invert as compose
+    from pii.run.compose import TRAIN_INVERT_CONF_DIR
+    from pii.run.compose import compose_train_invert as compose
 
     root = Path(TRAIN_INVERT_CONF_DIR)
     groups = sorted(p.name for p in root.iterdir() if p.is_dir())

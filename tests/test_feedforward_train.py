@@ -13,10 +13,12 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
-from pii.feedforward import classifier as classifier_lib, data as data_lib, discriminator, generator, losses
-from pii.compose import compose_train_invert as compose
+from pii.feedforward import classifier as classifier_lib
+from pii.feedforward import data as data_lib
+from pii.feedforward import discriminator, generator, losses
 from pii.feedforward.runner import train_invert
 from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
+from pii.run.compose import compose_train_invert as compose
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,7 @@ def test_a_non_editable_install_finds_its_configs_outside_the_repo(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    out = run(sys.executable, "-c", "import pii, pii.compose as c; "
+    out = run(sys.executable, "-c", "import pii, pii.run.compose as c; "
               "print(pii.__file__, c.CONF_DIR, c.compose(['model=vit_b32']).model.name, "
               "c.compose_train_invert([]).data.name)")
     module, conf, model, data = out.split()

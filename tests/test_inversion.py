@@ -6,10 +6,11 @@ import pytest
 import torch
 from tiny import tiny_cfg
 
-from pii import augment, losses, models, schedule
+from pii import models
+from pii.core import augment, losses, schedule
+from pii.core.inversion import forward_backward, invert
+from pii.core.observers import Observer
 from pii.errors import ConfigError
-from pii.inversion import forward_backward, invert
-from pii.observers import Observer
 
 
 class Recorder(Observer):

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from pii.compose import compose
 from pii.errors import ConfigError
-from pii.judge import JUDGE_JSON, build_judges, judge, judge_directory
+from pii.eval.judge import JUDGE_JSON, build_judges, judge, judge_directory
+from pii.run.compose import compose
 
 ESPRESSO, TABBY = 967, 281
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from conftest import compose_config
+
 from tests.tiny import RANDOM_TINY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import compose_config
-from pii import models
-from pii.cli import CONF_DIR
+
+from pii import CONF_DIR, models
 from pii.errors import ConfigError
 
 MODEL_ENTRIES = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem != "timm")
@@ -142,7 +141,7 @@ def test_bf16_keeps_strided_depthwise_convs_in_fp32_on_cpu():
 def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):
     # set without touching a GPU: an inversion's stages change size (autotuning at each costs more than
     # it saves), a feedforward training keeps one size
-    from pii.device import configure
+    from pii.models.device import configure
 
     for flag in ("benchmark", "allow_tf32"):  # restored after, as is the matmul precision
         monkeypatch.setattr(torch.backends.cudnn, flag, getattr(torch.backends.cudnn, flag))
@@ -157,8 +156,8 @@ def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):
 
 
 def test_cpu_runs_keep_freed_memory():
-    from pii import cpu
-    from pii.device import resolve_device
+    from pii.models import cpu
+    from pii.models.device import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert cpu.keep_freed_memory()  # glibc (Linux): large blocks now come from the kept heap
@@ -199,8 +198,8 @@ def test_batchnorm_that_does_not_follow_its_convolution_stays_unfolded():
 
 
 def test_compile_auto_compiles_only_where_the_steps_saved_pay_for_compiling():
-    from pii import schedule
-    from pii.device import wants_compile
+    from pii.core import schedule
+    from pii.models.device import wants_compile
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     paper = schedule.plan(224, compose_config(["experiment=paper", "output_dir=/x"]).schedule)  # 7 sizes x 400 steps

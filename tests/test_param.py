@@ -1,4 +1,4 @@
-"""Image parametrizations (pii/param.py): render, gradient, growth, state; the method presets;
+"""Image parametrizations (pii/core/param.py): render, gradient, growth, state; the method presets;
 the spectral slope; `param=pixel` stays the paper's loop exactly."""
 
 from pathlib import Path
@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tiny import tiny_cfg
 
-from pii import augment, losses, models, resume, runner, schedule
-from pii import param as param_lib
-from pii.inversion import invert
-from pii.judge import spectral_slope
-from pii.observers import Observer
+from pii import models
+from pii.core import augment, losses, schedule
+from pii.core import param as param_lib
+from pii.core.inversion import invert
+from pii.core.observers import Observer
+from pii.eval.judge import spectral_slope
+from pii.run import resume, runner
 
 KINDS = ["pixel", "fourier", "maco"]
 ROOT = Path(__file__).resolve().parent
@@ -195,7 +197,7 @@ def test_spectral_slope_of_1_over_f_squared_and_of_white_noise():
 
 @pytest.mark.parametrize("kind", ["fourier", "maco"])
 def test_resume_and_init_from_work_with_a_param(tmp_path, monkeypatch, kind):
-    from pii import outputs
+    from pii.run import outputs
 
     clean = runner.run(tiny_cfg(tmp_path / "clean", f"param={kind}", "verifier=none"))
     killed = tmp_path / "killed"

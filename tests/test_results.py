@@ -1,13 +1,14 @@
-"""One results schema (issue 10): pii.results writes and reads metrics.json; a real run's file reads back."""
+"""One results schema (issue 10): pii.eval.results writes and reads metrics.json; a real run's file reads back."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from pii import results, runner
 from pii.errors import ConfigError
-from pii.results import METRICS, SCHEMA_VERSION
+from pii.eval import results
+from pii.eval.results import METRICS, SCHEMA_VERSION
+from pii.run import runner
 from tests.tiny import made_up_result, tiny_cfg
 
 OLD_FILE = Path(__file__).resolve().parent.parent / "docs" / "results" / "gpu_h200" / "paper_metrics.json"

@@ -5,8 +5,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pii import outputs, resume, runner
 from pii.errors import ConfigError
+from pii.run import outputs, resume, runner
 from tests.tiny import tiny_cfg
 
 

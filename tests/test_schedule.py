@@ -2,7 +2,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pii import schedule
+from pii.core import schedule
 from pii.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ def test_grow_pastes_previous_image_in_the_centre_of_fresh_noise():
 
 
 def test_first_stage_is_uniform_noise():
-    from pii.param import Pixel
+    from pii.core.param import Pixel
 
     stage = schedule.plan(224, cfg())[0]
     x = Pixel(3).canvas(stage.size)
@@ -67,7 +67,7 @@ def test_optimizer_is_adam_with_cosine_decay_to_zero():
 
 
 def test_every_optimizer_the_config_accepts_is_built():
-    from pii.config import OPTIMIZERS
+    from pii.run.config import OPTIMIZERS
 
     assert tuple(schedule.OPTIMIZERS) == OPTIMIZERS
     for name in OPTIMIZERS:
@@ -79,7 +79,7 @@ def test_every_optimizer_the_config_accepts_is_built():
 def test_bad_budget_is_a_config_error(key, value):
     from conftest import compose_config
 
-    from pii.config import check_invert
+    from pii.run.config import check_invert
 
     with pytest.raises(ConfigError, match=f"schedule.{key}"):
         check_invert(compose_config([f"schedule.{key}={value}"]))

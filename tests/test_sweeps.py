@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pii import gallery
-from pii.cli import CONF_DIR
+from pii import CONF_DIR
+from pii.eval import gallery
 from tests.test_tracking import JUDGE
 from tests.tiny import RANDOM_TINY
 from tests.wandb_file import run_record

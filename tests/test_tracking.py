@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from pii import runner, tracking
 from pii.errors import ConfigError
+from pii.run import runner, tracking
 from tests.tiny import tiny_cfg
 from tests.wandb_file import finished_records as records
 from tests.wandb_file import history, run_record
@@ -57,7 +57,7 @@ def summary_of(path) -> dict:
 
 
 def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(tmp_path):
-    from pii.cli import objective
+    from pii.run.cli import objective
 
     cfg = tiny_cfg(tmp_path, "logger=wandb", *JUDGE)
     result = runner.run(cfg)
@@ -92,7 +92,7 @@ def test_mode_env_wins_and_online_without_key_goes_offline_with_one_line(monkeyp
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    with caplog.at_level(logging.WARNING, logger="pii.tracking"):
+    with caplog.at_level(logging.WARNING, logger="pii.run.tracking"):
         assert tracking.resolve_mode("online") == "offline"
     assert len(caplog.records) == 1 and "wandb sync" in caplog.records[0].message
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)

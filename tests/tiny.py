@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import compose_config
 from omegaconf import DictConfig
 
-from conftest import compose_config
-from pii.results import ClassResult, JudgeResult, RunResult, StageTime, TopClass, Verdict
+from pii.eval.results import ClassResult, JudgeResult, RunResult, StageTime, TopClass, Verdict
 
 RANDOM_TINY = ["model=timm", "model.name=test_efficientnet", "model.weights=random", "model.input_size=32",
                "model.num_classes=10", "class_id=[1,2]", "schedule.stages=3", "schedule.steps=3",

@@ -3,12 +3,14 @@ backward to the image; 8 classes; 112/168/224 px; 3 rounds):
 precision x channels_last, and bf16 with strided depthwise convs left in bf16 (`bf16_all`).
 
     python docs/results/ab_cpu_step.py                      # glibc malloc as it comes
-    python docs/results/ab_cpu_step.py --keep-freed-memory  # pii.cpu.keep_freed_memory() (the default in pii)
+    python docs/results/ab_cpu_step.py --keep-freed-memory  # pii.models.cpu.keep_freed_memory() (the default in pii)
 """
 import json, sys, time, torch  # noqa: E401
 sys.path.insert(0, '.')
-from pii import augment, cpu, models  # noqa: E402
-from pii.compose import compose  # noqa: E402
+from pii.core import augment  # noqa: E402
+from pii.models import cpu
+from pii import models
+from pii.run.compose import compose  # noqa: E402
 
 keep = "--keep-freed-memory" in sys.argv
 if keep:

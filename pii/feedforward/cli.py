@@ -11,10 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pii.cli import fail, preflight
-from pii.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR
-from pii.config import check_train_invert
 from pii.errors import ConfigError
+from pii.run.cli import fail, preflight
+from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR
+from pii.run.config import check_train_invert
 
 
 @hydra.main(version_base="1.3", config_path=TRAIN_INVERT_CONF_DIR, config_name="config")

@@ -68,7 +68,7 @@ def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]
 
 
 def digits(resolution: int, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
-    from pii.digits import load_digits
+    from pii.models.digits import load_digits
 
     x, y = load_digits(resolution)
     y = y.long()

@@ -1,5 +1,5 @@
 """Where training metrics go: the shared `logger` group (conf/logger): none, or
-W&B through `pii.tracking.init_run` (same modes, offline fallback as invert.py).
+W&B through `pii.run.tracking.init_run` (same modes, offline fallback as invert.py).
 Each condition (logits, onehot) is its own W&B run with the same keys, the runs
 of one train_invert job in one group, so a method and its baseline overlay on
 one chart. Call `finish()` in a `finally`."""
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pii import tracking
 from pii.errors import ConfigError
+from pii.run import tracking
 
 
 class Logger:

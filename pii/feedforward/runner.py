@@ -19,14 +19,18 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from pii.config import check_train_invert
 from pii.errors import ConfigError
-from pii.feedforward import analyses, classifier as classifier_lib, data as data_lib
-from pii.feedforward import discriminator as d_lib, evaluate as eval_lib, generator as g_lib
-from pii.feedforward import logger as logger_lib, losses
+from pii.feedforward import analyses, losses
+from pii.feedforward import classifier as classifier_lib
+from pii.feedforward import data as data_lib
+from pii.feedforward import discriminator as d_lib
+from pii.feedforward import evaluate as eval_lib
+from pii.feedforward import generator as g_lib
+from pii.feedforward import logger as logger_lib
 from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
-from pii.device import resolve_device
-from pii.outputs import METRICS, write_metrics
+from pii.models.device import resolve_device
+from pii.run.config import check_train_invert
+from pii.run.outputs import METRICS, write_metrics
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from pii.errors import ConfigError
 from pii.feedforward.data import StepBatches
 from pii.feedforward.logger import Logger
 from pii.feedforward.losses import GeneratorLoss, hinge_d, hinge_g
-from pii.outputs import load_tensors, save_grid
+from pii.models.weights import load_tensors
+from pii.run.outputs import save_grid
 
 log = logging.getLogger(__name__)
 

@@ -10,21 +10,19 @@ the judge scores the inversions.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pii import models
-from pii.compose import compose
+from pii.models.digits import accuracy, load_digits, split, train
+from pii.run.compose import compose
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = {"cnn": "digits_cnn", "vit": "digits_vit", "mixer": "digits_mixer"}
 JUDGE = "judge"
-SIZE = 32
 
 # One set of inversion settings for every architecture: the paper's algorithm
 # scaled to 32 px (3 stages 16/24/32 px of 300 steps, jitter 4 px ~ 32 px at 224), with
@@ -51,76 +49,8 @@ METHODS = {
 CLAIM_METHODS = ("pii", "pii_no_color_shift", "plain_ce")  # the paper's claim: digits_claim.py's default
 
 
-def load_digits(size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 digits as [N, 3, size, size] pixels in [0, 1] (bright ink on black) and labels."""
-    from sklearn.datasets import load_digits as sk_load
-
-    data = sk_load()
-    x = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return x.expand(-1, 3, -1, -1).contiguous(), torch.tensor(data.target)
-
-
-def split(x: torch.Tensor, y: torch.Tensor, test_fraction: float = 0.2, seed: int = 0):
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_test = int(len(x) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
-    return (x[train], y[train]), (x[test], y[test])
-
-
-def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 0.0) -> torch.Tensor:
-    """Random translation by up to `shift` px (zero fill); with colour > 0 a random
-    per-channel gain and offset, so a model does not care what colour a digit is;
-    with polarity > 0 that share of the digits turned dark-on-light (x -> 1 - x)."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (shift,) * 4)
-    dy, dx = torch.randint(0, 2 * shift + 1, (2,)).tolist()
-    x = padded[..., dy:dy + h, dx:dx + w]
-    if colour > 0:
-        gain = torch.exp((torch.rand(n, 3, 1, 1) * 2 - 1) * colour)
-        offset = (torch.rand(n, 3, 1, 1) * 2 - 1) * colour / 2
-        x = (gain * x + offset + 0.05 * torch.randn_like(x)).clamp(0, 1)
-    if polarity > 0:
-        x = torch.where(torch.rand(n, 1, 1, 1) < polarity, 1 - x, x)
-    return x
-
-
 def model_config(model: str, weights: str = "random") -> DictConfig:
     return compose([f"model={model}", f"model.weights={weights}"]).model
-
-
-def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
-          shift: int = 2, colour: float = 0.0, polarity: float = 0.0, lr: float = 2e-3,
-          batch_size: int = 64) -> models.Classifier:
-    """Train the classifier of `model_cfg` from scratch (AdamW, cosine decay) through pii's Classifier,
-    so training sees the same normalisation and resizing as inversion."""
-    torch.manual_seed(seed)
-    clf = models.build(model_cfg)
-    net = clf.net.train().requires_grad_(True)  # Classifier keeps itself frozen; train the network inside
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(x))
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            loss = F.cross_entropy(clf(augment_batch(x[idx], shift, colour, polarity)), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        log.info("%s epoch %d/%d: loss %.3f", model_cfg.name, epoch + 1, epochs, total / len(x))
-    net.eval().requires_grad_(False)
-    log.info("%s trained in %.0f s", model_cfg.name, time.perf_counter() - started)
-    return clf
-
-
-@torch.no_grad()
-def accuracy(clf: models.Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (clf(x).argmax(-1) == y).float().mean().item()
 
 
 def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None) -> dict[str, float]:
@@ -157,7 +87,7 @@ def test_accuracies(out_dir: Path) -> dict[str, float]:
 def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, list[str]] = METHODS,
                architectures: dict[str, str] = ARCHITECTURES) -> dict[str, dict[str, dict]]:
     """Invert digits 0-9 of every architecture with every method; judged metrics per (architecture, method)."""
-    from pii.runner import run
+    from pii.run.runner import run
 
     out_dir = Path(out_dir)
     results: dict[str, dict[str, dict]] = {}

@@ -14,16 +14,20 @@ import logging
 import resource
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from pii import augment as augment_lib
-from pii import cpu, losses, models
-from pii.inversion import invert
-from pii.observers import Observer
-from pii.schedule import Stage
+from pii import models
+from pii.core import augment as augment_lib
+from pii.core import losses
+from pii.core.inversion import invert
+from pii.core.observers import Observer
+from pii.core.schedule import Stage
+from pii.models import cpu
+from pii.models.device import views_per_chunk
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +177,7 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
     # one step per stage size before timing: compiles (and, with cudnn_benchmark, autotunes) every shape
     log_every, observer = (1, PaperHabits()) if naive else (int(cfg.log_every), None)
-    chunk = None if naive else cfg.augmentation.get("chunk")
+    chunk = None if naive else partial(views_per_chunk, cfg.augmentation.get("chunk"), classifier)
     warm_up = [Stage(s.size, 1, s.paste) for s in stages]
     _sync(device)
     start = time.perf_counter()

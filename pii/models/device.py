@@ -1,6 +1,6 @@
 """Device policy: what a CPU or a CUDA device needs, decided once per run.
 
-CPU   glibc keeps freed memory (pii.cpu); under bf16, strided depthwise convs
+CPU   glibc keeps freed memory (pii.models.cpu); under bf16, strided depthwise convs
       run in fp32 (oneDNN's bf16 backward of those is ~6x slower).
 CUDA  TF32 matmuls and convolutions, cudnn.benchmark only where asked (an
       inversion's 7 stage sizes each paid 25-41 s of autotuning, and its steps
@@ -18,8 +18,8 @@ import math
 import torch
 from torch import nn
 
-from pii import cpu
 from pii.errors import ConfigError
+from pii.models import cpu
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ SAVED_SECONDS_PER_VIEW_PIXEL = (0.072 - 0.050) / 640 / 224**2
 
 def wants_compile(setting: bool | str, device: torch.device, stages=(), views: int = 1,
                   fixed_size: int | None = None) -> bool:
-    """Whether to torch.compile the classifier for a run of `stages` (pii.schedule.Stage) with
+    """Whether to torch.compile the classifier for a run of `stages` (pii.core.schedule.Stage) with
     `views` augmented images per step; a `fixed_size` model sees that size at every stage.
 
     `compile=auto`: on CUDA only where the steps saved pay for compiling every distinct size
@@ -106,7 +106,7 @@ def views_per_chunk(chunk: int | str | None, classifier: nn.Module, views: int, 
     fit MEMORY_BUDGET of the free memory, from the memory one forward and
     backward of PROBE_VIEWS views takes at this size.
     """
-    if chunk not in (None, "auto"):  # checked by pii.config.check_invert
+    if chunk not in (None, "auto"):  # checked by pii.run.config.check_invert
         return min(int(chunk), views)
     device = next(classifier.buffers()).device
     if device.type != "cuda" or views <= PROBE_VIEWS:

@@ -143,14 +143,14 @@ class Noise(nn.Module):
 
 
 def _pair(value) -> tuple[float, float]:
-    lo, hi = (float(v) for v in value)  # 0 < lo <= hi: pii.config.check_invert
+    lo, hi = (float(v) for v in value)  # 0 < lo <= hi: pii.run.config.check_invert
     return lo, hi
 
 
 def build(cfg: DictConfig) -> nn.Sequential:
     """Each piece switchable, in one order: pad, shift, jitter, ensemble (or crops), scale and
     rotation, flip, ColorShift, noise. The paper's set is jitter, ensemble, ColorShift."""
-    ensemble_size = int(cfg.ensemble_size)  # ranges: pii.config.check_invert
+    ensemble_size = int(cfg.ensemble_size)  # ranges: pii.run.config.check_invert
     pieces: list[nn.Module] = []
     if cfg.get("pad", 0) > 0:
         pieces.append(Pad(int(cfg.pad)))

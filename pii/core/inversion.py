@@ -4,26 +4,28 @@ every model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from pii import schedule
-from pii.device import views_per_chunk
+from pii.core import schedule
+from pii.core.losses import InversionLoss
+from pii.core.observers import Observer
+from pii.core.param import Param, Pixel
+from pii.core.schedule import Stage
 from pii.errors import ConfigError
-from pii.losses import InversionLoss
-from pii.observers import Observer
-from pii.param import Param, Pixel
-from pii.schedule import Stage
 
 
 def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stages: list[Stage],
            loss_fn: InversionLoss, optim_cfg: DictConfig, observer: Observer | None = None,
            image: torch.Tensor | None = None, first_stage: int = 0, log_every: int = 10,
-           chunk: int | str | None = None, param: Param | None = None) -> torch.Tensor:
+           chunk: int | Callable[[int, int], int] | None = None,
+           param: Param | None = None) -> torch.Tensor:
     """Optimise one image per class so that `classifier` puts it in that class.
 
-    The image is a parametrization (pii.param; default: the pixels). For each
+    The image is a parametrization (pii.core.param; default: the pixels). For each
     stage: grow it (the previous image pasted in the centre of a fresh canvas),
     make a fresh optimiser and cosine schedule, then step: render, augment,
     forward, loss, backward, step, project (pixels: clamp to [0, 1]). `image`
@@ -33,8 +35,10 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
 
     The loop never waits for the device except every `log_every` steps and at
     each stage's last step, when the observer gets that step's loss and
-    probabilities. `chunk` views go through the classifier at once (see
-    pii.device.views_per_chunk); the gradient is the same as all at once.
+    probabilities. `chunk` views go through the classifier at once: a number, or
+    a function of (views, stage size) called at each stage's first step (the
+    runner hands in pii.models.device.views_per_chunk); None: all of them. The
+    gradient is the same as all at once.
     """
     observer = observer or Observer()
     device = next(classifier.buffers()).device
@@ -52,7 +56,7 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
             image = param.render()
             views = augment(image)
             view_targets = targets.repeat_interleave(views.shape[0] // len(class_ids))
-            per_chunk = per_chunk or views_per_chunk(chunk, classifier, len(views), stage.size)
+            per_chunk = per_chunk or chunk_size(chunk, len(views), stage.size)
             optimizer.zero_grad(set_to_none=True)
             loss, probs = forward_backward(classifier, loss_fn, views, view_targets, image, per_chunk)
             optimizer.step()
@@ -62,6 +66,12 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
                 observer.step_done(index, step, loss.item(), probs.view(len(class_ids), -1).mean(1).cpu())
         observer.stage_done(index, stage, param.image())
     return param.image()
+
+
+def chunk_size(chunk: int | Callable[[int, int], int] | None, views: int, size: int) -> int:
+    if callable(chunk):
+        return chunk(views, size)
+    return views if chunk is None else min(int(chunk), views)
 
 
 def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch.Tensor, targets: torch.Tensor,

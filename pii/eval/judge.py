@@ -17,18 +17,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
 from pii import models
-from pii.classes import class_name
 from pii.errors import ConfigError
+from pii.eval.results import (
+    ClassResult,
+    JudgedDirectory,
+    JudgeResult,
+    JudgeSummary,
+    TopClass,
+    Verdict,
+    nan_if_none,
+    to_json,
+)
 from pii.models import Classifier
-from pii.outputs import load_png
-from pii.results import (ClassResult, JudgedDirectory, JudgeResult, JudgeSummary, TopClass, Verdict, nan_if_none,
-                         to_json)
+from pii.models.classes import class_name
 
 log = logging.getLogger(__name__)
 
-# What pii/outputs.py writes for each class: `<class_id>_<slug>.png`.
+# What pii/run/outputs.py writes for each class: `<class_id>_<slug>.png`.
 INVERSION_PNG = re.compile(r"^(\d+)_[a-z0-9-]*\.png$")
 JUDGE_JSON = "judge.json"
 
@@ -144,6 +153,15 @@ def judge_run(verifier: DictConfig | None, image: torch.Tensor, class_ids: list[
         for line in format_table(results[name]).splitlines():
             log.info("judge %s: %s", name, line)
     return results
+
+
+def load_png(path: Path) -> torch.Tensor:
+    """A saved image as [3, H, W] pixels in [0, 1] (8-bit, as saved); ConfigError if it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(img.convert("RGB")).float() / 255
+    except (OSError, ValueError, SyntaxError) as err:  # missing, truncated or not an image (PIL's own types)
+        raise ConfigError(f"cannot read image {str(path)!r} ({type(err).__name__}: {str(err)[:80]})") from None
 
 
 def find_inversions(root: Path) -> list[tuple[Path, int]]:

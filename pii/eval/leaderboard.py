@@ -11,11 +11,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pii import results
-from pii.config import CONF_DIR
+from pii import CONF_DIR
 from pii.errors import ConfigError
-from pii.gallery import Job, grid
-from pii.results import METRICS, RunResult
+from pii.eval import results
+from pii.eval.gallery import Job, grid
+from pii.eval.results import METRICS, RunResult
 
 log = logging.getLogger(__name__)
 

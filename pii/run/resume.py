@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pii import results
 from pii.errors import ConfigError
-from pii.outputs import CHECKPOINT, load_png, load_tensors
-from pii.results import METRICS, RunResult
+from pii.eval import results
+from pii.eval.judge import load_png
+from pii.eval.results import METRICS, RunResult
+from pii.models.weights import load_tensors
+from pii.run.outputs import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def finished_result(run_dir: Path) -> RunResult | None:
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
-    """The checkpoint of the last completed stage (pii.outputs.Saver), or None."""
+    """The checkpoint of the last completed stage (pii.run.outputs.Saver), or None."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
@@ -109,7 +111,7 @@ def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
 
 def check_files(cfg: DictConfig) -> None:
     """Read what `resume=` or `init_from=` names, so that a damaged file fails before a run starts."""
-    from pii.classes import parse_class_ids
+    from pii.models.classes import parse_class_ids
 
     if cfg.get("resume"):
         load_checkpoint(Path(str(cfg.resume)).expanduser())
@@ -119,8 +121,8 @@ def check_files(cfg: DictConfig) -> None:
 
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
                    device: torch.device) -> tuple[torch.Tensor | None, int]:
-    """(start, first stage) for pii.inversion.invert: (None, 0) starts from noise. `start` is a
-    checkpoint's param state (a dict, pii.param.Param.load_state_dict) or images.
+    """(start, first stage) for pii.core.inversion.invert: (None, 0) starts from noise. `start` is a
+    checkpoint's param state (a dict, pii.core.param.Param.load_state_dict) or images.
 
     Resuming also restores the random state saved with the checkpoint, so the
     resumed run draws what the uninterrupted run would have drawn.

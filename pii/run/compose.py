@@ -1,7 +1,7 @@
-"""Composing a config from conf/ (pii.config.CONF_DIR) and overrides, without running it.
+"""Composing a config from conf/ (pii.run.config.CONF_DIR) and overrides, without running it.
 
-A library module (pii.digits, pii.leaderboard), a script or a test composes
-here; the entry points (pii.cli, pii.feedforward.cli) use the same directory
+A library module (pii.run.digits, pii.eval.leaderboard), a script or a test composes
+here; the entry points (pii.run.cli, pii.feedforward.cli) use the same directory
 and error wording. This module never imports them.
 """
 
@@ -13,8 +13,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pii.config import CONF_DIR, check_train_invert
+from pii import CONF_DIR
 from pii.errors import ConfigError
+from pii.run.config import check_train_invert
 
 TRAIN_INVERT_CONF_DIR = str(Path(CONF_DIR) / "train_invert")
 # train_invert's configs reach conf/'s groups (the `model` group: any classifier of invert.py)
@@ -34,7 +35,7 @@ def one_line(err: Exception) -> str:
 
 def compose(overrides: list[str]) -> DictConfig:
     """The config `invert.py <overrides>` would run with, for scripts/ (Hydra's compose API).
-    Types are checked (the schema); ranges only by pii.config.check_invert, which runner.run calls:
+    Types are checked (the schema); ranges only by pii.run.config.check_invert, which runner.run calls:
     a script may compose a config only for its model or judges.
 
     `output_dir` stays unresolved (it names Hydra's run directory): scripts that

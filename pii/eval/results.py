@@ -34,7 +34,7 @@ class TopClass:
 
 @dataclass
 class ClassResult:
-    """One inverted class, as the inverted model sees its final image (pii.judge.class_report)."""
+    """One inverted class, as the inverted model sees its final image (pii.eval.judge.class_report)."""
     class_id: int
     name: str
     probability: float  # the model's probability for the target class
@@ -42,7 +42,7 @@ class ClassResult:
     top5_classes: list[TopClass]  # the model's most probable classes (5, fewer if it has fewer), first the most
     start_probability: float | None = None  # the target's probability on the starting noise
     image: str | None = None  # the class's PNG, relative to the run directory
-    spectral_slope: float | None = None  # of that image (pii.judge.spectral_slope); photographs ~ -2 to -2.5
+    spectral_slope: float | None = None  # of that image (pii.eval.judge.spectral_slope); photographs ~ -2 to -2.5
 
     @classmethod
     def from_dict(cls, d: dict) -> ClassResult:
@@ -87,7 +87,7 @@ class JudgeResult(JudgeSummary):
 
 @dataclass
 class StageTime:
-    """Wall seconds of one stage (pii.observers.StageTimer)."""
+    """Wall seconds of one stage (pii.core.observers.StageTimer)."""
     size: int
     steps: int
     first_step_seconds: float | None = None  # compiling and autotuning for the stage's new size happen here
@@ -104,7 +104,7 @@ class RunResult:
     steps: int  # over all stages
     stage_sizes: list[int]
     ensemble_size: int
-    param: str  # the image parametrization (pii.param)
+    param: str  # the image parametrization (pii.core.param)
     spectral_slope: float | None  # the mean over the classes' images
     mean_probability: float  # the inverted model's own probability for the targets, over classes
     top1_rate: float  # the share of classes that are the inverted model's top-1

@@ -4,25 +4,47 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pii import augment as augment_lib
-from pii import judge as judge_lib
-from pii import losses, models, resume, tracking
-from pii import param as param_lib
-from pii import results
-from pii.classes import class_key, parse_class_ids
-from pii.config import check_invert
-from pii.device import resolve_device
-from pii.inversion import invert
-from pii.observers import Observers, ProgressBar, StageTimer
-from pii.outputs import Saver, save_results
-from pii.results import METRICS, RunResult
+from pii import models
+from pii.core import augment as augment_lib
+from pii.core import losses
+from pii.core import param as param_lib
+from pii.core.inversion import invert
+from pii.core.observers import Observer, Observers, ProgressBar
+from pii.eval import judge as judge_lib
+from pii.eval import results
+from pii.eval.results import METRICS, RunResult, StageTime
+from pii.models.classes import class_key, parse_class_ids
+from pii.models.device import resolve_device, views_per_chunk
+from pii.run import resume, tracking
+from pii.run.config import check_invert
+from pii.run.outputs import Saver, save_results
 
 log = logging.getLogger(__name__)
+
+
+class StageTimer(Observer):
+    """Wall seconds of each stage, and of its first step (where compiling and cudnn's autotuning
+    for the stage's new size happen): the loop reads the loss back at step 0, so that time is real."""
+
+    def __init__(self):
+        self.stages: list[StageTime] = []
+
+    def stage_started(self, index, stage, image):
+        self.start = time.perf_counter()
+        self.stages.append(StageTime(stage.size, stage.steps))
+
+    def step_done(self, index, step, loss, probs):
+        if step == 0:
+            self.stages[-1].first_step_seconds = time.perf_counter() - self.start
+
+    def stage_done(self, index, stage, image):
+        self.stages[-1].seconds = time.perf_counter() - self.start
 
 
 def run(cfg: DictConfig) -> RunResult:
@@ -62,7 +84,8 @@ def run(cfg: DictConfig) -> RunResult:
         observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
         image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, None, first_stage,
-                       log_every=int(cfg.log_every), chunk=cfg.augmentation.get("chunk"), param=param)
+                       log_every=int(cfg.log_every), chunk=partial(views_per_chunk, cfg.augmentation.get("chunk"), classifier),
+                       param=param)
         seconds = time.perf_counter() - started
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
         result.first_stage = first_stage + 1

@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pii.classes import class_key
+from pii.core.observers import Observer
+from pii.core.schedule import Stage
 from pii.errors import ConfigError
-from pii.observers import Observer
-from pii.results import METRICS, RunResult
-from pii.schedule import Stage
+from pii.eval.results import METRICS, RunResult
+from pii.models.classes import class_key
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def plan(full_size: int, cfg: DictConfig) -> list[Stage]:
     so with both the pasted patch is halfway between the old and new sizes.
     Neither: one stage at full size with the same total number of steps.
     """
-    stages, steps = int(cfg.stages), int(cfg.steps)  # ranges: pii.config.check_invert
+    stages, steps = int(cfg.stages), int(cfg.steps)  # ranges: pii.run.config.check_invert
     if not (cfg.zoom or cfg.centering):
         return [Stage(full_size, stages * steps, None)]
     step = full_size / (stages + 1)
@@ -51,7 +51,7 @@ def plan(full_size: int, cfg: DictConfig) -> list[Stage]:
 
 
 def grow(previous: torch.Tensor | None, stage: Stage, canvas: torch.Tensor) -> torch.Tensor:
-    """`canvas` (a fresh image of the stage's size: U[0, 1) noise for pixels, see pii.param) with
+    """`canvas` (a fresh image of the stage's size: U[0, 1) noise for pixels, see pii.core.param) with
     `previous` pasted in its centre."""
     if previous is None:
         return canvas
@@ -65,12 +65,12 @@ def grow(previous: torch.Tensor | None, stage: Stage, canvas: torch.Tensor) -> t
     return canvas
 
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}  # the names: pii.config.OPTIMIZERS
+OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}  # the names: pii.run.config.OPTIMIZERS
 
 
 def optimizer(params: list[torch.Tensor], steps: int, cfg: DictConfig):
     """Adam (or `schedule.optimizer=nadam`, MACO's) with cosine decay to 0 over the stage; re-created
     at every stage."""
-    make = OPTIMIZERS[str(cfg.get("optimizer", "adam"))]  # the name: checked by pii.config.check_invert
+    make = OPTIMIZERS[str(cfg.get("optimizer", "adam"))]  # the name: checked by pii.run.config.check_invert
     opt = make(params, lr=float(cfg.lr), betas=tuple(cfg.betas))
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)

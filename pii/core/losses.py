@@ -11,7 +11,6 @@ from torch import nn
 from pii.errors import ConfigError
 
 
-
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels."""
     dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()

@@ -17,10 +17,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pii.compose import one_line
-from pii.config import CONF_DIR, check_invert
+from pii import CONF_DIR
 from pii.errors import ConfigError
-from pii.results import RunResult
+from pii.eval.results import RunResult
+from pii.run.compose import one_line
+from pii.run.config import check_invert
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +126,17 @@ def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
     the files it starts from, so that a bad one fails before Hydra makes the run's directory.
     torch is imported only for a job that names such files."""
     if cfg.get("resume"):
-        from pii.resume import resumed_config
+        from pii.run.resume import resumed_config
 
         cfg = resumed_config(cfg, overrides)
     check_invert(cfg)
     if cfg.get("resume") or cfg.get("init_from"):
-        from pii.resume import check_files
+        from pii.run.resume import check_files
 
         check_files(cfg)
     weights = cfg.model.get("weights")
     if weights not in (None, "random", "pretrained"):
-        from pii.models import resolve_weights
+        from pii.models.weights import resolve_weights
 
         resolve_weights(str(weights))
 
@@ -155,7 +156,7 @@ def invert_main() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _invert_main(cfg: DictConfig) -> float:
-    from pii.runner import run
+    from pii.run.runner import run
 
     try:
         with sigterm_as_interrupt():

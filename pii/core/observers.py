@@ -3,12 +3,9 @@ knows nothing of files, W&B or progress bars."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from pii.results import RunResult, StageTime
-from pii.schedule import Stage
+from pii.core.schedule import Stage
 
 
 class Observer:
@@ -17,13 +14,14 @@ class Observer:
     def stage_started(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
 
     def step_done(self, index: int, step: int, loss: float, probs: torch.Tensor) -> None:
-        """Every `log_every` steps and at a stage's last step (pii.inversion.invert): that step's
+        """Every `log_every` steps and at a stage's last step (pii.core.inversion.invert): that step's
         loss, and per class the target probability averaged over the augmented views."""
 
     def stage_done(self, index: int, stage: Stage, image: torch.Tensor) -> None: ...
 
-    def run_done(self, image: torch.Tensor, result: RunResult) -> None:
-        """The final images and the run's result (what metrics.json holds; pii.runner.run)."""
+    def run_done(self, image: torch.Tensor, result: object) -> None:
+        """The final images and the run's result (the runner's pii.eval.results.RunResult, what
+        metrics.json holds)."""
 
 
 class Observers(Observer):
@@ -47,25 +45,6 @@ class Observers(Observer):
     def run_done(self, *args) -> None:
         for o in self.observers:
             o.run_done(*args)
-
-
-class StageTimer(Observer):
-    """Wall seconds of each stage, and of its first step (where compiling and cudnn's autotuning
-    for the stage's new size happen): the loop reads the loss back at step 0, so that time is real."""
-
-    def __init__(self):
-        self.stages: list[StageTime] = []
-
-    def stage_started(self, index, stage, image):
-        self.start = time.perf_counter()
-        self.stages.append(StageTime(stage.size, stage.steps))
-
-    def step_done(self, index, step, loss, probs):
-        if step == 0:
-            self.stages[-1].first_step_seconds = time.perf_counter() - self.start
-
-    def stage_done(self, index, stage, image):
-        self.stages[-1].seconds = time.perf_counter() - self.start
 
 
 class ProgressBar(Observer):

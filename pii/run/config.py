@@ -5,7 +5,7 @@ of conf/config.yaml's and conf/train_invert/config.yaml's defaults, so Hydra
 itself refuses a value of the wrong type (`augmentation.ensemble_size=abc` or
 `=1.5`) while composing. What a type cannot say (ranges, choices, the class
 ids against the model) is checked by `check_invert` / `check_train_invert`.
-Both run before anything loads or is written (pii.cli.preflight, and again at
+Both run before anything loads or is written (pii.run.cli.preflight, and again at
 the top of the run functions for callers that skip the CLI).
 
 Groups whose keys differ between options (train_invert's `data`) or that
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -25,19 +24,8 @@ from omegaconf import MISSING, DictConfig
 
 from pii.errors import ConfigError
 
-
-def conf_dir() -> str:
-    """Hydra's config root: pii/conf inside an installed wheel (pyproject ships conf/ there), else the
-    checkout's top-level conf/ (running from the repo, or an editable install)."""
-    package = Path(__file__).resolve().parent
-    installed = package / "conf"
-    return str(installed if (installed / "config.yaml").is_file() else package.parent / "conf")
-
-
-CONF_DIR = conf_dir()
-
-OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.cli.objective
-OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.schedule.OPTIMIZERS maps them to torch.optim classes
+OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
+OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.core.schedule.OPTIMIZERS maps them to torch.optim classes
 
 
 @dataclass
@@ -74,7 +62,7 @@ class AugmentationConfig:
 
 @dataclass
 class ParamConfig:
-    """conf/param/: pixel | fourier | maco (pii/param.py); the keys besides `name` depend on it."""
+    """conf/param/: pixel | fourier | maco (pii/core/param.py); the keys besides `name` depend on it."""
     name: str = "pixel"
     decay: Optional[float] = None
     sd: Optional[float] = None
@@ -129,7 +117,7 @@ class InvertConfig:
     channels_last: bool = True
     fold_batchnorm: bool = True
     cudnn_benchmark: bool = False
-    compile: Any = "auto"  # true, false, or auto (pii.device.wants_compile)
+    compile: Any = "auto"  # true, false, or auto (pii.models.device.wants_compile)
     log_every: int = 10
     objective: str = "judged_top1"
     method: str = "pixel"  # the leaderboard's label of a method preset
@@ -280,7 +268,7 @@ def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
 
 def check_invert(cfg: DictConfig) -> None:
     """Ranges and choices of an invert.py config (types are the schema's); ConfigError naming every bad key."""
-    from pii.classes import parse_class_ids
+    from pii.models.classes import parse_class_ids
 
     problems = Problems()
     _model(problems, cfg, "model")

@@ -8,7 +8,7 @@ next stage's size and gives / restores its state for checkpoints.
 - `maco`: MACO (Fel et al. 2023): only the Fourier phase is learned; the
   magnitude is fixed (a file, or a 1 / f^decay law).
 
-Growing between stages is the schedule's (pii.schedule.grow): the rendered
+Growing between stages is the schedule's (pii.core.schedule.grow): the rendered
 image is pasted into a fresh canvas of the new size, then re-expressed in the
 param (`encode`). For `pixel` that is today's code path exactly; for `fourier`
 re-encoding is exact; for `maco` it keeps the phase of the grown image under
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from pii import schedule
+from pii.core import schedule
+from pii.core.schedule import Stage
 from pii.errors import ConfigError
-from pii.schedule import Stage
 
 # Lucid's square root of ImageNet's colour correlation (SPEC section 5), normalised by its largest column norm.
 _COLOR = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -60,7 +60,7 @@ class Param:
         """After each optimiser step: keep the parameters valid (pixel: clamp to [0, 1])."""
 
     def grow(self, stage: Stage) -> None:
-        """To `stage`'s size: the current image pasted into a fresh canvas (pii.schedule.grow), re-encoded."""
+        """To `stage`'s size: the current image pasted into a fresh canvas (pii.core.schedule.grow), re-encoded."""
         previous = self.image() if self.size else None
         self.encode(schedule.grow(previous, stage, self.canvas(stage.size)))
 
@@ -278,7 +278,7 @@ def build(cfg: DictConfig | None, batch: int, device: torch.device | str = "cpu"
     """The `param` config group: `param.name` and that kind's keys."""
     if cfg is None:
         return Pixel(batch, device)
-    # the schema (pii.config.ParamConfig) holds every kind's keys; unset (None) ones are another kind's
+    # the schema (pii.run.config.ParamConfig) holds every kind's keys; unset (None) ones are another kind's
     kwargs = {k: v for k, v in dict(cfg).items() if k != "name" and v is not None}
     name = str(cfg.get("name", "pixel"))
     if name not in KINDS:

@@ -1,0 +1,11 @@
+"""Classifiers and where their weights come from, and the device policy that runs them.
+
+`build(cfg.model)` makes a frozen, normalising Classifier from a model config: timm or
+torchvision by name, weights from an installed package, timm's hub or a local file.
+"""
+
+from pii.models.classifier import SPEC_KEYS, Classifier, build, build_for_run, fold_batchnorm, model_spec, plan_stages
+from pii.models.weights import load_weights, resolve_weights
+
+__all__ = ["SPEC_KEYS", "Classifier", "build", "build_for_run", "fold_batchnorm", "load_weights", "model_spec",
+           "plan_stages", "resolve_weights"]

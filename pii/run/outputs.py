@@ -1,0 +1,57 @@
+"""What a run leaves in its output directory: stage images, a checkpoint per
+completed stage, one PNG per class, a grid, and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from pii.core.observers import Observer
+from pii.eval import results
+from pii.eval.results import METRICS, RunResult
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class Saver(Observer):
+    """Saves each stage's images and a resumable checkpoint when the stage ends."""
+
+    def __init__(self, out_dir: Path, class_ids: list[int], param=None):
+        self.out_dir, self.class_ids, self.param = Path(out_dir), class_ids, param
+        (self.out_dir / "stages").mkdir(parents=True, exist_ok=True)
+
+    def stage_done(self, index, stage, image):
+        save_grid(image, self.out_dir / "stages" / f"stage{index + 1}_{stage.size}px.png")
+        checkpoint = {"stage": index, "image": image.cpu(), "class_ids": self.class_ids,
+                      "rng": torch.get_rng_state()}
+        if self.param is not None:  # the param's own tensors (pii.core.param): resume continues from them exactly
+            checkpoint["param"] = self.param.state_dict()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+        tmp = self.out_dir / (CHECKPOINT + ".tmp")
+        torch.save(checkpoint, tmp)
+        tmp.replace(self.out_dir / CHECKPOINT)  # never leave a half-written checkpoint
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    save_image(make_grid(images.float().cpu(), nrow=min(len(images), 8), padding=2, pad_value=1.0), path)
+
+
+def save_results(out_dir: Path, image: torch.Tensor, result: RunResult) -> None:
+    """One PNG per class, the grid of all classes, and metrics.json."""
+    out_dir = Path(out_dir)
+    for img, entry in zip(image, result.classes):
+        save_image(img.float().cpu(), out_dir / entry.image)
+    save_grid(image, out_dir / "grid.png")
+    results.write(out_dir / METRICS, result)
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> None:
+    """train_invert's metrics.json, a dict of its own (pii.feedforward.runner); invert.py's is pii.eval.results."""
+    (Path(out_dir) / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
