@@ -16,7 +16,8 @@ peak of a large matmul measured in this run, and the warm-up (one step per
 stage size before timing: compiling, autotuning). --compare-compile also times
 the default path with compile=true (row `compiled`). The last line is
 `speedup_vs_naive=<naive seconds per class / default seconds per class>`, for
-the faster of default and compiled.
+the faster of default and compiled. --json also records the file in the
+manifest.json beside it (command, commit, date, hardware).
 """
 
 import argparse
@@ -30,7 +31,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from pii.errors import ConfigError  # noqa: E402
-from pii.eval import speed  # noqa: E402
+from pii.eval import provenance, speed  # noqa: E402
 from pii.models.classes import parse_class_ids  # noqa: E402
 from pii.models.device import resolve_device  # noqa: E402
 from pii.run.cli import script_main  # noqa: E402
@@ -92,6 +93,7 @@ def main(argv: list[str]) -> None:
             "paths": [{**vars(r), "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
                        "images_per_second": r.images_per_second, "flops_per_second": r.flops_per_second}
                       for r in (*batched, naive)]}, indent=2) + "\n")
+        provenance.record([Path(args.json)], device)
     print(f"speedup_vs_naive={ratio:.2f}")
 
 

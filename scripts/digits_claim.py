@@ -2,13 +2,14 @@
 
     python scripts/digits_claim.py                        # train (a few minutes on CPU), invert, judge
     python scripts/digits_claim.py --skip-train           # reuse the checkpoints in --out
-    python scripts/digits_claim.py --out /tmp/d schedule.steps=20   # extra overrides go to every inversion
+    python scripts/digits_claim.py --out outputs/digits_short schedule.steps=20   # overrides go to every inversion
 
 Trains on sklearn's digits (32 px) a small CNN, ViT and MLP-Mixer and, apart, a
 ResNet-18 judge; saves their state_dicts as <out>/{cnn,vit,mixer,judge}.pt
 (conf/model/digits_*.yaml load them); inverts digits 0-9 of each with PII, PII
 without ColorShift and plain cross-entropy (pii/run/digits.py METHODS); prints the
-judge's top-1 accuracy per architecture x method and writes <out>/claim.json.
+judge's top-1 accuracy per architecture x method and writes <out>/claim.json
+(recorded in <out>/manifest.json: command, commit, date, hardware).
 """
 
 import argparse
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 from pii.errors import ConfigError  # noqa: E402
+from pii.eval import provenance  # noqa: E402
 from pii.run import digits  # noqa: E402
 from pii.run.cli import script_main  # noqa: E402
 
@@ -60,6 +62,7 @@ def main(argv: list[str]) -> None:
     (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
                                                 "settings": {"schedule": digits.SCHEDULE, "methods": methods,
                                                              "overrides": args.overrides}}, indent=2) + "\n")
+    provenance.record([out / "claim.json"])
     print("\njudged top-1 over digits 0-9 (judge: ResNet-18 trained apart), mean judge p(target) in brackets")
     print(table)
     for short, by_method in results.items() if {"pii", "plain_ce"} <= set(methods) else ():

@@ -13,15 +13,15 @@
 #
 #   (torchmetrics and lightning-utilities: the feedforward evaluation's SSIM / PSNR, imported by the CUDA tests)
 # PARTS="tests paper bench_lite0 bench_vit" picks parts (default: all, in that order);
-# each part has a time limit, so one that hangs cannot cost the others. Measured: on an H200
-# (docs/results/gpu_h200) tests 88 s, paper 328 s (eager), Lite0 benchmark 90 s (20 steps), ViT 25 s;
-# on a fresh H100 (docs/results/gpu_h100) the tests took over 120 s, the paper part compiled per
-# stage ran out of 420 s (compile=auto now keeps it eager), Lite0 benchmark 84 s, ViT 47 s; on a
-# second H100 (docs/results/gpu_h100_s16) tests 183 s, paper 352 s eager with cudnn.benchmark on;
-# on a third (docs/results/gpu_h100_s20, autotuning off) tests 151 s, paper 206 s, Lite0 benchmark
-# 52 s, ViT 24 s: 433 s in all. The limits add up to more than one 600 s device call: there, run
-# PARTS=paper and PARTS="tests bench_lite0 bench_vit" as two calls, then join their gpu_check.json
-# files (scripts/gpu_report.py all.json --merge ...: a lent machine's OUT is empty at each call).
+# each part has a time limit, so one that hangs cannot cost the others. Measured on a fresh H100
+# on 2026-11-27 (docs/results/gpu/2026-11-27_h100): tests 151 s, paper 206 s, Lite0 benchmark 52 s,
+# ViT 24 s, 433 s in all; the other runs in docs/results/gpu/ took longer (cuDNN autotuning on,
+# or the paper part compiled per stage). The limits add up to more than one 600 s call: where a
+# machine is held for at most 600 s a call, run PARTS=paper and PARTS="tests bench_lite0 bench_vit"
+# as two calls, then join their gpu_check.json files (scripts/gpu_report.py all.json --merge ...:
+# a machine that starts each call in an empty OUT gives one file per call).
+# Each figure's commit is recorded in OUT/manifest.json: from git, or PII_COMMIT=<commit> given to
+# this script where the copied tree is not a git checkout.
 # W&B is not needed (logger=none). EXTRA="..." appends overrides to every run (a dry run of the
 # plumbing on a CPU:
 # EXTRA="device=cpu schedule.stages=1 schedule.steps=2 augmentation.ensemble_size=2 model.input_size=64").
@@ -77,8 +77,8 @@ part bench_vit 60 "$PY" scripts/benchmark.py --classes 20 --naive-classes 1 --js
     experiment=paper model=vit_b32 model.weights=random schedule.stages=1 schedule.steps=20 device=cuda ${EXTRA:-}
 
 # Not in the default PARTS (PARTS=first_step): where each stage's first step goes (8-12 s on an
-# H100 with autotuning off, stop 16). 3 steps per stage without the per-stage memory probe
-# (chunk=640: all the views, what the probe chose there), then with CUDA's kernels loaded up front
+# H100 with autotuning off, docs/results/gpu/2026-11-26_h100_cudnn_benchmark). 3 steps per stage
+# without the per-stage memory probe (chunk=640: all the views, what the probe chose there), then with CUDA's kernels loaded up front
 # instead of lazily; gpu_check.json's first_steps holds each stage's first step.
 first_step_runs() {
     variant() {  # variant NAME [OVERRIDES...]: the paper preset at 3 steps per stage into OUT/first_step/NAME

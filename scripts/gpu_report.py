@@ -5,8 +5,10 @@
 
 Reads what the check's parts left in OUT (parts.tsv, tests.xml, the paper run's
 metrics.json, the benchmarks' JSON) and prints the headline figures. A check split
-over several calls of a lent machine starts each call in an empty OUT: --merge joins
-their gpu_check.json files into one (each figure from the last file that has it).
+over several calls, each started in an empty OUT, gives one gpu_check.json per call:
+--merge joins them into one (each figure from the last file that has it). The file
+written is recorded in the manifest.json beside it (command, commit, date and the
+GPU; a merge keeps the commit and GPU of the calls it joins).
 """
 
 import argparse
@@ -18,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 from pii.errors import ConfigError  # noqa: E402
-from pii.eval import results  # noqa: E402
+from pii.eval import provenance, results  # noqa: E402
 
 
 def read_json(path: Path) -> dict | None:
@@ -95,6 +97,14 @@ def gather(out: Path) -> dict:
             "first_steps": first_steps(out)}
 
 
+def torch_version(report: dict) -> str:
+    """torch's version where the check ran (the benchmarks record it), else this process's."""
+    import torch
+
+    found = [b["torch"] for b in (report.get("bench_lite0"), report.get("bench_vit")) if b and b.get("torch")]
+    return found[0] if found else torch.__version__
+
+
 def merge(reports: list[dict]) -> dict:
     """One report from several calls' reports: every part, each figure from the last report that has it."""
     merged = {"gpu": None, "parts": {}}
@@ -137,9 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.merge:
         path, report = Path(args.out), merge([json.loads(Path(name).read_text()) for name in args.merge])
+        calls = [provenance.read(Path(name).parent).get("files", {}).get(Path(name).name, {}) for name in args.merge]
+        origin = {key: " / ".join(sorted({c[key] for c in calls if key in c}))
+                  for key in ("commit", "hardware") if any(key in c for c in calls)}
     else:
         path, report = Path(args.out) / "gpu_check.json", gather(Path(args.out))
+        origin = {"hardware": f"{report['gpu']}; torch {torch_version(report)}"} if report["gpu"] else {}
     path.write_text(json.dumps(report, indent=2) + "\n")
+    provenance.record([path], **origin)
     summarise(report)
     print(f"all figures: {path}")
 

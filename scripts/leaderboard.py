@@ -1,14 +1,19 @@
 """The method leaderboard: python scripts/leaderboard.py <run or sweep dir> [more dirs] [--out DIR]
 
     python invert.py -m experiment=sweep_methods classes=benchmark20 seed=0,1
-    python scripts/leaderboard.py outputs/sweeps/<time>_methods --out docs/results/leaderboard
+    python scripts/leaderboard.py outputs/sweeps/<time>_methods --out docs/results/leaderboard \
+        --grid docs/figures/leaderboard_grid.jpg
 
 Finds every finished run (metrics.json) under the directories, groups them by
 method (the `method` key the presets set) and class list (conf/classes/),
 pools their seeds, and writes leaderboard.md (judged top-1 / top-5 / mean
 probability per judge, spectral slope, the inverted model's own probability,
-seconds per class), leaderboard.json and leaderboard_grid.jpg (rows = runs,
-columns = classes) into --out (default: the first directory).
+seconds per class) and leaderboard.json into --out (default: the first
+directory), and the grid (rows = runs, columns = classes) to --grid (default:
+<out>/leaderboard_grid.jpg). leaderboard.json names each run relative to the
+directory it was found under (`<that directory's name>/<job>`), and every file
+written is recorded in the manifest.json beside it (command, commit, date,
+hardware: pii.eval.provenance).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 from pii.errors import ConfigError  # noqa: E402
+from pii.eval import provenance  # noqa: E402
 from pii.eval.leaderboard import leaderboard, markdown, method_grid  # noqa: E402
 
 
@@ -29,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", type=Path, nargs="+", help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first directory)")
+    parser.add_argument("--grid", type=Path, help="where to write the grid (default: <out>/leaderboard_grid.jpg)")
     parser.add_argument("--cell", type=int, default=96, help="grid cell size in px")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -38,14 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or args.dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
+    grid = args.grid or out / "leaderboard_grid.jpg"
+    for folder in (out, grid.parent):
+        folder.mkdir(parents=True, exist_ok=True)
     table = markdown(summaries)
     (out / "leaderboard.md").write_text(table + "\n")
     (out / "leaderboard.json").write_text(json.dumps(
-        {"runs": [str(d) for d, _ in runs], "rows": summaries}, indent=2) + "\n")
-    method_grid(runs, args.cell).convert("RGB").save(out / "leaderboard_grid.jpg", quality=90)
+        {"runs": [provenance.portable(d, args.dirs) for d, _ in runs], "rows": summaries}, indent=2) + "\n")
+    method_grid(runs, args.cell).convert("RGB").save(grid, quality=90)
+    provenance.record([out / "leaderboard.md", out / "leaderboard.json", grid])
     print(table)
-    print(f"written to {out}/leaderboard.md, leaderboard.json, leaderboard_grid.jpg")
+    print(f"written to {out}/leaderboard.md, leaderboard.json and {grid} (origin in manifest.json beside each)")
     return 0
 
 

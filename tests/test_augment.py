@@ -1,9 +1,11 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from pii import CONF_DIR
 from pii.core import augment
 from pii.errors import ConfigError
 
@@ -73,7 +75,7 @@ def test_ensemble_size_below_one_is_a_config_error():
 
 
 def test_lucent_and_maco_pieces_compose_in_order():
-    pii = OmegaConf.load("conf/augmentation/pii.yaml")
+    pii = OmegaConf.load(Path(CONF_DIR) / "augmentation" / "pii.yaml")  # not the working directory's conf/
     lucent = OmegaConf.merge(pii, {"jitter": 0, "color_shift": False, "pad": 12, "shift": 12, "scale": [0.9, 1.1],
                                    "degrees": 10, "ensemble_size": 4})
     pieces = augment.build(lucent)

@@ -1,4 +1,4 @@
-"""Bad input at the entry points, as a new user would type it (issue 9).
+"""Bad input at the entry points, as a new user would type it.
 
 Every row of BAD runs the real entry point as a subprocess: `invert.py`,
 `train_invert.py`, `scripts/judge.py`, `scripts/report.py`, `scripts/digits_claim.py`. Each must exit
@@ -190,7 +190,7 @@ def test_bad_input_is_one_line_and_exit_2(earlier, entry, args, names):
 
 
 def test_duplicate_class_ids_are_refused_before_anything_runs(tiny_config):
-    """Issue 9.4: class_id=[980,980,1] used to write both 980 images to one file."""
+    """class_id=[980,980,1] would write both 980 images to one file: refused."""
     from pii.errors import ConfigError
     from pii.run.config import check_invert
 

@@ -1,4 +1,4 @@
-"""Issue 9.3: train_invert's small CNN is reused only by runs that would train the same one."""
+"""train_invert's small CNN is reused only by runs that would train the same one."""
 
 import logging
 import os

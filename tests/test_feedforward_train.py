@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def classifier_path(tmp_path_factory) -> Path:
-    """One tiny classifier checkpoint for the whole session: the first run trains and saves it."""
+    """One tiny classifier checkpoint for all the tests: the first run trains and saves it."""
     return tmp_path_factory.mktemp("classifier") / "small_cnn.safetensors"
 
 

@@ -1,5 +1,6 @@
 """Every model entry builds (random weights, no network) and passes gradients to its input."""
 
+import platform
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,8 @@ def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):
         torch.set_float32_matmul_precision(precision)
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                    reason="keep_freed_memory tunes glibc's malloc (mallopt); this C library is not glibc")
 def test_cpu_runs_keep_freed_memory():
     from pii.models import cpu
     from pii.models.device import resolve_device

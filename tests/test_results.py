@@ -1,4 +1,4 @@
-"""One results schema (issue 10): pii.eval.results writes and reads metrics.json; a real run's file reads back."""
+"""One results schema: pii.eval.results writes and reads metrics.json; a real run's file reads back."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,7 @@ from pii.eval.results import METRICS, SCHEMA_VERSION
 from pii.run import runner
 from tests.tiny import made_up_result, tiny_cfg
 
-OLD_FILE = Path(__file__).resolve().parent.parent / "docs" / "results" / "gpu_h200" / "paper_metrics.json"
+OLD_FILE = Path(__file__).resolve().parent / "data" / "metrics_unversioned.json"  # a GPU run of an earlier pii
 JUDGE = ["verifier=timm", "verifier.timm.name=test_efficientnet", "verifier.timm.weights=random",
          "verifier.timm.num_classes=10", "verifier.timm.input_size=32"]
 

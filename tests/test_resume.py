@@ -120,8 +120,8 @@ def test_resume_accepts_device_logger_verifier_and_a_repeated_value(tmp_path, mo
 
 
 def test_cli_resume_with_fewer_stages_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
-    """Issue 9.1: stopped after stage 1 of 3, resumed with schedule.stages=1: it used to save the
-    stage-1 image as the final one and exit 0."""
+    """Stopped after stage 1 of 3, resumed with schedule.stages=1: saving the stage-1 image as the
+    final one and exiting 0 would be wrong, so it is refused."""
     import subprocess
     import sys
 
@@ -139,7 +139,7 @@ def test_cli_resume_with_fewer_stages_is_refused_and_nothing_is_written(tmp_path
 
 
 def test_resuming_a_finished_run_reports_it_and_rewrites_nothing(tmp_path):
-    """Issue 9.2: it used to rewrite metrics.json with seconds ~0 and first_stage = stages + 1."""
+    """Not a rewrite of metrics.json with seconds ~0 and first_stage = stages + 1."""
     done = tmp_path / "done"
     cfg = tiny_cfg(done)
     as_hydra_run(cfg, done)

@@ -10,7 +10,7 @@ next stage's size and gives / restores its state for checkpoints.
 
 Growing between stages is the schedule's (pii.core.schedule.grow): the rendered
 image is pasted into a fresh canvas of the new size, then re-expressed in the
-param (`encode`). For `pixel` that is today's code path exactly; for `fourier`
+param (`encode`). For `pixel` that is the paper's loop exactly; for `fourier`
 re-encoding is exact; for `maco` it keeps the phase of the grown image under
 the fixed magnitude, an approximation.
 """
@@ -29,7 +29,8 @@ from pii.core import schedule
 from pii.core.schedule import Stage
 from pii.errors import ConfigError
 
-# Lucid's square root of ImageNet's colour correlation (SPEC section 5), normalised by its largest column norm.
+# Lucid's square root of ImageNet's colour correlation (Olah et al., "Feature Visualization", Distill 2017;
+# lucent's port), normalised by its largest column norm.
 _COLOR = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR = _COLOR / _COLOR.norm(dim=0).max()
 EPS = 1e-4  # encode: pixels are clamped to [EPS, 1 - EPS] before the logit

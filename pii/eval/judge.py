@@ -1,4 +1,4 @@
-"""Judged quality (SPEC section 4): how often a model that was NOT inverted
+"""Judged quality: how often a model that was NOT inverted
 puts an inversion in its target class, top-1 and top-5.
 
 `cfg.verifier` maps a judge's name to a model config (the keys of

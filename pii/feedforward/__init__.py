@@ -1,4 +1,5 @@
-"""Feedforward inversion (SPEC section 2): a generator G trained once so that
+"""Feedforward inversion (Teterwak et al., "Understanding invariance via feedforward inversion of
+discriminatively trained classifiers", ICML 2021): a generator G trained once so that
 G(logits of a classifier on x, noise) looks like x.
 
 One concept per module: `generator` (BigGAN-style G with logit-conditioned

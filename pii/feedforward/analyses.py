@@ -1,4 +1,4 @@
-"""Image-grid analyses of a trained generator (SPEC section 2, the paper's Section 4):
+"""Image-grid analyses of a trained generator (the feedforward inversion paper's Section 4):
 
   reconstructions  originals (top row) over their reconstructions, per model
   noise            per image: original, z=0 reconstruction, then random noise draws

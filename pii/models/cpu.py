@@ -63,7 +63,7 @@ def run_in_fp32(module: nn.Module) -> None:
     oneDNN's bf16 backward of a strided grouped (depthwise) conv is ~6x slower
     than fp32 on this kind of CPU (16 x 96 x 113 px, stride 2: 56 ms against 9),
     and EfficientNet has one at each resolution drop: fp32 there makes a bf16
-    step 1.33x faster (docs/results/ab_cpu_step.py). pii.models.device applies it on
+    step 1.33x faster (scripts/ab_cpu_step.py). pii.models.device applies it on
     the CPU only."""
     def fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", enabled=False):

@@ -61,7 +61,8 @@ def configure(device: torch.device, cudnn_benchmark: bool = False) -> None:
         setattr(dynamo, name, max(getattr(dynamo, name), 32))
 
 
-# compile=auto's cost model, measured on an H100 (docs/results/gpu_h100, docs/results/gpu_h100_s16;
+# compile=auto's cost model, measured on an H100 (docs/results/gpu/2026-11-26_h100_compiled and
+# docs/results/gpu/2026-11-26_h100_cudnn_benchmark;
 # Lite0, bf16, channels_last, 640 views, cold compile cache): the first step at a new size took 46-55 s
 # compiled against 25-41 s eager, both with cuDNN's autotuning, and ~9 s eager without it (its
 # default now); a step at 224 px ran in 0.050 s compiled (BatchNorm unfolded) against 0.072 s eager

@@ -30,8 +30,8 @@ JUDGE = "judge"
 # one stage with no augmentation at all.
 SCHEDULE = ["schedule.stages=3", "schedule.steps=300"]
 AUGMENT = ["augmentation.ensemble_size=8", "augmentation.jitter=4"]
-# The leaderboard's other image parametrizations (issue 11's question: does a Fourier or MACO
-# image lift the ViT and Mixer?) take their recipe with only the budget and the pixel sizes
+# The leaderboard's other image parametrizations (does a Fourier or MACO image lift the ViT and
+# Mixer?) take their recipe with only the budget and the pixel sizes
 # scaled to 32 px: pii_fourier on PII's schedule; maco and lucent in one 32 px stage of 900 steps
 # like plain_ce, lucent's pad / shift of 12 px at 224 px become 2 px. DeepInversion's prior is
 # BatchNorm statistics, which only the CNN has (`digits_claim.py --architectures cnn`); its flips

@@ -64,7 +64,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
 
 
 def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
-    """A run saved by an earlier version of pii lacks the keys added since: they take today's
+    """A run saved by an earlier version of pii lacks the keys added since: they take the current
     values (settings of how to run, such as log_every or augmentation.chunk; never a judge)."""
     values = OmegaConf.to_container(current, resolve=False)
     with open_dict(saved):

@@ -1,0 +1,65 @@
+"""Interleaved A/B of one inversion step on the CPU: precision x channels_last, and bf16 with the
+strided depthwise convs left in bf16 (`bf16_all_nhwc`), against fp32 NCHW in the same process.
+
+    python scripts/ab_cpu_step.py --json outputs/ab_cpu_step.json                       # glibc malloc as it comes
+    python scripts/ab_cpu_step.py --keep-freed-memory --json outputs/ab_cpu_step_keep.json  # pii's CPU default
+
+One step = jitter + ensemble 4 + ColorShift, forward, backward to the image, for 8 classes of
+EfficientNet-Lite0, at 112, 168 and 224 px; every variant once per size in turn, 4 passes, the
+first a warm-up. Prints each variant's seconds and its ratio to fp32 NCHW; --json writes the
+timings (recorded in the manifest.json beside it: command, commit, date, hardware).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+
+import torch  # noqa: E402
+
+from pii import models  # noqa: E402
+from pii.core import augment  # noqa: E402
+from pii.eval import provenance  # noqa: E402
+from pii.models import cpu  # noqa: E402
+from pii.run.compose import compose  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-freed-memory", action="store_true", help="pii.models.cpu.keep_freed_memory() first")
+    parser.add_argument("--json", type=Path, help="write the timings here")
+    args = parser.parse_args()
+    if args.keep_freed_memory:
+        cpu.keep_freed_memory()
+    cfg = compose(["augmentation.ensemble_size=4"])
+    aug = augment.build(cfg.augmentation)
+    variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
+                for p in ["fp32", "bf16"] for cl in [False, True]}
+    variants["bf16_all_nhwc"] = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)
+    for module in variants["bf16_all_nhwc"].modules():
+        if "forward" in vars(module):
+            del module.forward  # back to the class's forward: the strided depthwise convs run in bf16 too
+    times = {k: [] for k in variants}
+    for rep in range(4):
+        for size in [112, 168, 224]:
+            for k, clf in variants.items():
+                x = torch.rand(8, 3, size, size, requires_grad=True)
+                t = time.perf_counter()
+                torch.nn.functional.cross_entropy(clf(aug(x)), torch.arange(8).repeat_interleave(4)).backward()
+                if rep:  # the first pass warms up
+                    times[k].append(time.perf_counter() - t)
+    base = sum(times["fp32_nchw"])
+    print(f"keep_freed_memory={args.keep_freed_memory}")
+    for k, v in times.items():
+        print(f"{k:<14} {sum(v):6.2f} s   {base / sum(v):.2f}x vs fp32_nchw", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"keep_freed_memory": args.keep_freed_memory, "seconds": times}, indent=1))
+        provenance.record([args.json])
+
+
+if __name__ == "__main__":
+    main()
