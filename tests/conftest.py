@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def compose_config(overrides=(), config_name: str = "config"):
     """The real config, composed as invert.py would, with `overrides`."""
+    import pii.run.config  # noqa: F401 - registers the schemas that config.yaml's defaults name (on its own: any test order)
+
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
 

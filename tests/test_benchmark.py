@@ -31,6 +31,8 @@ def test_benchmark_prints_every_figure(tmp_path):
     # the naive path also computes weight gradients: more FLOPs per image
     assert naive["flops"] / naive["images"] > default["flops"] / default["images"]
     assert float(lines[-1].split("=")[1]) == round(report["speedup_vs_naive"], 2)
+    entry = json.loads((tmp_path / "manifest.json").read_text())["files"]["bench.json"]
+    assert entry["command"].startswith("python scripts/benchmark.py --classes 2 ") and "threads" in entry["hardware"]
 
 
 def test_benchmark_bad_override_is_one_line_error():

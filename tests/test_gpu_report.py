@@ -19,9 +19,12 @@ def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_pa
          "paper": None, "bench_lite0": None, "bench_vit": None, "first_steps": None},
     ]
     files = []
-    for i, call in enumerate(calls):
-        files.append(tmp_path / f"call{i}.json")
+    for i, call in enumerate(calls):  # each call's OUT: its gpu_check.json and the manifest the check wrote
+        (tmp_path / f"call{i}").mkdir()
+        files.append(tmp_path / f"call{i}" / "gpu_check.json")
         files[-1].write_text(json.dumps(call))
+        origin = {"command": "scripts/gpu_check.sh OUT", "commit": "abc1234", "date": "2026-11-27", "hardware": "H100"}
+        (tmp_path / f"call{i}" / "manifest.json").write_text(json.dumps({"files": {"gpu_check.json": origin}}))
     out = tmp_path / "all.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(out), "--merge", *map(str, files)],
                           capture_output=True, text=True, timeout=60, check=False)
@@ -31,3 +34,5 @@ def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_pa
     assert merged["paper"] == paper  # the second call's null does not erase it
     assert merged["tests"]["tests"] == 9
     assert "9.1 s per class" in proc.stdout and "part bench_vit: exit 0" in proc.stdout
+    entry = json.loads((tmp_path / "manifest.json").read_text())["files"]["all.json"]  # the calls' origin, kept
+    assert (entry["commit"], entry["hardware"]) == ("abc1234", "H100") and "--merge" in entry["command"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,11 +32,21 @@ def test_sweep_methods_runs_every_method_and_the_leaderboard_reads_them(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "board"
-    proc = subprocess.run([sys.executable, "scripts/leaderboard.py", str(sweep), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    out, figures = tmp_path / "board", tmp_path / "figures"
+    proc = subprocess.run([sys.executable, "scripts/leaderboard.py", str(sweep), "--out", str(out),
+                           "--grid", str(figures / "board.jpg")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == METHODS
-    assert all(-4 < r["spectral_slope"] < 1 and r["seconds_per_class"] >= 0 for r in rows)
-    assert "spectral slope" in (out / "leaderboard.md").read_text() and (out / "leaderboard_grid.jpg").is_file()
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [r["method"] for r in board["rows"]] == METHODS
+    assert all(-4 < r["spectral_slope"] < 1 and r["seconds_per_class"] >= 0 for r in board["rows"])
+    assert "spectral slope" in (out / "leaderboard.md").read_text() and (figures / "board.jpg").is_file()
+    # runs named from the sweep given (its name, then the job): no folder of this machine
+    assert sorted(board["runs"]) == sorted(f"methods/{job.name}" for job in sweep.iterdir() if (job / "metrics.json").is_file())
+    assert str(tmp_path) not in (out / "leaderboard.json").read_text()
+    # where each file came from, beside it
+    for folder, names in ((out, {"leaderboard.md", "leaderboard.json"}), (figures, {"board.jpg"})):
+        entries = json.loads((folder / "manifest.json").read_text())["files"]
+        assert set(entries) == names
+        for entry in entries.values():
+            assert entry["command"].startswith("python scripts/leaderboard.py ") and entry["commit"] and entry["hardware"]
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["date"])
