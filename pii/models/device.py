@@ -48,7 +48,7 @@ def resolve_device(name: str, cudnn_benchmark: bool = False) -> torch.device:
 def configure(device: torch.device, cudnn_benchmark: bool = False) -> None:
     """Process-wide settings for `device`. `cudnn_benchmark`: cuDNN times its algorithms for every
     new input shape and keeps the fastest; that pays where one shape runs thousands of steps
-    (feedforward training), not in an inversion's stages (README: Running on a GPU)."""
+    (feedforward training), not in an inversion's stages (docs/gpu.md)."""
     if device.type == "cpu":
         cpu.keep_freed_memory()
     elif device.type == "cuda":

@@ -59,7 +59,7 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
 
     All are trained with random shifts and a random per-channel gain and offset:
     models trained on clean grey digits only are not robust to colour or shift,
-    and their inversions stay noise under any method (first run, README)."""
+    and their inversions stay noise under any method (as a first training on clean digits showed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_test, y_test) = split(*load_digits())
