@@ -35,6 +35,7 @@ def commit() -> str:
 
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
+
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
@@ -46,6 +47,7 @@ def commit() -> str:
 
 
 def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -74,9 +76,9 @@ def command(argv: list[str] | None = None) -> str:
     cwd = Path.cwd().resolve()
 
     def relative(arg: str) -> str:
-        path = Path(arg)
-        return path.resolve().relative_to(cwd).as_posix() if path.is_absolute() and path.resolve().is_relative_to(cwd) \
-            else arg
+        path = Path(arg).resolve() if Path(arg).is_absolute() else None
+        return path.relative_to(cwd).as_posix() if path is not None and path.is_relative_to(cwd) else arg
+
     return shlex.join(head + [relative(a) for a in argv[1:]])
 
 
@@ -84,7 +86,7 @@ def portable(path: str | Path, roots: list[Path]) -> str:
     """`path` as `<root's name>/<the rest>` for the first of `roots` that holds it (the root's name
     says which of several it came from), else its own name: no folder of the machine that wrote it."""
     path = Path(path).resolve()
-    for root in map(lambda r: Path(r).resolve(), roots):
+    for root in (Path(r).resolve() for r in roots):
         if path.is_relative_to(root):
             return (Path(root.name) / path.relative_to(root)).as_posix()
     return path.name
