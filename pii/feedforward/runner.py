@@ -55,6 +55,7 @@ def setup_dist(device_name: str) -> Dist:
 def check(cfg: DictConfig) -> None:
     """Input checks that need no data: fail before anything slow happens."""
     data_lib.builder(cfg.data)
+    classifier_lib.builder(cfg.classifier)
     g_lib.depth_for(int(cfg.generator.resolution), int(cfg.generator.base))
     g_lib.depth_for(int(cfg.generator.resolution), int(cfg.discriminator.base))
     for c in cfg.conditions:

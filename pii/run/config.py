@@ -128,8 +128,9 @@ class InvertConfig:
 
 @dataclass
 class SmallCNNConfig:
-    """conf/train_invert/classifier/: small_cnn, or kind=model (the other keys then unused)."""
-    kind: str = "small_cnn"
+    """conf/train_invert/classifier/: small_cnn, or model (`_target_` pii.feedforward.classifier.model_group,
+    which leaves the other keys unused)."""
+    _target_: str = "pii.feedforward.classifier.small_cnn"
     num_classes: Optional[int] = None
     width: int = 32
     epochs: int = 10
