@@ -91,7 +91,8 @@ class LossConfig:
 
 @dataclass
 class LoggerConfig:
-    backend: str = "none"
+    """conf/logger/: none or wandb; `_target_` is the tracker class (pii/run/tracking.py)."""
+    _target_: str = "pii.run.tracking.Tracker"
     mode: str = "online"
     project: str = "pii"
     entity: Optional[str] = None

@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> RunResult:
         param.load_state_dict(start_from)
     elif start_from is not None:  # images (init_from, or an older pixel checkpoint)
         param.encode(start_from)
-    with tracking.start(cfg, class_ids, classifier.num_classes, stages, resume=bool(cfg.get("resume"))) as tracker:
+    with tracking.start(cfg, class_ids, classifier.num_classes, stages) as tracker:
         timer = StageTimer()
         observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
