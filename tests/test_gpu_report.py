@@ -1,11 +1,8 @@
 """scripts/gpu_report.py --merge: a GPU check split over calls (each in an empty OUT) gives one JSON."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_cli
 
 
 def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_path):
@@ -23,8 +20,7 @@ def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_pa
         files.append(tmp_path / f"call{i}.json")
         files[-1].write_text(json.dumps(call))
     out = tmp_path / "all.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(out), "--merge", *map(str, files)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = run_cli("scripts/gpu_report.py", out, "--merge", *files, timeout=60)
     assert proc.returncode == 0, proc.stderr
     merged = json.loads(out.read_text())
     assert set(merged["parts"]) == {"paper", "tests", "bench_vit"}

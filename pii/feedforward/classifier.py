@@ -111,10 +111,10 @@ def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: Di
     net = SmallCNN(num_classes, int(width))
     if not path.exists() and is_main:
         classifier = wrap(net, num_classes, resolution)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # loading draws too (DataLoader's seed): all inside
             torch.manual_seed(int(seed))
             fit(classifier, *load_all(data.train), int(epochs), lr=float(lr), batch_size=int(batch_size))
-        held_out = accuracy(classifier, *load_all(data.test))
+            held_out = accuracy(classifier, *load_all(data.test))
         log.info("trained the small CNN classifier: %d epochs, held-out accuracy %.3f", int(epochs), held_out)
         path.parent.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file

@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> RunResult:
             log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
             return finished
     check_invert(cfg)
+    tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
     stages = models.plan_stages(cfg)
