@@ -11,14 +11,11 @@ their gpu_check.json files into one (each figure from the last file that has it)
 
 import argparse
 import json
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval import results  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval import results
 
 
 def read_json(path: Path) -> dict | None:

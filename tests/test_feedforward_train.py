@@ -154,7 +154,8 @@ def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
     assert (out / "reconstructions.png").exists() and (out / "logits_edits.png").exists()
     assert load_checkpoint(out / "logits" / CHECKPOINT)["step"] == 4
     assert sorted(p.name for p in (out / "onehot" / "samples").iterdir()) == ["step000002.png", "step000004.png"]
-    from wandb_file import history, run_file, run_record  # here: the GPU check imports this module's fixtures without wandb
+    # imported here: the GPU check imports this module's fixtures on a machine without wandb
+    from wandb_file import history, run_file, run_record
 
     runs = {}  # one offline W&B run per condition, in one group, with the same keys
     for condition in ("logits", "onehot"):
