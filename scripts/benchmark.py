@@ -22,20 +22,17 @@ manifest.json beside it (command, commit, date, hardware).
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+import torch
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval import provenance, speed  # noqa: E402
-from pii.models.classes import parse_class_ids  # noqa: E402
-from pii.models.device import resolve_device  # noqa: E402
-from pii.run.cli import script_main  # noqa: E402
-from pii.run.compose import compose  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval import provenance, speed
+from pii.models.classes import parse_class_ids
+from pii.models.device import resolve_device
+from pii.run.cli import script_main
+from pii.run.compose import compose
 
 
 def main(argv: list[str]) -> None:

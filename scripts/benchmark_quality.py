@@ -10,17 +10,13 @@ same as `python invert.py classes=benchmark20 ...`, with the table at the end.
 To judge a finished run again: python scripts/judge.py <its output directory>.
 """
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval.judge import format_table  # noqa: E402
-from pii.run.cli import script_main  # noqa: E402
-from pii.run.compose import compose  # noqa: E402
-from pii.run.runner import run  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval.judge import format_table
+from pii.run.cli import script_main
+from pii.run.compose import compose
+from pii.run.runner import run
 
 
 def main(argv: list[str]) -> None:

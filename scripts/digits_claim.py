@@ -14,15 +14,12 @@ judge's top-1 accuracy per architecture x method and writes <out>/claim.json
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval import provenance  # noqa: E402
-from pii.run import digits  # noqa: E402
-from pii.run.cli import script_main  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval import provenance
+from pii.run import digits
+from pii.run.cli import script_main
 
 EPOCHS = {"cnn": 10, "vit": 20, "mixer": 10, "judge": 10}
 

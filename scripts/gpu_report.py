@@ -13,14 +13,11 @@ GPU; a merge keeps the commit and GPU of the calls it joins).
 
 import argparse
 import json
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval import provenance, results  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval import provenance, results
 
 
 def read_json(path: Path) -> dict | None:

@@ -10,17 +10,14 @@ directory, prints per run and judge the per class table and the overall top-1 /
 top-5 accuracy, and writes them all to `<dir>/judge.json`.
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions  # noqa: E402
-from pii.models.device import resolve_device  # noqa: E402
-from pii.run.cli import script_main  # noqa: E402
-from pii.run.compose import compose  # noqa: E402
-from pii.run.config import check_invert  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions
+from pii.models.device import resolve_device
+from pii.run.cli import script_main
+from pii.run.compose import compose
+from pii.run.config import check_invert
 
 
 def main(argv: list[str]) -> None:

@@ -24,11 +24,9 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval import provenance  # noqa: E402
-from pii.eval.leaderboard import leaderboard, markdown, method_grid  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval import provenance
+from pii.eval.leaderboard import leaderboard, markdown, method_grid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval.gallery import write_report  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval.gallery import write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,15 +11,13 @@ half its training digits inverted; it prints its held-out accuracy on both polar
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+import torch
 
-import torch  # noqa: E402
-
-from pii.models import digits  # noqa: E402
-from pii.run.digits import model_config  # noqa: E402
+from pii.models import digits
+from pii.models.training import accuracy
+from pii.run.digits import model_config
 
 
 def main() -> None:
@@ -28,13 +26,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    (xt, yt), (xs, ys) = digits.split(*digits.load_digits())
+    (xt, yt), (xs, ys) = digits.digits_split()
     clf = digits.train(model_config("digits_judge"), xt, yt, args.epochs, seed=2000, shift=3, colour=0.5,
                        polarity=0.5)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(clf.net.state_dict(), args.out)
-    print(f"held-out accuracy {digits.accuracy(clf, xs, ys):.3f}, "
-          f"polarity inverted {digits.accuracy(clf, 1 - xs, ys):.3f}; saved {args.out}")
+    print(f"held-out accuracy {accuracy(clf, xs, ys):.3f}, "
+          f"polarity inverted {accuracy(clf, 1 - xs, ys):.3f}; saved {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Tests run offline: no W&B server, no model hub."""
+"""Tests run offline: no W&B server, no model hub. The helpers that many test files share live here:
+the checkout's ROOT, the real config composed (`compose_config`, `tiny_config`), entry points run as a
+user runs them (`run_cli`), a run stopped after a stage (`stopped_after_stage`, `as_hydra_run`)."""
 
 import os
 
@@ -10,14 +12,69 @@ import tempfile  # noqa: E402
 
 os.environ.setdefault("PII_CLASSIFIER_CACHE", tempfile.mkdtemp(prefix="pii-test-classifiers-"))
 
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from pii import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python <args>` in the checkout's root as a user types it (invert.py, train_invert.py,
+    scripts/<name>.py), importing this checkout's pii; stdout and stderr captured as text."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=cli_env(env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a command run from the checkout: its pii first on the import path, before
+    any installed one (an editable install may point at another checkout)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+@contextmanager
+def stopped_after_stage(index: int):
+    """Inside, an inversion stops with KeyboardInterrupt right after stage `index` (0-based) is
+    saved, as if Ctrl-C had come then."""
+    from pii.run import outputs
+
+    save_stage = outputs.Saver.stage_done
+
+    def stop(self, i, stage, image):
+        save_stage(self, i, stage, image)
+        if i == index:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(outputs.Saver, "stage_done", stop)
+        yield
+
+
+def as_hydra_run(cfg, out_dir: Path):
+    """`cfg`, saved in `out_dir` as Hydra saves a job's config (what resume= reads)."""
+    (out_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
+    return cfg
+
+
+def file_bytes(root: Path) -> dict:
+    """Every file under `root` and its bytes: compare before and after to see that nothing changed."""
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+class Payload:
+    """Unpickling this would run code."""
+
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
 
 
 def compose_config(overrides=(), config_name: str = "config"):

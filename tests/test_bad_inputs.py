@@ -10,20 +10,17 @@ imported, so the table costs about a second a row.
 """
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
-from omegaconf import OmegaConf
+from conftest import Payload, as_hydra_run, file_bytes, run_cli, stopped_after_stage
 
-from pii.run import outputs, runner
+from pii.run import runner
 from tests.tiny import tiny_cfg
 
-ENTRY = {"invert": ["invert.py"], "train": ["train_invert.py"], "judge": ["scripts/judge.py"],
-         "report": ["scripts/report.py"], "digits": ["scripts/digits_claim.py"]}
+ENTRY = {"invert": "invert.py", "train": "train_invert.py", "judge": "scripts/judge.py",
+         "report": "scripts/report.py", "digits": "scripts/digits_claim.py"}
 
 # (entry point, arguments ({d} = the test's directory), what stderr must name)
 BAD = [
@@ -106,43 +103,13 @@ BAD = [
 ]
 
 
-def cli(entry: str, args: list[str], timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *ENTRY[entry], *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def snapshot(root: Path) -> dict:
-    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory) -> Path:
     """An earlier finished tiny run, a stopped one, damaged copies of them, and a two-job sweep."""
     d = tmp_path_factory.mktemp("bad_inputs")
-
-    def run(name, stop_after=None):
-        cfg = tiny_cfg(d / name, "verifier=none")
-        (d / name / ".hydra").mkdir(parents=True)
-        OmegaConf.save(cfg, d / name / ".hydra" / "config.yaml")
-        if stop_after is None:
-            return runner.run(cfg)
-        save = outputs.Saver.stage_done
-
-        def stop(self, index, stage, image):
-            save(self, index, stage, image)
-            if index == stop_after:
-                raise KeyboardInterrupt
-
-        outputs.Saver.stage_done = stop
-        try:
-            runner.run(cfg)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            outputs.Saver.stage_done = save
-
-    run("earlier")
-    run("stopped", stop_after=0)
+    runner.run(as_hydra_run(tiny_cfg(d / "earlier", "verifier=none"), d / "earlier"))
+    with stopped_after_stage(0), pytest.raises(KeyboardInterrupt):
+        runner.run(as_hydra_run(tiny_cfg(d / "stopped", "verifier=none"), d / "stopped"))
     for name in ("truncated_png", "missing_png", "bad_metrics"):
         shutil.copytree(d / "earlier", d / name)
     png = (d / "earlier" / "1_class-1.png").read_bytes()
@@ -164,29 +131,22 @@ def earlier(tmp_path_factory) -> Path:
     return d
 
 
-class Payload:
-    """Unpickling this would run code."""
-
-    def __reduce__(self):
-        return (print, ("this ran at load time",))
-
-
 @pytest.mark.parametrize("entry,args,names", BAD, ids=[f"{e}:{a}" for e, a, _ in BAD])
 def test_bad_input_is_one_line_and_exit_2(earlier, entry, args, names):
-    before = snapshot(earlier)
+    before = file_bytes(earlier)
     args = args.format(d=earlier).split()
     if entry == "invert" and not any(a.startswith(("hydra.run.dir", "resume=", "-m")) for a in args):
         args.append(f"hydra.run.dir={earlier / 'earlier'}")  # the earlier run's dir: it must stay untouched
     if entry == "train" and not any(a.startswith(("hydra.run.dir", "-m")) for a in args):
         args.append(f"hydra.run.dir={earlier / 'earlier'}")
-    proc = cli(entry, args)
+    proc = run_cli(ENTRY[entry], *args, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert 1 <= len(lines) <= 2, lines
     assert names.format(d=earlier) in proc.stderr, lines
     assert "this ran at load time" not in proc.stdout + proc.stderr
-    assert snapshot(earlier) == before
+    assert file_bytes(earlier) == before
 
 
 def test_duplicate_class_ids_are_refused_before_anything_runs(tiny_config):
@@ -204,9 +164,9 @@ def test_a_damaged_weights_file_fails_in_the_run_and_its_log_says_why(earlier, t
     """Errors met inside the run (a file's content) leave the new run's .hydra/ and a log that records them."""
     bogus = tmp_path / "notes.pth"
     bogus.write_text("not weights")
-    proc = cli("invert", ["model=timm", "model.name=test_efficientnet", "model.num_classes=10", "class_id=1",
-                          "model.input_size=32", f"model.weights={bogus}", "verifier=none", "device=cpu",
-                          f"hydra.run.dir={tmp_path / 'run'}"])
+    proc = run_cli("invert.py", "model=timm", "model.name=test_efficientnet", "model.num_classes=10", "class_id=1",
+                   "model.input_size=32", f"model.weights={bogus}", "verifier=none", "device=cpu",
+                   f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: model.weights {str(bogus)!r} is damaged or not a checkpoint")
@@ -218,7 +178,7 @@ def test_judge_skips_a_damaged_png_and_judges_the_others(earlier, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(earlier / "earlier", runs / "good")
     shutil.copytree(earlier / "truncated_png", runs / "damaged")
-    proc = cli("judge", [str(runs), "device=cpu"], timeout=300)
+    proc = run_cli("scripts/judge.py", runs, "device=cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert len(warnings) == 1 and "damaged/1_class-1.png" in warnings[0]
@@ -232,7 +192,7 @@ def test_report_shows_a_job_with_damaged_metrics_as_unfinished(earlier, tmp_path
     sweep = tmp_path / "sweep"
     shutil.copytree(earlier / "sweep", sweep)
     (sweep / "1_seed=1" / "metrics.json").write_text("{")
-    proc = cli("report", [str(sweep)])
+    proc = run_cli("scripts/report.py", sweep, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped" in proc.stderr and "1_seed=1/metrics.json" in proc.stderr
     assert (sweep / "ablation_grid.png").is_file() and (sweep / "report.html").is_file()
@@ -243,6 +203,6 @@ def test_a_killed_run_is_continued_by_resume(earlier, tmp_path):
     stopped = tmp_path / "stopped"
     shutil.copytree(earlier / "stopped", stopped)
     assert torch.load(stopped / "checkpoint.pt", weights_only=True)["stage"] == 0
-    proc = cli("invert", [f"resume={stopped}", "device=cpu"], timeout=300)
+    proc = run_cli("invert.py", f"resume={stopped}", "device=cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (stopped / "metrics.json").is_file() and (stopped / "1_class-1.png").is_file()

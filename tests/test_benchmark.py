@@ -2,20 +2,16 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import run_cli
 
 
 def test_benchmark_prints_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--classes", "2", "--naive-classes", "1",
-           "--json", str(out), "--peak-size", "512", "model=timm", "model.name=test_efficientnet", "model.weights=random",
-           "schedule.stages=2", "schedule.steps=2", "augmentation.ensemble_size=2", "precision=bf16",
-           "channels_last=true", "device=cpu"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = run_cli("scripts/benchmark.py", "--classes", "2", "--naive-classes", "1", "--json", out, "--peak-size", "512",
+                   "model=timm", "model.name=test_efficientnet", "model.weights=random", "schedule.stages=2",
+                   "schedule.steps=2", "augmentation.ensemble_size=2", "precision=bf16", "channels_last=true",
+                   "device=cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert re.fullmatch(r"speedup_vs_naive=\d+\.\d+", lines[-1]), lines[-1]
@@ -36,8 +32,7 @@ def test_benchmark_prints_every_figure(tmp_path):
 
 
 def test_benchmark_bad_override_is_one_line_error():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "precision=fp8", "model=timm",
-                           "model.name=test_efficientnet", "model.weights=random"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = run_cli("scripts/benchmark.py", "precision=fp8", "model=timm", "model.name=test_efficientnet",
+                   "model.weights=random", timeout=120)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and last.startswith("error: ") and "precision" in last

@@ -7,7 +7,7 @@ from pii.run import digits
 
 
 def test_digits_models_load_and_invert(tmp_path):
-    (x_train, y_train), (x_test, _) = digits.split(*digits.load_digits())
+    (x_train, y_train), (x_test, _) = digits.digits_split()
     assert x_train.shape[1:] == (3, 32, 32) and 0 <= x_train.min() and x_train.max() <= 1
     x_small, y_small = x_train[:64], y_train[:64]
     trained = {}

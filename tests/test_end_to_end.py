@@ -1,18 +1,14 @@
 """`invert.py` on the embedded Lite0 with a tiny budget, as a user runs it."""
 
 import json
-import subprocess
-import sys
 
-from conftest import ROOT
+from conftest import run_cli
 
 
 def test_invert_cli_raises_the_target_probability_and_writes_every_output(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "invert.py", "class_id=[980,1]", "schedule.stages=4", "schedule.steps=30",
-         "augmentation.ensemble_size=2", "device=cpu", f"hydra.run.dir={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_cli("invert.py", "class_id=[980,1]", "schedule.stages=4", "schedule.steps=30",
+                     "augmentation.ensemble_size=2", "device=cpu", f"hydra.run.dir={out}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,19 +1,11 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import ROOT, compose_config
+from conftest import Payload, compose_config, run_cli
 
 from pii.errors import ConfigError
 from pii.run.runner import run
-
-
-def cli(*args, tmp_path):
-    return subprocess.run([sys.executable, "invert.py", *args, f"hydra.run.dir={tmp_path}/run"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -41,13 +33,6 @@ def test_weights_file_that_is_not_a_checkpoint(tmp_path):
         run(compose_config([f"model.weights={bogus}", f"output_dir={tmp_path / 'out'}"]))
 
 
-class Payload:
-    """Unpickling this would run code."""
-
-    def __reduce__(self):
-        return (print, ("this ran at load time",))
-
-
 def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     evil = tmp_path / "evil.pth"
     torch.save({"conv_stem.weight": Payload()}, evil)
@@ -64,14 +49,14 @@ def test_offline_pretrained_download_says_how_to_use_a_local_file(tmp_path, monk
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
-    result = cli("class_id=5000", tmp_path=tmp_path)
+    result = run_cli("invert.py", "class_id=5000", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: class_id 5000 is outside this model's classes 0..999"
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_cli_unknown_model_lists_the_available_ones(tmp_path):
-    result = cli("model=no_such_model", tmp_path=tmp_path)
+    result = run_cli("invert.py", "model=no_such_model", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "Could not find 'model/no_such_model'" in result.stderr
     assert "efficientnet_lite0" in result.stderr and "vit_b32" in result.stderr

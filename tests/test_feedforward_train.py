@@ -3,13 +3,12 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import run_cli
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
@@ -19,8 +18,6 @@ from pii.feedforward import discriminator, generator, losses
 from pii.feedforward.runner import train_invert
 from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
 from pii.run.compose import compose_train_invert as compose
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -157,11 +154,12 @@ def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
     assert (out / "reconstructions.png").exists() and (out / "logits_edits.png").exists()
     assert load_checkpoint(out / "logits" / CHECKPOINT)["step"] == 4
     assert sorted(p.name for p in (out / "onehot" / "samples").iterdir()) == ["step000002.png", "step000004.png"]
-    from wandb_file import history, run_record  # here: the GPU check imports this module's fixtures without wandb
+    # imported here: the GPU check imports this module's fixtures on a machine without wandb
+    from wandb_file import history, run_file, run_record
 
     runs = {}  # one offline W&B run per condition, in one group, with the same keys
     for condition in ("logits", "onehot"):
-        (path,) = (out / condition / "wandb").glob("offline-run-*/run-*.wandb")
+        path = run_file(out / condition)
         runs[condition] = (run_record(path), [r for r in history(path) if "d_loss" in r])
     (logits_run, logits_rows), (onehot_run, onehot_rows) = runs["logits"], runs["onehot"]
     assert logits_run.run_group == onehot_run.run_group == "run"
@@ -216,6 +214,8 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny):
     ("classifier.num_classes=7", "the classifier has 7 classes but the data has 10"),
     ("classifier=model model=resnet50", "the classifier has 1000 classes but the data has 10"),
     ("generator.resolution=48", "resolution=48 cannot be made"),
+    ("classifier._target_=pii.feedforward.classifier.no_such", "classifier._target_=.* cannot be loaded"),
+    ("data.test_fraction=0.01", "data.test_fraction=0.01 leaves no train or no test images out of 1797"),
 ])
 def test_bad_inputs_are_config_errors(tiny, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -223,8 +223,7 @@ def test_bad_inputs_are_config_errors(tiny, override, message):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "train_invert.py", "generator.resolution=48",
-                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_cli("train_invert.py", "generator.resolution=48", f"hydra.run.dir={tmp_path}", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: generator.resolution=48 cannot be made from a 4x4 base by doubling; use base*2^k, e.g. 32, 64, 128"]

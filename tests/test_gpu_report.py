@@ -1,11 +1,8 @@
 """scripts/gpu_report.py --merge: a GPU check split over calls (each in an empty OUT) gives one JSON."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_cli
 
 
 def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_path):
@@ -26,8 +23,7 @@ def test_merge_keeps_every_part_and_each_figure_from_the_call_that_has_it(tmp_pa
         origin = {"command": "scripts/gpu_check.sh OUT", "commit": "abc1234", "date": "2026-11-27", "hardware": "H100"}
         (tmp_path / f"call{i}" / "manifest.json").write_text(json.dumps({"files": {"gpu_check.json": origin}}))
     out = tmp_path / "all.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), str(out), "--merge", *map(str, files)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = run_cli("scripts/gpu_report.py", out, "--merge", *files, timeout=60)
     assert proc.returncode == 0, proc.stderr
     merged = json.loads(out.read_text())
     assert set(merged["parts"]) == {"paper", "tests", "bench_vit"}

@@ -23,7 +23,6 @@ def test_a_non_editable_install_finds_its_configs_outside_the_repo(tmp_path):
     assert install.returncode == 0, install.stderr[-3000:]
     installed = {p.relative_to(site).as_posix() for p in (site / "pii").rglob("*") if p.suffix in (".py", ".yaml")}
     expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pii").rglob("*.py")}
-    # glob follows conf/train_invert/logger, a link to conf/logger: the wheel holds copies
     expected |= {f"pii/conf/{p}" for p in glob.glob("**/*.yaml", root_dir=ROOT / "conf", recursive=True)}
     assert installed == expected
 

@@ -1,17 +1,12 @@
 """experiment=sweep_methods runs every method recipe; scripts/leaderboard.py makes the table and grid."""
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-from conftest import compose_config
+from conftest import compose_config, run_cli
 
 from tests.tiny import RANDOM_TINY
 
-ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["pii", "pii_fourier", "lucent", "maco", "deepinversion_noise"]
 
 
@@ -27,14 +22,11 @@ def test_method_presets_are_recipes_and_label_themselves():
 
 def test_sweep_methods_runs_every_method_and_the_leaderboard_reads_them(tmp_path):
     sweep = tmp_path / "methods"
-    cmd = [sys.executable, "invert.py", "-m", "experiment=sweep_methods", *RANDOM_TINY, "schedule.stages=1",
-           "schedule.steps=1", "verifier=none", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli("invert.py", "-m", "experiment=sweep_methods", *RANDOM_TINY, "schedule.stages=1", "schedule.steps=1",
+                   "verifier=none", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out, figures = tmp_path / "board", tmp_path / "figures"
-    proc = subprocess.run([sys.executable, "scripts/leaderboard.py", str(sweep), "--out", str(out),
-                           "--grid", str(figures / "board.jpg")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_cli("scripts/leaderboard.py", sweep, "--out", out, "--grid", figures / "board.jpg", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     board = json.loads((out / "leaderboard.json").read_text())
     assert [r["method"] for r in board["rows"]] == METHODS

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import as_hydra_run, stopped_after_stage
 from omegaconf import OmegaConf
 from tiny import tiny_cfg
 
@@ -18,7 +19,6 @@ from pii.eval.judge import spectral_slope
 from pii.run import resume, runner
 
 KINDS = ["pixel", "fourier", "maco"]
-ROOT = Path(__file__).resolve().parent
 
 
 def make(kind: str, batch: int = 2, **keys):
@@ -196,25 +196,11 @@ def test_spectral_slope_of_1_over_f_squared_and_of_white_noise():
 
 
 @pytest.mark.parametrize("kind", ["fourier", "maco"])
-def test_resume_and_init_from_work_with_a_param(tmp_path, monkeypatch, kind):
-    from pii.run import outputs
-
+def test_resume_and_init_from_work_with_a_param(tmp_path, kind):
     clean = runner.run(tiny_cfg(tmp_path / "clean", f"param={kind}", "verifier=none"))
     killed = tmp_path / "killed"
-    cfg = tiny_cfg(killed, f"param={kind}", "verifier=none")
-    (killed / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, killed / ".hydra" / "config.yaml")
-    save_stage = outputs.Saver.stage_done
-
-    def stop_after_first_stage(self, index, stage, image):
-        save_stage(self, index, stage, image)
-        if index == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(outputs.Saver, "stage_done", stop_after_first_stage)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(cfg)
-    monkeypatch.setattr(outputs.Saver, "stage_done", save_stage)
+    with stopped_after_stage(0), pytest.raises(KeyboardInterrupt):
+        runner.run(as_hydra_run(tiny_cfg(killed, f"param={kind}", "verifier=none"), killed))
     assert set(resume.load_checkpoint(killed)["param"]) == {"spectrum" if kind == "fourier" else "phase"}
     resumed = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "x", "verifier=none"), {"resume": str(killed)}))
     assert resumed.param == kind

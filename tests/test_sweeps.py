@@ -4,11 +4,10 @@ page, and the page opened in a headless Chromium)."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -17,9 +16,8 @@ from pii import CONF_DIR
 from pii.eval import gallery
 from tests.test_tracking import JUDGE
 from tests.tiny import RANDOM_TINY
-from tests.wandb_file import run_record
+from tests.wandb_file import run_file, run_record
 
-ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = {
     "sweep_ensemble": {"augmentation.ensemble_size": "1,2,4,8,16,32,64"},
     "sweep_color_shift": {"augmentation.alpha": "0,0.25,0.5,1.0", "augmentation.beta": "0,0.25,0.5,1.0"},
@@ -47,12 +45,11 @@ def test_every_sweep_preset_combines_with_the_fast_preset(name):
 def multirun(tmp_path_factory) -> Path:
     """`invert.py -m` with the joblib launcher: the ensemble preset narrowed to 2 jobs, W&B offline."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "ensemble"
-    cmd = [sys.executable, "invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *RANDOM_TINY,
-           "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb", *JUDGE,
-           "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue",
-           f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}_job"]  # short: many overrides
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli("invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *RANDOM_TINY,
+                   "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb", *JUDGE,
+                   "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue",
+                   f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}_job",  # short: many overrides
+                   env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep_dir
 
@@ -65,8 +62,7 @@ def test_joblib_multirun_runs_both_jobs_with_outputs_in_one_wandb_group(multirun
         metrics = json.loads((job / "metrics.json").read_text())
         sizes.append(metrics["ensemble_size"])
         assert all((job / c["image"]).is_file() for c in metrics["classes"]) and (job / "grid.png").is_file()
-        (wandb_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
-        run = run_record(wandb_file)
+        run = run_record(run_file(job))
         assert run.run_group == "ensemble" and run.display_name == f"{len(sizes) - 1}_augmentation.ensemble_size={sizes[-1]}"
         config = {u.key: json.loads(u.value_json) for u in run.config.update}
         assert config["choices"]["model"] == "timm" and config["choices"]["augmentation"] == "pii"  # names to group by
@@ -129,11 +125,10 @@ def test_report_page_shows_every_image_and_the_metrics_in_a_browser(multirun):
 
 def test_optuna_preset_searches_for_the_judged_top1_per_second(tmp_path):
     sweep_dir = tmp_path / "optuna"
-    cmd = [sys.executable, "invert.py", "-m", "experiment=optuna", *RANDOM_TINY, *JUDGE,
-           "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
-           "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_cli("invert.py", "-m", "experiment=optuna", *RANDOM_TINY, *JUDGE, "hydra.sweeper.n_trials=2",
+                   f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
+                   "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue",
+                   env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     values = []
     for job in sorted(p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()):

@@ -9,19 +9,14 @@ from pii.errors import ConfigError
 from pii.run import runner, tracking
 from tests.tiny import tiny_cfg
 from tests.wandb_file import finished_records as records
-from tests.wandb_file import history, run_record
-
-
-def wandb_file(out_dir):
-    (path,) = out_dir.glob("wandb/offline-run-*/run-*.wandb")
-    return path
+from tests.wandb_file import history, run_file, run_record
 
 
 def test_offline_run_logs_loss_probabilities_images_and_results(tmp_path):
     cfg = tiny_cfg(tmp_path, "logger=wandb", "log_every=2", "logger.run_name=tiny")
     result = runner.run(cfg)
 
-    path = wandb_file(tmp_path)  # inside the job's output dir
+    path = run_file(tmp_path)  # inside the job's output dir
     rows = history(path)
     losses = [r["loss"] for r in rows if "loss" in r]
     # every 2nd step and each stage's last: steps 0, 2 of each 3-step stage
@@ -61,7 +56,7 @@ def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(
 
     cfg = tiny_cfg(tmp_path, "logger=wandb", *JUDGE)
     result = runner.run(cfg)
-    path = wandb_file(tmp_path)
+    path = run_file(tmp_path)
     summary = summary_of(path)
     judged = result.judge["timm"]
     for key in ("top1", "top5", "mean_probability"):
@@ -82,7 +77,7 @@ def test_failed_job_finishes_the_run_with_exit_code_1(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         with tracking.start(cfg, [1, 2], 10, []):
             raise RuntimeError("boom")
-    (exit_record,) = [r.exit for r in records(wandb_file(tmp_path)) if r.WhichOneof("record_type") == "exit"]
+    (exit_record,) = [r.exit for r in records(run_file(tmp_path)) if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 1
 
 
@@ -99,3 +94,59 @@ def test_mode_env_wins_and_online_without_key_goes_offline_with_one_line(monkeyp
     assert tracking.resolve_mode("online") == "online"
     with pytest.raises(ConfigError, match="logger.mode"):
         tracking.resolve_mode("sometimes")
+
+
+class RecordingTracker(tracking.Tracker):
+    """A tracker added by a class and a `logger._target_`, no code of pii's changed."""
+
+    made: list["RecordingTracker"] = []
+
+    def __init__(self, config, out_dir, **rest):
+        self.out_dir, self.steps, self.stages, self.exit_code = out_dir, [], [], None
+        RecordingTracker.made.append(self)
+
+    def step_done(self, index, step, loss, probs):
+        self.steps.append((index, step))
+
+    def stage_done(self, index, stage, image):
+        self.stages.append(stage.size)
+
+    def finish(self, exit_code=0):
+        self.exit_code = exit_code
+
+
+def test_the_logger_groups_target_is_the_tracker_and_a_new_one_needs_no_dispatch(tmp_path):
+    RecordingTracker.made.clear()
+    result = runner.run(tiny_cfg(tmp_path, f"logger._target_={__name__}.RecordingTracker"))
+    (tracker,) = RecordingTracker.made
+    assert tracker.out_dir == tmp_path and tracker.exit_code == 0
+    assert tracker.stages == list(result.stage_sizes) and (0, 0) in tracker.steps
+    assert not (tmp_path / "wandb").exists()  # logger=none and this one: no W&B run
+    assert type(tracking.builder(tiny_cfg(tmp_path).logger)(config=None, out_dir=tmp_path)) is tracking.Tracker
+
+
+@pytest.mark.parametrize("target,message", [
+    ("pii.run.tracking.NoSuchTracker", "logger._target_='pii.run.tracking.NoSuchTracker' cannot be loaded"),
+    ("", "logger has no _target_"),
+])
+def test_a_tracker_that_cannot_be_built_is_one_config_error_before_the_run(tmp_path, target, message):
+    from pii.run.cli import check_invert_job
+
+    cfg = tiny_cfg(tmp_path / "run", f"logger._target_={target}")
+    with pytest.raises(ConfigError, match=message):
+        check_invert_job(cfg, [])
+    with pytest.raises(ConfigError, match="use logger=none or logger=wandb"):
+        runner.run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_when_logger_backend_named_the_tracker_resumes_with_that_tracker(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pii.run.resume import with_new_keys
+
+    saved = OmegaConf.to_container(tiny_cfg(tmp_path, "logger=wandb"), resolve=True)
+    del saved["logger"]["_target_"]
+    saved["logger"]["backend"] = "wandb"
+    resumed = with_new_keys(OmegaConf.create(saved), tiny_cfg(tmp_path))  # the default now: logger=none
+    assert resumed.logger._target_ == "pii.run.tracking.WandbTracker" and "backend" not in resumed.logger

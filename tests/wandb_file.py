@@ -57,5 +57,11 @@ def history(path: Path) -> list[dict]:
     return rows
 
 
+def run_file(out_dir: Path) -> Path:
+    """The .wandb file of the one offline W&B run logged inside `out_dir` (a job's output dir)."""
+    (path,) = Path(out_dir).glob("wandb/offline-run-*/run-*.wandb")
+    return path
+
+
 def run_record(path: Path) -> pb.RunRecord:
     return next(r.run for r in finished_records(path) if r.WhichOneof("record_type") == "run")

@@ -6,6 +6,6 @@ One concept per module: `generator` (BigGAN-style G with logit-conditioned
 batch norm), `discriminator` (projection D), `losses` (hinge + optional
 reconstruction terms), `data` (datasets and batches), `classifier` (the
 classifier whose logits are inverted), `train` (the loop, checkpoints, EMA,
-DDP), `evaluate` (held-out metrics), `analyses` (image grids), `logger`
-(none | W&B), `runner` (`train_invert(cfg) -> metrics`).
+DDP), `evaluate` (held-out metrics), `analyses` (image grids), `runner`
+(`train_invert(cfg) -> metrics`). Tracking (none | W&B) is invert.py's, pii.run.tracking.
 """

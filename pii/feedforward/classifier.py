@@ -1,8 +1,9 @@
 """The classifier whose logits are inverted.
 
-`classifier=small_cnn` (default): a small CNN trained by this project on the
-training split, saved as a plain state dict (safetensors) and reused when the
-file exists. `classifier=model`: any model of the `model` group, built by
+The `classifier` group's `_target_` names the function that builds it.
+`classifier=small_cnn` (default, `small_cnn`): a small CNN trained by this project on
+the training split, saved as a plain state dict (safetensors) and reused when the
+file exists. `classifier=model` (`model_group`): any model of the `model` group, built by
 `pii.models.build` (e.g. `model=resnet50` for an ImageNet folder).
 Both come back as a `pii.models.Classifier` (frozen, takes [0, 1] pixels).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -22,6 +24,8 @@ from torch import nn
 from pii import models
 from pii.errors import ConfigError
 from pii.feedforward.data import Data, load_all
+from pii.models.training import accuracy, fit
+from pii.run import targets
 
 log = logging.getLogger(__name__)
 
@@ -61,98 +65,103 @@ def wrap(net: nn.Module, num_classes: int, resolution: int) -> models.Classifier
                              num_classes=num_classes)
 
 
+CHOICES = "use classifier=small_cnn or classifier=model"
+RUN_ARGUMENTS = ("data", "resolution", "device", "model_cfg", "data_cfg", "is_main", "barrier")
+
+
+def builder(cfg: DictConfig) -> Callable[..., models.Classifier]:
+    """The `classifier` group's `_target_` (one of the functions below) with the group's keys bound;
+    checks the group without building anything."""
+    return targets.bound(cfg, "classifier", CHOICES, call_with=RUN_ARGUMENTS)
+
+
 def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution: int,
           device: torch.device, is_main: bool = True, barrier=lambda: None,
           data_cfg: DictConfig | None = None) -> models.Classifier:
-    """The classifier named by `cfg.kind`; ConfigError if its class count differs from the data's.
+    """The classifier of the `classifier` group; ConfigError if its class count differs from the data's.
+    `data_cfg` (the `data` group) names the small CNN's file (`checkpoint_path`); `is_main` and `barrier`:
+    under DDP only the main process trains it, the others wait and load it."""
+    return builder(cfg)(data=data, resolution=resolution, device=device, model_cfg=model_cfg, data_cfg=data_cfg,
+                        is_main=is_main, barrier=barrier)
 
-    The small CNN is trained once and reused from `checkpoint_path(...)`; `data_cfg` (the `data`
-    group) is part of that file's name, so a classifier trained on other data is never reused.
-    """
-    if cfg.kind == "model":
-        if model_cfg is None:
-            raise ConfigError("classifier=model needs a model from the model group, e.g. model=resnet50")
-        check_classes(int(model_cfg.num_classes), data)
-        return models.build(model_cfg, device)
-    if cfg.kind != "small_cnn":
-        raise ConfigError(f"classifier.kind={cfg.kind!r} unknown; use classifier=small_cnn or classifier=model")
-    num_classes = int(cfg.num_classes) if cfg.get("num_classes") is not None else data.num_classes
+
+def model_group(*, data: Data, resolution: int, device: torch.device, model_cfg: DictConfig | None,
+                data_cfg=None, is_main=True, barrier=None, **small_cnn_keys) -> models.Classifier:
+    """classifier=model: the model of the `model` group, built by `pii.models.build` at its own input size.
+    The schema gives every classifier option the small CNN's keys; they are unused here."""
+    if model_cfg is None:
+        raise ConfigError("classifier=model needs a model from the model group, e.g. model=resnet50")
+    check_classes(int(model_cfg.num_classes), data)
+    return models.build(model_cfg, device)
+
+
+def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: DictConfig | None = None,
+              is_main: bool = True, barrier=lambda: None, model_cfg=None, num_classes: int | None, width: int,
+              epochs: int, batch_size: int, lr: float, seed: int, checkpoint: str | None,
+              cache_dir: str) -> models.Classifier:
+    """classifier=small_cnn: a SmallCNN trained once on the training split (pii.models.training.fit,
+    random shifts of up to 2 px, its own seed, the caller's random state left alone) and reused from
+    `checkpoint_path(...)` by every run that would train the same one."""
+    settings = dict(num_classes=num_classes, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                    checkpoint=checkpoint, cache_dir=cache_dir)
+    num_classes = int(num_classes) if num_classes is not None else data.num_classes
     check_classes(num_classes, data)
-    path = checkpoint_path(cfg, data_cfg, resolution)
+    path = checkpoint_path(settings, data_cfg, resolution)
     record = path.with_suffix(".json")  # how it was trained and how well it did
-    net = SmallCNN(num_classes, int(cfg.width))
+    net = SmallCNN(num_classes, int(width))
     if not path.exists() and is_main:
-        accuracy = train_small_cnn(net, data, cfg, resolution)
+        classifier = wrap(net, num_classes, resolution)
+        with torch.random.fork_rng(devices=[]):  # loading draws too (DataLoader's seed): all inside
+            torch.manual_seed(int(seed))
+            fit(classifier, *load_all(data.train), int(epochs), lr=float(lr), batch_size=int(batch_size))
+            held_out = accuracy(classifier, *load_all(data.test))
+        log.info("trained the small CNN classifier: %d epochs, held-out accuracy %.3f", int(epochs), held_out)
         path.parent.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-        record.write_text(json.dumps({"settings": shaping_settings(cfg, data_cfg, resolution),
-                                      "held_out_accuracy": accuracy}, indent=2) + "\n")
+        record.write_text(json.dumps({"settings": shaping_settings(settings, data_cfg, resolution),
+                                      "held_out_accuracy": held_out}, indent=2) + "\n")
         log.info("saved the classifier to %s", path)
     barrier()  # other processes wait for the main one to train and save it
     models.load_weights(net, path, key="classifier.checkpoint")
     classifier = wrap(net, num_classes, resolution).to(device)
-    accuracy = json.loads(record.read_text()).get("held_out_accuracy") if record.is_file() else None
+    held_out = json.loads(record.read_text()).get("held_out_accuracy") if record.is_file() else None
     log.info("classifier %s (%d classes) from %s, held-out accuracy %s", classifier.name, num_classes, path,
-             "unknown (no record of its training)" if accuracy is None else f"{accuracy:.3f}")
+             "unknown (no record of its training)" if held_out is None else f"{held_out:.3f}")
     return classifier
 
 
-def shaping_settings(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int) -> dict:
+# How the weights were trained, part of the cache key: a file trained by an earlier recipe (Adam,
+# cosine decay, batches drawn with replacement, wrap-around shifts) is not taken for one of this.
+TRAINED_BY = "pii.models.training.fit"
+
+
+def shaping_settings(cfg: Mapping, data_cfg: DictConfig | None, resolution: int) -> dict:
     """Everything that shapes the small CNN's weights: the data, the resolution, its training settings."""
     data = OmegaConf.to_container(data_cfg, resolve=True) if data_cfg is not None else None
     if isinstance(data, dict):
         data.pop("download", None)  # where the data came from, not what it is
         data.pop("_target_", None)  # how it is built (name says which): files named before it keep their names
-    return {"data": data, "resolution": resolution,
+    return {"data": data, "resolution": resolution, "trained_by": TRAINED_BY,
             **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
 
 
-def checkpoint_path(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int) -> Path:
+def checkpoint_path(cfg: Mapping, data_cfg: DictConfig | None, resolution: int) -> Path:
     """`classifier.checkpoint` when set; else a file in `classifier.cache_dir` named by a hash of
     `shaping_settings`, so a classifier is reused only by runs that would train the same one."""
     if cfg.get("checkpoint"):
-        return Path(str(cfg.checkpoint)).expanduser()
+        return Path(str(cfg["checkpoint"])).expanduser()
     settings = shaping_settings(cfg, data_cfg, resolution)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     name = (settings["data"] or {}).get("name", "data")
-    return Path(str(cfg.cache_dir)).expanduser() / f"{name}_{resolution}px_small_cnn_{digest}.safetensors"
+    return Path(str(cfg["cache_dir"])).expanduser() / f"{name}_{resolution}px_small_cnn_{digest}.safetensors"
 
 
 def check_classes(num_classes: int, data: Data) -> None:
     if num_classes != data.num_classes:
         raise ConfigError(f"the classifier has {num_classes} classes but the data has {data.num_classes}; "
                           f"pick a classifier trained on these classes (or a matching data folder)")
-
-
-def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int) -> float:
-    """Plain supervised training with Adam and a cosine schedule; returns (and logs) held-out accuracy."""
-    x, y = load_all(data.train)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    model = wrap(net, data.num_classes, resolution)
-    net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=float(cfg.lr))
-    steps = int(cfg.epochs) * (len(x) // int(cfg.batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    net.requires_grad_(True)
-    for step in range(steps):
-        idx = torch.randint(len(x), (int(cfg.batch_size),), generator=gen)
-        xb = x[idx]
-        # small random shifts: a classifier that generalises, not one that memorises pixels
-        shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
-        xb = torch.roll(xb, shifts=shift, dims=(2, 3))
-        loss = F.cross_entropy(net((xb - model.mean) / model.std), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval().requires_grad_(False)
-    xt, yt = load_all(data.test)
-    with torch.no_grad():
-        acc = (model(xt).argmax(-1) == yt).float().mean().item()
-    log.info("trained the small CNN classifier: %d steps, held-out accuracy %.3f", steps, acc)
-    return acc
 
 
 def penultimate(classifier: models.Classifier, x: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from pii.errors import ConfigError
+from pii.models.training import split
+from pii.run import targets
 
 log = logging.getLogger(__name__)
 
@@ -37,44 +39,24 @@ def build(cfg: DictConfig, resolution: int) -> Data:
 
 def builder(cfg: DictConfig) -> Callable[..., Data]:
     """The `data` group's builder with its arguments bound, without loading anything (so it also checks
-    the group): `_target_` names one of the functions below (hydra.utils.instantiate) and every other key
-    is its argument, but `name`, the data's label in logs."""
-    import inspect
-
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    choices = "use data=digits, data=cifar10 or data=folder"
-    if not cfg.get("_target_"):
-        raise ConfigError(f"data has no _target_ (the function that builds it); {choices}")
-    try:
-        make = instantiate(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "name"]), _partial_=True)
-        inspect.signature(make.func).bind(*make.args, resolution=0, **make.keywords)
-    except InstantiationException as err:
-        raise ConfigError(f"data._target_={cfg._target_!r} cannot be loaded "
-                          f"({type(err.__cause__ or err).__name__}); {choices}") from None
-    except TypeError as err:  # a key the builder has no argument for
-        raise ConfigError(f"data ({cfg._target_}): {err}") from None
-    return make
+    the group): `_target_` names one of the functions below and every other key is its argument, but
+    `name`, the data's label in logs."""
+    return targets.bound(cfg, "data", "use data=digits, data=cifar10 or data=folder", call_with=("resolution",),
+                         leave_out=("name",))
 
 
-def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A fixed random train/test split of n items (the same for every run with this seed)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_test = int(round(n * test_fraction))
-    if not 0 < n_test < n:
-        raise ConfigError(f"data.test_fraction={test_fraction} leaves no train or no test images out of {n}")
-    return sorted(perm[n_test:]), sorted(perm[:n_test])
+def held_out(ds: Dataset, test_fraction: float, split_seed: int) -> tuple[Subset, Subset]:
+    """(train, test) subsets of `ds`: the fixed seeded split (pii.models.training.split), each in index order."""
+    train_idx, test_idx = split(len(ds), float(test_fraction), int(split_seed), key="data.test_fraction")
+    return Subset(ds, sorted(train_idx)), Subset(ds, sorted(test_idx))
 
 
 def digits(resolution: int, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
     from pii.models.digits import load_digits
 
     x, y = load_digits(resolution)
-    y = y.long()
-    train_idx, test_idx = split(len(x), float(test_fraction), int(split_seed))
-    full = TensorDataset(x, y)
-    return Data(Subset(full, train_idx), Subset(full, test_idx), 10, [str(i) for i in range(10)])
+    train, test = held_out(TensorDataset(x, y.long()), test_fraction, split_seed)
+    return Data(train, test, 10, [str(i) for i in range(10)])
 
 
 def _transform(resolution: int):
@@ -122,8 +104,7 @@ def folder(resolution: int, root: str | None = None, test_root: str | None = Non
         if test.classes != train.classes:
             raise ConfigError(f"data.test_root has classes {test.classes[:5]}... but data.root has {train.classes[:5]}...")
     else:
-        train_idx, test_idx = split(len(train), float(test_fraction), int(split_seed))
-        train, test = Subset(train, train_idx), Subset(train, test_idx)
+        train, test = held_out(train, test_fraction, split_seed)
     test = limit(test, max_test, int(split_seed))
     classes = train.dataset.classes if isinstance(train, Subset) else train.classes
     return Data(train, test, len(classes), list(classes))

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -26,9 +27,9 @@ from pii.feedforward import data as data_lib
 from pii.feedforward import discriminator as d_lib
 from pii.feedforward import evaluate as eval_lib
 from pii.feedforward import generator as g_lib
-from pii.feedforward import logger as logger_lib
 from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
 from pii.models.device import resolve_device
+from pii.run import tracking
 from pii.run.config import check_train_invert
 from pii.run.outputs import METRICS, write_metrics
 
@@ -55,6 +56,8 @@ def setup_dist(device_name: str) -> Dist:
 def check(cfg: DictConfig) -> None:
     """Input checks that need no data: fail before anything slow happens."""
     data_lib.builder(cfg.data)
+    classifier_lib.builder(cfg.classifier)
+    tracking.builder(cfg.logger)
     g_lib.depth_for(int(cfg.generator.resolution), int(cfg.generator.base))
     g_lib.depth_for(int(cfg.generator.resolution), int(cfg.discriminator.base))
     for c in cfg.conditions:
@@ -113,14 +116,15 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     log.info("train_invert: %s data (%d train, %d held-out, %d classes) at %d px, classifier %s, conditions %s, "
              "%d steps, outputs in %s", cfg.data.name, len(data.train), len(data.test), data.num_classes, res,
              classifier.name, list(cfg.conditions), int(cfg.schedule.steps), out_dir)
-    generators, results, history, loggers = {}, {}, {}, {}
-    exit_code = 1
-    try:
+    generators, results, history, trackers = {}, {}, {}, {}
+    # one tracked run per condition, each finished on the way out (exit code 1 if anything fails)
+    with ExitStack() as finishing:
         for condition in cfg.conditions:
             G = g_lib.build(cfg.generator, data.num_classes, condition, float(cfg.temperature))
             G.condition.fit(train_logits)
             sub = run_dir / condition
-            logger = loggers[condition] = logger_lib.build(cfg, sub, condition, enabled=dinfo.is_main)
+            tracker = trackers[condition] = finishing.enter_context(tracking.opened(
+                cfg, sub, enabled=dinfo.is_main, job_type="train_invert", condition=condition, **job_identity(sub)))
             if cfg.mode == "analyse":
                 path = sub / CHECKPOINT
                 if not path.exists():
@@ -132,25 +136,21 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                 if cfg.channels_last:  # faster convolutions on CPU
                     G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
                 G_ema, history[condition] = train(
-                    G, D, classifier, data.train, g_loss, cfg.schedule, sub, logger=logger, dist_info=dinfo,
+                    G, D, classifier, data.train, g_loss, cfg.schedule, sub, tracker=tracker, dist_info=dinfo,
                     seed=int(cfg.seed), resume=bool(cfg.resume), tag=condition,
                     sample_logits=grid_logits, workers=int(cfg.workers))
             generators[condition] = G_ema
             if dinfo.is_main:
                 results[condition] = eval_lib.evaluate(G_ema, classifier, x_test, y_test, int(cfg.eval_batch_size))
-                logger.log({f"eval/{k}": v for k, v in results[condition].items()})
-                logger.summary({f"eval/{k}": v for k, v in results[condition].items()})
+                tracker.log({f"eval/{k}": v for k, v in results[condition].items()})
+                tracker.summary({f"eval/{k}": v for k, v in results[condition].items()})
         if not dinfo.is_main:
             return {}
         (out_dir / EVAL).write_text(json.dumps(results, indent=2) + "\n")
         grids = write_analyses(cfg, generators, classifier, x_test, y_test, train_logits.std(0), out_dir)
-        for logger in loggers.values():  # the analyses compare every generator: in each run
+        for tracker in trackers.values():  # the analyses compare every generator: in each run
             for name, path in grids.items():
-                logger.image(f"analyses/{name}", path)
-        exit_code = 0
-    finally:
-        for logger in loggers.values():
-            logger.finish(exit_code)
+                tracker.image(f"analyses/{name}", path)
 
     seconds = time.perf_counter() - started
     table = eval_lib.table(results)
@@ -162,6 +162,14 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                "config": OmegaConf.to_container(cfg, resolve=True)}
     write_metrics(out_dir, metrics)
     return metrics
+
+
+def job_identity(condition_dir: Path) -> dict:
+    """The W&B run's fallback name and group (logger.run_name / logger.group win): in a multirun the
+    job's own name, grouped as <sweep>/<job>; else the train_invert output dir's name for both."""
+    group, name = tracking.hydra_identity()
+    job = condition_dir.parent.name
+    return {"job_name": name or job, "job_group": f"{group}/{name}" if group else job}
 
 
 def write_analyses(cfg: DictConfig, generators: dict, classifier, x: torch.Tensor, y: torch.Tensor,

@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from pii.errors import ConfigError
 from pii.feedforward.data import StepBatches
-from pii.feedforward.logger import Logger
 from pii.feedforward.losses import GeneratorLoss, hinge_d, hinge_g
 from pii.models.weights import load_tensors
 from pii.run.outputs import save_grid
+from pii.run.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def sync_batchnorm(G: nn.Module, D: nn.Module, dist_info: Dist) -> tuple[nn.Modu
 
 
 def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, loss: GeneratorLoss,
-          cfg: DictConfig, out_dir: Path, *, logger: Logger | None = None, dist_info: Dist | None = None,
+          cfg: DictConfig, out_dir: Path, *, tracker: Tracker | None = None, dist_info: Dist | None = None,
           seed: int = 0, resume: bool = False, tag: str = "", sample_logits: torch.Tensor | None = None,
           workers: int = 0) -> tuple[nn.Module, list[dict]]:
     """Train G and D for cfg.steps steps; returns the EMA generator (eval mode) and the per-step history.
@@ -110,10 +110,10 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     checkpoint_every, sample_every, log_every, and optionally precision, compile, sync_batchnorm.
     G's loss: loss.adversarial * hinge + the weighted reconstruction terms of `loss`.
     The history holds every step's losses (fetched from the device every log_every steps);
-    the logger gets the losses of each log_every-th step.
+    the tracker gets the losses of each log_every-th step.
     """
     dist_info = dist_info or Dist()
-    logger = logger or Logger()
+    tracker = tracker or Tracker()
     device = dist_info.device
     out_dir = Path(out_dir)
     precision = str(cfg.get("precision", "fp32"))
@@ -208,12 +208,12 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
                 pending.clear()
                 record = history[-1]
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"}, refresh=False)
-                logger.log({k: v for k, v in record.items() if k != "step"}, step=done)
+                tracker.log({k: v for k, v in record.items() if k != "step"}, step=done)
             if dist_info.is_main and sample_logits is not None and (done % int(cfg.sample_every) == 0 or done == steps):
                 with torch.no_grad():
                     path = out_dir / "samples" / f"step{done:06d}.png"
                     save_grid(G_ema(sample_logits.to(device)), path)
-                logger.image("samples", path, step=done)
+                tracker.image("samples", path, step=done)
             if dist_info.is_main and (done % int(cfg.checkpoint_every) == 0 or done == steps):
                 save_checkpoint(ckpt_path, state(done))
     finally:

@@ -139,6 +139,9 @@ def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
         from pii.models.weights import resolve_weights
 
         resolve_weights(str(weights))
+    from pii.run import tracking
+
+    tracking.builder(cfg.logger)
 
 
 def invert_main() -> None:

@@ -91,7 +91,8 @@ class LossConfig:
 
 @dataclass
 class LoggerConfig:
-    backend: str = "none"
+    """conf/logger/: none or wandb; `_target_` is the tracker class (pii/run/tracking.py)."""
+    _target_: str = "pii.run.tracking.Tracker"
     mode: str = "online"
     project: str = "pii"
     entity: Optional[str] = None
@@ -128,8 +129,9 @@ class InvertConfig:
 
 @dataclass
 class SmallCNNConfig:
-    """conf/train_invert/classifier/: small_cnn, or kind=model (the other keys then unused)."""
-    kind: str = "small_cnn"
+    """conf/train_invert/classifier/: small_cnn, or model (`_target_` pii.feedforward.classifier.model_group,
+    which leaves the other keys unused)."""
+    _target_: str = "pii.feedforward.classifier.small_cnn"
     num_classes: Optional[int] = None
     width: int = 32
     epochs: int = 10

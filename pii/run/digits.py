@@ -16,7 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from pii import models
-from pii.models.digits import accuracy, load_digits, split, train
+from pii.models.digits import digits_split, train
+from pii.models.training import accuracy
 from pii.run.compose import compose
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
     and their inversions stay noise under any method (as a first training on clean digits showed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (x_train, y_train), (x_test, y_test) = split(*load_digits())
+    (x_train, y_train), (x_test, y_test) = digits_split()
     accuracies = {}
     recipes = {short: (name, seed, 2, 0.5) for short, name in ARCHITECTURES.items()}
     recipes[JUDGE] = ("digits_judge", seed + 1000, 3, 0.5)  # apart: other architecture, seed, shifts
@@ -78,7 +79,7 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
 
 def test_accuracies(out_dir: Path) -> dict[str, float]:
     """Held-out accuracy of the saved checkpoints (the same split train_all trained on)."""
-    _, (x_test, y_test) = split(*load_digits())
+    _, (x_test, y_test) = digits_split()
     names = {**ARCHITECTURES, JUDGE: "digits_judge"}
     return {short: accuracy(models.build(model_config(name, str(Path(out_dir) / f"{short}.pt"))), x_test, y_test)
             for short, name in names.items()}

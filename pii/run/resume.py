@@ -63,11 +63,17 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     return resumed
 
 
+# Before the logger group named its tracker class (`_target_`), `logger.backend` named the tracker.
+BACKENDS = {"none": "pii.run.tracking.Tracker", "wandb": "pii.run.tracking.WandbTracker"}
+
+
 def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
     """A run saved by an earlier version of pii lacks the keys added since: they take the current
     values (settings of how to run, such as log_every or augmentation.chunk; never a judge)."""
     values = OmegaConf.to_container(current, resolve=False)
     with open_dict(saved):
+        if "backend" in (saved.get("logger") or {}):
+            saved.logger._target_ = BACKENDS.get(saved.logger.pop("backend"), BACKENDS["none"])
         for key in values:
             if key not in saved:
                 saved[key] = values[key]

@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> RunResult:
             log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
             return finished
     check_invert(cfg)
+    tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = augment_lib.build(cfg.augmentation)
     stages = models.plan_stages(cfg)
@@ -79,7 +80,7 @@ def run(cfg: DictConfig) -> RunResult:
         param.load_state_dict(start_from)
     elif start_from is not None:  # images (init_from, or an older pixel checkpoint)
         param.encode(start_from)
-    with tracking.start(cfg, class_ids, classifier.num_classes, stages, resume=bool(cfg.get("resume"))) as tracker:
+    with tracking.start(cfg, class_ids, classifier.num_classes, stages) as tracker:
         timer = StageTimer()
         observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()

@@ -1,9 +1,12 @@
-"""Experiment tracking (`logger` config group): none, or Weights & Biases.
+"""Experiment tracking (`logger` config group): none, or Weights & Biases, for invert.py and
+train_invert.py alike.
 
-The tracker is an Observer like the progress bar and the saver: the loop
-reports events to it and never knows W&B exists. `start(...)` is a context
-manager, so the W&B run is finished in a `finally` even when the job fails
-or is interrupted (marked failed with exit code 1).
+The group's `_target_` names the tracker class (`Tracker`: none; `WandbTracker`), so a new
+tracker is a class plus a YAML file in conf/logger/. For an inversion the tracker is an Observer
+like the progress bar and the saver: the loop reports events to it and never knows W&B exists;
+train_invert calls its log / image / summary. `opened(...)` / `start(...)` are context managers,
+so the run is finished in a `finally` even when the job fails or is interrupted (marked failed
+with exit code 1).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pii.core.schedule import Stage
 from pii.errors import ConfigError
 from pii.eval.results import METRICS, RunResult
 from pii.models.classes import class_key
+from pii.run.targets import bound
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +78,112 @@ def hydra_identity() -> tuple[str | None, str | None]:
     return Path(hc.sweep.dir).name, f"{hc.job.num}_{','.join(swept) or 'default'}"
 
 
-class WandbTracker(Observer):
-    """Logs the loss and each class's target probability whenever the loop reports
-    them (every `log_every` steps and at each stage's last) against the global
-    step, each class's image at the end of every stage; at the end a per-class
-    table (image, own probability, each judge's verdict), the summary (the
-    judges' top-1 / top-5 / mean probability first) and the images as an artifact."""
+class Tracker(Observer):
+    """logger=none: tracks nothing. Every tracker offers the inversion loop's Observer hooks, and
+    log / image / summary for train_invert's loop; `finish` ends its run (`opened` calls it)."""
 
-    def __init__(self, run, class_ids: list[int], num_classes: int, stages: list[Stage]):
+    def __init__(self, **run_and_settings):
+        """Takes (and ignores) what a tracker is built with: the run's identity (`opened`) and the
+        logger group's keys, which the schema gives every logger option."""
+
+    def watch_inversion(self, class_ids: list[int], num_classes: int, stages: list[Stage]) -> Tracker:
+        """Get ready for an inversion of `class_ids` in `stages` (its per-class keys and global step)."""
+        return self
+
+    def log(self, metrics: dict, step: int | None = None) -> None: ...
+
+    def image(self, name: str, image: Path | torch.Tensor, step: int | None = None, caption: str | None = None) -> None:
+        ...
+
+    def summary(self, metrics: dict) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class WandbTracker(Tracker):
+    """One Weights & Biases run (logger=wandb), offline inside `out_dir` when it must be.
+
+    For an inversion it logs the loss and each class's target probability whenever the loop
+    reports them (every `log_every` steps and at each stage's last) against the global step,
+    each class's image at the end of every stage; at the end a per-class table (image, own
+    probability, each judge's verdict), the summary (the judges' top-1 / top-5 / mean probability
+    first) and the images as an artifact. train_invert logs through log / image / summary.
+    """
+
+    def __init__(self, *, config: DictConfig, out_dir: Path, job_type: str = "invert", job_name: str | None = None,
+                 job_group: str | None = None, condition: str | None = None, mode: str, project: str,
+                 entity: str | None, group: str | None, run_name: str | None, tags: list[str], init_timeout: float):
+        """`config` (the run's whole config) is logged with the Hydra choices; a resumed run (its
+        `resume`) continues the W&B run whose id is in `out_dir`. The run is named `run_name`, else
+        `job_name`, else the Hydra job's; grouped by `group`, else `job_group`, else the Hydra sweep.
+        `condition` (train_invert: one run per condition) ends the name and goes into the config.
+        Online but unreachable (init_timeout seconds): one warning, then offline."""
         import wandb
 
-        self.wandb, self.run, self.class_ids = wandb, run, class_ids
+        self.wandb = wandb
+        mode = resolve_mode(mode)
+        hydra_group, hydra_name = hydra_identity()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        id_file = out_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if config.get("resume") and id_file.is_file() else None
+        logged = OmegaConf.to_container(config, resolve=True)
+        logged["choices"] = hydra_choices()
+        name = run_name or job_name or hydra_name
+        if condition:
+            name, logged["condition"] = f"{name}/{condition}", condition
+        kwargs = dict(project=project, entity=entity, group=group or job_group or hydra_group, name=name,
+                      tags=list(tags), job_type=job_type, dir=str(out_dir), config=logged, id=run_id,
+                      resume="allow" if run_id else None,
+                      reinit="create_new",  # train_invert keeps one run per condition open at once
+                      settings=wandb.Settings(init_timeout=float(init_timeout), silent=True))
+        try:
+            self.run = wandb.init(mode=mode, **kwargs)
+        except Exception as err:  # network trouble of any kind must not cost the run
+            if mode != "online":
+                raise
+            log.warning("W&B: could not reach the server (%s); logging offline, upload later with `wandb sync`",
+                        type(err).__name__)
+            mode = "offline"
+            self.run = wandb.init(mode=mode, **kwargs)
+        if self.run.id:
+            id_file.write_text(self.run.id + "\n")
+        log.info("W&B %s run %s%s in %s", mode, self.run.name, f" (group {self.run.group})" if self.run.group else "",
+                 self.run.dir)
+
+    def log(self, metrics, step=None):
+        self.run.log(metrics, step=step)
+
+    def image(self, name, image, step=None, caption=None):
+        self.run.log({name: self._image(image, caption)}, step=step)
+
+    def summary(self, metrics):
+        self.run.summary.update(metrics)
+
+    def finish(self, exit_code=0):
+        self.run.finish(exit_code=exit_code)
+
+    def watch_inversion(self, class_ids, num_classes, stages):
+        self.class_ids = class_ids
         self.keys = [class_key(c, num_classes) for c in class_ids]
         # global step of each stage's first step, so a resumed run continues the same x axis
-        self.steps = [s.steps for s in stages]
-        self.offsets = [sum(self.steps[:i]) for i in range(len(stages))]
-        run.define_metric("step")
-        run.define_metric("loss", step_metric="step", summary="last")
-        run.define_metric("p_target/*", step_metric="step", summary="last")
-        run.define_metric("stage", step_metric="step")
+        steps = [s.steps for s in stages]
+        self.offsets = [sum(steps[:i]) for i in range(len(stages))]
+        self.run.define_metric("step")
+        self.run.define_metric("loss", step_metric="step", summary="last")
+        self.run.define_metric("p_target/*", step_metric="step", summary="last")
+        self.run.define_metric("stage", step_metric="step")
+        return self
 
     def step_done(self, index, step, loss, probs):
         row = {"step": self.offsets[index] + step, "loss": loss, "stage": index + 1}
         row.update({f"p_target/{key}": p for key, p in zip(self.keys, probs.tolist())})
-        self.run.log(row, step=row["step"])
+        self.log(row, step=row["step"])
 
     def stage_done(self, index, stage, image):
         caption = f"stage {index + 1} ({stage.size} px)"
-        self.run.log({f"image/{key}": self._image(img, caption) for key, img in zip(self.keys, image)},
-                     step=self.offsets[index] + stage.steps - 1)
+        self.log({f"image/{key}": self._image(img, caption) for key, img in zip(self.keys, image)},
+                 step=self.offsets[index] + stage.steps - 1)
 
     def run_done(self, image, result: RunResult):
         judges = result.judge or {}
@@ -118,9 +199,9 @@ class WandbTracker(Observer):
                 row += [verdict.probability, verdict.top1, verdict.top5, verdict.prediction_name]
             table.add_data(*row)
         final = {f"final/{key}": self._image(img, "final") for key, img in zip(self.keys, image)}
-        self.run.log({"results": table, **final})
-        self.run.summary.update(summary(result))
-        self.run.summary.update({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
+        self.log({"results": table, **final})
+        self.summary(summary(result))
+        self.summary({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
         self._log_images(result)
 
     def _log_images(self, result: RunResult):
@@ -132,7 +213,10 @@ class WandbTracker(Observer):
         artifact.add_file(str(out_dir / METRICS))
         self.run.log_artifact(artifact)
 
-    def _image(self, image: torch.Tensor, caption: str):
+    def _image(self, image: Path | torch.Tensor, caption: str | None):
+        """A wandb.Image of an image file, or of a [3, H, W] tensor in [0, 1]."""
+        if not isinstance(image, torch.Tensor):
+            return self.wandb.Image(str(image), caption=caption)
         from torchvision.transforms.functional import to_pil_image
 
         return self.wandb.Image(to_pil_image(image.detach().float().clamp(0, 1).cpu()), caption=caption)
@@ -157,58 +241,32 @@ def hydra_choices() -> dict:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
 
 
-def init_run(cfg: DictConfig, out_dir: Path, resume: bool, job_type: str = "invert",
-             name: str | None = None, group: str | None = None):
-    """wandb.init with this job's group, name and config; offline inside `out_dir`.
+CHOICES = "use logger=none or logger=wandb"
+RUN_ARGUMENTS = ("config", "out_dir", "job_type", "job_name", "job_group", "condition")
 
-    `name` / `group` replace the Hydra job's own (train_invert: one run per condition, grouped).
-    Online but unreachable (init_timeout seconds): one warning, then offline.
-    """
-    import wandb
 
-    logger = cfg.logger
-    mode = resolve_mode(logger.mode)
-    hydra_group, hydra_name = hydra_identity()
-    id_file = out_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["choices"] = hydra_choices()
-    kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group or hydra_group,
-                  name=name or logger.run_name or hydra_name, tags=list(logger.tags), job_type=job_type,
-                  dir=str(out_dir), config=config, id=run_id, resume="allow" if run_id else None,
-                  reinit="create_new",  # train_invert keeps one run per condition open at once
-                  settings=wandb.Settings(init_timeout=float(logger.init_timeout), silent=True))
-    try:
-        run = wandb.init(mode=mode, **kwargs)
-    except Exception as err:  # network trouble of any kind must not cost the run
-        if mode != "online":
-            raise
-        log.warning("W&B: could not reach the server (%s); logging offline, upload later with `wandb sync`",
-                    type(err).__name__)
-        mode = "offline"
-        run = wandb.init(mode=mode, **kwargs)
-    if run.id:
-        id_file.write_text(run.id + "\n")
-    log.info("W&B %s run %s%s in %s", mode, run.name, f" (group {run.group})" if run.group else "", run.dir)
-    return run
+def builder(logger: DictConfig):
+    """The `logger` group's tracker class (`_target_`) with the group's keys bound; checks the group
+    without starting anything."""
+    return bound(logger, "logger", CHOICES, call_with=RUN_ARGUMENTS)
 
 
 @contextmanager
-def start(cfg: DictConfig, class_ids: list[int], num_classes: int, stages: list[Stage],
-          resume: bool = False) -> Iterator[Observer]:
-    """The tracker for `cfg.logger`; with W&B, finished on exit (exit code 1 on failure)."""
-    backend = cfg.logger.backend
-    if backend == "none":
-        yield Observer()
-        return
-    if backend != "wandb":
-        raise ConfigError(f"unknown logger.backend {backend!r}; use logger=none or logger=wandb")
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = init_run(cfg, out_dir, resume)
+def opened(cfg: DictConfig, out_dir: Path, enabled: bool = True, **run) -> Iterator[Tracker]:
+    """The tracker of `cfg.logger` for one run writing under `out_dir` (`run`: job_type, job_name,
+    job_group, condition; see WandbTracker), finished on exit: exit code 0, or 1 when the block
+    raises (a failure, Ctrl-C, SIGTERM). `enabled=False` (DDP's other processes): no tracking."""
+    tracker = builder(cfg.logger)(config=cfg, out_dir=Path(out_dir), **run) if enabled else Tracker()
     exit_code = 1
     try:
-        yield WandbTracker(run, class_ids, num_classes, stages)
+        yield tracker
         exit_code = 0
     finally:
-        run.finish(exit_code=exit_code)
+        tracker.finish(exit_code=exit_code)
+
+
+@contextmanager
+def start(cfg: DictConfig, class_ids: list[int], num_classes: int, stages: list[Stage]) -> Iterator[Tracker]:
+    """An inversion's tracker (an Observer), writing under `cfg.output_dir`; see `opened`."""
+    with opened(cfg, Path(cfg.output_dir)) as tracker:
+        yield tracker.watch_inversion(class_ids, num_classes, stages)
