@@ -12,19 +12,16 @@ timings (recorded in the manifest.json beside it: command, commit, date, hardwar
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+import torch
 
-import torch  # noqa: E402
-
-from pii import models  # noqa: E402
-from pii.core import augment  # noqa: E402
-from pii.eval import provenance  # noqa: E402
-from pii.models import cpu  # noqa: E402
-from pii.run.compose import compose  # noqa: E402
+from pii import models
+from pii.core import augment
+from pii.eval import provenance
+from pii.models import cpu
+from pii.run.compose import compose
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ points outside the repository; docs name no absolute path of the machine that wr
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
