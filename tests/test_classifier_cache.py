@@ -37,18 +37,16 @@ def test_a_reused_classifier_logs_its_held_out_accuracy(tmp_path, caplog):
                    f"classifier.cache_dir={tmp_path}"])
     data = data_lib.build(cfg.data, 8)
     build = lambda: classifier_lib.build(cfg.classifier, None, data, 8, torch.device("cpu"), data_cfg=cfg.data)  # noqa: E731
-    draws = []
+    built, draws = [], []
     with caplog.at_level(logging.INFO, logger="pii.feedforward.classifier"):
-        torch.manual_seed(0)
-        trained = build()
-        draws.append(torch.rand(3))
-        caplog.clear()
-        torch.manual_seed(0)
-        reused = build()
-        draws.append(torch.rand(3))
+        for _ in ("trained", "reused"):
+            caplog.clear()
+            torch.manual_seed(0)
+            built.append(build())
+            draws.append(torch.rand(3))
     (line,) = [r.getMessage() for r in caplog.records if "held-out accuracy" in r.getMessage()]
     assert f"from {tmp_path}" in line and "unknown" not in line  # the accuracy recorded when it was trained
     # training draws from its own seed: what the run draws next (G's weights) does not depend on the cache
     assert torch.equal(draws[0], draws[1])
     x = torch.rand(2, 3, 8, 8)
-    torch.testing.assert_close(trained(x), reused(x))
+    torch.testing.assert_close(built[0](x), built[1](x))

@@ -215,7 +215,7 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny):
     ("classifier=model model=resnet50", "the classifier has 1000 classes but the data has 10"),
     ("generator.resolution=48", "resolution=48 cannot be made"),
     ("classifier._target_=pii.feedforward.classifier.no_such", "classifier._target_=.* cannot be loaded"),
-    ("data.test_fraction=0.01", "data.test_fraction=0.01 leaves no train or no test images out of 1797"),
+    ("data.test_fraction=0.0001", "data.test_fraction=0.0001 leaves no train or no test images out of 1797"),
 ])
 def test_bad_inputs_are_config_errors(tiny, override, message):
     with pytest.raises(ConfigError, match=message):
