@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import pii.run.config  # noqa: F401  (registers the schemas that conf/config.yaml's defaults name)
 from pii import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

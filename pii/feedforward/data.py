@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from pii.errors import ConfigError
+from pii.run.compose import TRAIN_INVERT_CONF_DIR
+from pii.run.config import target
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +41,7 @@ def builder(cfg: DictConfig) -> Callable[..., Data]:
     """The `data` group's builder with its arguments bound, without loading anything (so it also checks
     the group): `_target_` names one of the functions below (hydra.utils.instantiate) and every other key
     is its argument, but `name`, the data's label in logs."""
-    import inspect
-
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    choices = "use data=digits, data=cifar10 or data=folder"
-    if not cfg.get("_target_"):
-        raise ConfigError(f"data has no _target_ (the function that builds it); {choices}")
-    try:
-        make = instantiate(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "name"]), _partial_=True)
-        inspect.signature(make.func).bind(*make.args, resolution=0, **make.keywords)
-    except InstantiationException as err:
-        raise ConfigError(f"data._target_={cfg._target_!r} cannot be loaded "
-                          f"({type(err.__cause__ or err).__name__}); {choices}") from None
-    except TypeError as err:  # a key the builder has no argument for
-        raise ConfigError(f"data ({cfg._target_}): {err}") from None
-    return make
+    return target(cfg, "data", "resolution", root=TRAIN_INVERT_CONF_DIR)
 
 
 def split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
