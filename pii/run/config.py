@@ -246,9 +246,10 @@ class TrainInvertConfig:
 STORE = ConfigStore.instance()
 STORE.store(name="invert_schema", node=InvertConfig)
 STORE.store(name="train_invert_schema", node=TrainInvertConfig)
+# a group option's own schema, named first in its file's defaults (`- /schema/param/fourier@_here_`)
 for _name, _schema in (("pixel", PixelParam), ("fourier", FourierParam), ("maco", MacoParam)):
-    STORE.store(group="param", name=f"{_name}_schema", node=_schema)
-STORE.store(group="optimizer", name="adam_schema", node=AdamParams)
+    STORE.store(group="schema/param", name=_name, node=_schema)
+STORE.store(group="schema/optimizer", name="adam", node=AdamParams)
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
