@@ -7,16 +7,16 @@ precision x channels_last, and bf16 with strided depthwise convs left in bf16 (`
 """
 import json, sys, time, torch  # noqa: E401
 sys.path.insert(0, '.')
-from pii.core import augment  # noqa: E402
 from pii.models import cpu
 from pii import models
+from pii.run.build import augmentation  # noqa: E402
 from pii.run.compose import compose  # noqa: E402
 
 keep = "--keep-freed-memory" in sys.argv
 if keep:
     cpu.keep_freed_memory()
 cfg = compose(["augmentation.ensemble_size=4"])
-aug = augment.build(cfg.augmentation)
+aug = augmentation(cfg)
 paths = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
          for p in ["fp32", "bf16"] for cl in [False, True]}
 paths["bf16_all_nhwc"] = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)
