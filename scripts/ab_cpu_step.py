@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from pii import models
-from pii.core import augment
 from pii.eval import provenance
 from pii.models import cpu
+from pii.run.build import augmentation
 from pii.run.compose import compose
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     if args.keep_freed_memory:
         cpu.keep_freed_memory()
     cfg = compose(["augmentation.ensemble_size=4"])
-    aug = augment.build(cfg.augmentation)
+    aug = augmentation(cfg)
     variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
                 for p in ["fp32", "bf16"] for cl in [False, True]}
     variants["bf16_all_nhwc"] = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)

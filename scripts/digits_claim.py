@@ -7,7 +7,7 @@
 Trains on sklearn's digits (32 px) a small CNN, ViT and MLP-Mixer and, apart, a
 ResNet-18 judge; saves their state_dicts as <out>/{cnn,vit,mixer,judge}.pt
 (conf/model/digits_*.yaml load them); inverts digits 0-9 of each with PII, PII
-without ColorShift and plain cross-entropy (pii/run/digits.py METHODS); prints the
+without ColorShift and plain cross-entropy (conf/experiment/digits/); prints the
 judge's top-1 accuracy per architecture x method and writes <out>/claim.json
 (recorded in <out>/manifest.json: command, commit, date, hardware).
 """
@@ -57,8 +57,8 @@ def main(argv: list[str]) -> None:
     results = digits.invert_all(out, args.overrides, methods=methods, architectures=architectures)
     table = digits.format_table(results, accuracies)
     (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
-                                                "settings": {"schedule": digits.SCHEDULE, "methods": methods,
-                                                             "overrides": args.overrides}}, indent=2) + "\n")
+                                                "settings": {"methods": methods, "overrides": args.overrides}},
+                                               indent=2) + "\n")
     provenance.record([out / "claim.json"])
     print("\njudged top-1 over digits 0-9 (judge: ResNet-18 trained apart), mean judge p(target) in brackets")
     print(table)

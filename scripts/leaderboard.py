@@ -1,7 +1,7 @@
 """The method leaderboard: python scripts/leaderboard.py <run or sweep dir> [more dirs] [--out DIR]
 
-    python invert.py -m experiment=sweep_methods classes=benchmark20 seed=0,1
-    python scripts/leaderboard.py outputs/sweeps/<time>_methods --out docs/results/leaderboard \
+    python invert.py -m experiment=pii,pii_fourier,lucent,maco,deepinversion_noise classes=benchmark20 seed=0,1
+    python scripts/leaderboard.py outputs/multirun/<time> --out docs/results/leaderboard \
         --grid docs/figures/leaderboard_grid.jpg
 
 Finds every finished run (metrics.json) under the directories, groups them by

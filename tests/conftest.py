@@ -21,6 +21,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import pii.run.config  # noqa: F401  (registers the schemas that conf/config.yaml's defaults name)
 from pii import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,6 @@ class Payload:
 
 def compose_config(overrides=(), config_name: str = "config"):
     """The real config, composed as invert.py would, with `overrides`."""
-    import pii.run.config  # noqa: F401 - registers the schemas that config.yaml's defaults name (on its own: any test order)
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))

@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +7,14 @@ from omegaconf import OmegaConf
 from pii import CONF_DIR
 from pii.core import augment
 from pii.errors import ConfigError
+
+# conf/augmentation/pii.yaml's values, the arguments of augment.build (but `chunk`, the loop's)
+PII = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/augmentation/pii.yaml")).items()
+       if k != "chunk"}
+
+
+def pieces(**changes):
+    return [type(m) for m in augment.build(**{**PII, **changes})]
 
 
 def test_color_shift_ranges_per_copy_and_channel():
@@ -56,13 +63,9 @@ def test_ensemble_puts_copies_of_one_image_together():
 
 
 def test_build_full_set_and_switches():
-    cfg = OmegaConf.create(dict(jitter=32, flip=False, ensemble_size=32, color_shift=True, alpha=1.0, beta=1.0))
-    kinds = [type(m) for m in augment.build(cfg)]
-    assert kinds == [augment.Jitter, augment.Ensemble, augment.ColorShift]
-    cfg.update(dict(jitter=0, flip=True, color_shift=False, ensemble_size=1))
-    assert [type(m) for m in augment.build(cfg)] == [augment.Ensemble, augment.Flip]
-    cfg.update(dict(color_shift=True, alpha=0.0, beta=0.0))  # alpha = beta = 0 is no ColorShift at all
-    assert augment.ColorShift not in [type(m) for m in augment.build(cfg)]
+    assert pieces() == [augment.Jitter, augment.Ensemble, augment.ColorShift]
+    assert pieces(jitter=0, flip=True, color_shift=False, ensemble_size=1) == [augment.Ensemble, augment.Flip]
+    assert augment.ColorShift not in pieces(alpha=0.0, beta=0.0)  # alpha = beta = 0 is no ColorShift at all
 
 
 def test_ensemble_size_below_one_is_a_config_error():
@@ -75,21 +78,18 @@ def test_ensemble_size_below_one_is_a_config_error():
 
 
 def test_lucent_and_maco_pieces_compose_in_order():
-    pii = OmegaConf.load(Path(CONF_DIR) / "augmentation" / "pii.yaml")  # not the working directory's conf/
-    lucent = OmegaConf.merge(pii, {"jitter": 0, "color_shift": False, "pad": 12, "shift": 12, "scale": [0.9, 1.1],
-                                   "degrees": 10, "ensemble_size": 4})
-    pieces = augment.build(lucent)
-    assert [type(p).__name__ for p in pieces] == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
+    lucent = augment.build(**{**PII, "jitter": 0, "color_shift": False, "pad": 12, "shift": 12, "scale": [0.9, 1.1],
+                              "degrees": 10, "ensemble_size": 4})
+    assert [type(p).__name__ for p in lucent] == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
     x = torch.rand(2, 3, 40, 40, requires_grad=True)
-    views = pieces(x)
+    views = lucent(x)
     assert views.shape == (8, 3, 52, 52)  # pad 12 a side, then a crop 12 px smaller (as lucent: 224 -> 236)
     views.sum().backward()
     assert x.grad.abs().sum() > 0
-    maco = OmegaConf.merge(pii, {"jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01,
-                                 "ensemble_size": 6})
-    pieces = augment.build(maco)
-    assert [type(p).__name__ for p in pieces] == ["Crops", "Noise"]
-    views = pieces(x)
+    maco = augment.build(**{**PII, "jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01,
+                            "ensemble_size": 6})
+    assert [type(p).__name__ for p in maco] == ["Crops", "Noise"]
+    views = maco(x)
     assert views.shape == (12, 3, 40, 40)
     assert not torch.equal(views[0], views[1])  # each copy is its own crop
 

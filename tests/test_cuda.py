@@ -5,9 +5,9 @@ import torch
 from tiny import tiny_cfg
 
 from pii import models
-from pii.core import augment, losses, schedule
 from pii.core.inversion import forward_backward, invert
 from pii.models import device
+from pii.run import build
 from pii.run.runner import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -28,7 +28,7 @@ def test_chunked_equals_unchunked_gradient_on_cuda(tmp_path, precision):
     cuda = device.resolve_device("cuda")
     cfg = tiny_cfg(tmp_path, f"precision={precision}")
     classifier = models.build(cfg.model, cuda, precision=precision, channels_last=True)
-    loss_fn = losses.build(cfg.loss, classifier)
+    loss_fn = build.loss(cfg, classifier)
     image = torch.rand(2, 3, 32, 32, device=cuda)
     shifts = torch.rand(16, 3, 1, 1, device=cuda)
     grads = []
@@ -61,7 +61,7 @@ def test_compiled_path_runs_and_matches_eager(tmp_path):
     classifier = models.build(cfg.model, cuda, compile=True)
     x = torch.rand(4, 3, 32, 32, device=cuda)
     torch.testing.assert_close(classifier(x), classifier(x, eager=True), rtol=1e-3, atol=1e-3)
-    stages = schedule.plan(classifier.input_size, cfg.schedule)
-    image = invert(classifier, [1, 2], augment.build(cfg.augmentation), stages, losses.build(cfg.loss, classifier),
-                   cfg.schedule)
+    stages = models.plan_stages(cfg)
+    image = invert(classifier, [1, 2], build.augmentation(cfg), stages, build.loss(cfg, classifier),
+                   build.optimizer(cfg))
     assert image.shape == (2, 3, 32, 32) and torch.isfinite(image).all()

@@ -60,7 +60,7 @@ def test_steps_between_log_points_never_wait_for_the_gpu(tmp_path, tiny):
 
 
 def test_train_invert_end_to_end_with_workers_and_pinned_memory(tmp_path, tiny):
-    metrics = train_invert(tiny(*GPU, "schedule.steps=2", "workers=2", "conditions=[logits]",
+    metrics = train_invert(tiny(*GPU, "schedule.steps=2", "schedule.workers=2", "conditions=[logits]",
                                 "analyses=[reconstructions]"))
     assert all(math.isfinite(v) for v in metrics["final_losses"]["logits"].values())
     assert json.loads((tmp_path / "run" / "eval.json").read_text()).keys() == {"logits"}

@@ -40,7 +40,7 @@ def test_penalty_is_zero_at_the_running_statistics_and_positive_elsewhere():
 
 def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnorm():
     classifier = bn_first_classifier()
-    loss = losses.build({"tv_weight": 0.05, "l2_weight": 1e-4, "bn_weight": 0.01}, classifier)
+    loss = losses.build(classifier, tv_weight=0.05, l2_weight=1e-4, bn_weight=0.01)
     image = torch.rand(2, 3, 16, 16, requires_grad=True)
     logits = classifier(image)
     total = loss(logits, torch.tensor([1, 2]), image)
@@ -52,7 +52,7 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
     vit = Classifier(timm.create_model("test_vit", num_classes=5), name="test_vit", input_size=160,
                      fixed_size=True, mean=[0.5] * 3, std=[0.5] * 3, num_classes=5)
     with pytest.raises(ConfigError, match="needs a model with BatchNorm.*test_vit has none"):
-        losses.build({"bn_weight": 0.01}, vit)
+        losses.build(vit, tv_weight=0.0, l2_weight=0.0, bn_weight=0.01)
 
 
 def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):

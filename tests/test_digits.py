@@ -20,7 +20,7 @@ def test_digits_models_load_and_invert(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(loaded(x_test[:8]), trained[short](x_test[:8]))
 
-    methods = {"pii": digits.METHODS["pii"], "plain_ce": digits.METHODS["plain_ce"]}
+    methods = {"pii": "digits/pii", "plain_ce": "digits/plain_ce"}
     results = digits.invert_all(tmp_path, ["schedule.stages=2", "schedule.steps=3"], methods=methods)
     assert set(results) == set(digits.ARCHITECTURES)
     for short, by_method in results.items():
@@ -33,12 +33,15 @@ def test_digits_models_load_and_invert(tmp_path):
 
 
 def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
-    """The leaderboard's methods on digits: each recipe keeps its parametrization and gets the digits' budget."""
+    """The leaderboard's methods on digits (conf/experiment/digits/): each keeps its parametrization and gets
+    the digits' budget."""
     from pii.run.config import check_invert
 
-    for method, overrides in digits.METHODS.items():
-        cfg = digits.compose(["model=digits_cnn", "class_id=[0,1]", f"output_dir={tmp_path}",
-                              *digits.SCHEDULE, *overrides])
+    assert list(digits.METHODS) == ["deepinversion_noise", "lucent", "maco", "pii", "pii_fourier",
+                                    "pii_no_color_shift", "plain_ce"]
+    assert set(digits.CLAIM_METHODS) <= set(digits.METHODS)
+    for method, preset in digits.METHODS.items():
+        cfg = digits.compose([f"experiment={preset}", "model=digits_cnn", "class_id=[0,1]", f"output_dir={tmp_path}"])
         check_invert(cfg)
         assert cfg.model.input_size == 32, method
         expected_param = {"pii_fourier": "fourier", "lucent": "fourier", "maco": "maco"}.get(method, "pixel")
@@ -47,3 +50,10 @@ def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
             assert (cfg.schedule.stages, cfg.schedule.steps) == (1, 900), method
         elif method != "plain_ce":
             assert (cfg.schedule.stages, cfg.schedule.steps) == (3, 300), method
+        if method.startswith("pii"):  # digits/pii's augmentation on top of the method's
+            assert (cfg.augmentation.ensemble_size, cfg.augmentation.jitter) == (8, 4), method
+            assert cfg.augmentation.color_shift == (method != "pii_no_color_shift"), method
+        if method == "plain_ce":  # no augmentation, the same 3 x 300 steps in one stage
+            a, s = cfg.augmentation, cfg.schedule
+            assert (a.ensemble_size, a.jitter, a.color_shift, s.zoom, s.centering) == (1, 0, False, False, False)
+            assert len(models.plan_stages(cfg)) == 1 and models.plan_stages(cfg)[0].steps == 900

@@ -2,19 +2,33 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
 from pii.feedforward.discriminator import ProjectionDiscriminator
 from pii.feedforward.evaluate import chance, psnr, retrieval, ssim
 from pii.feedforward.generator import ConditionalBatchNorm, Generator
 from pii.feedforward.losses import hinge_d, hinge_g
+from pii.run.compose import TRAIN_INVERT_CONF_DIR
+
+
+def small32(group: str) -> dict:
+    """conf/train_invert/<group>/small32.yaml's arguments (without `_target_`, the class itself)."""
+    values = OmegaConf.to_container(OmegaConf.load(f"{TRAIN_INVERT_CONF_DIR}/{group}/small32.yaml"))
+    return {k: v for k, v in values.items() if k != "_target_"}
+
+
+def tiny_generator(resolution=16, condition="logits", **changes) -> Generator:
+    """small32 narrowed for speed: width 8, z 32, embedding 16."""
+    args = {**small32("generator"), "width": 8, "z_dim": 32, "embed_dim": 16, "resolution": resolution, **changes}
+    return Generator(10, **args, condition=condition, temperature=1.0)
 
 
 @pytest.mark.parametrize("resolution,hierarchical", [(16, True), (32, False)])
 def test_generator_and_discriminator_shapes(resolution, hierarchical):
     torch.manual_seed(0)
-    G = Generator(10, resolution=resolution, width=8, z_dim=32, embed_dim=16, hierarchical=hierarchical)
-    D = ProjectionDiscriminator(10, resolution=resolution, width=8)
+    G = tiny_generator(resolution, hierarchical=hierarchical)
+    D = ProjectionDiscriminator(10, **{**small32("discriminator"), "width": 8}, resolution=resolution)
     logits = torch.randn(5, 10)
     images = G(logits, G.sample_z(5))
     assert images.shape == (5, 3, resolution, resolution)
@@ -32,7 +46,7 @@ def test_conditional_batch_norm_depends_on_the_condition():
 
 def test_generator_output_depends_on_the_logits_not_only_the_class():
     torch.manual_seed(0)
-    G = Generator(10, resolution=16, width=8, z_dim=32, embed_dim=16).eval()
+    G = tiny_generator().eval()
     a = torch.randn(1, 10)
     a[0, 3] = 10.0
     b = a.clone()
@@ -43,7 +57,7 @@ def test_generator_output_depends_on_the_logits_not_only_the_class():
     G(logits, z.expand(2, -1)).sum().backward()
     assert logits.grad.abs().sum() > 0   # the image is a differentiable function of every logit
 
-    onehot = Generator(10, resolution=16, width=8, z_dim=32, embed_dim=16, condition="onehot").eval()
+    onehot = tiny_generator(condition="onehot").eval()
     assert torch.equal(onehot(a, z), onehot(b, z))  # the baseline sees only the top-1 class
 
 
@@ -56,7 +70,7 @@ def test_hinge_losses_on_known_values():
 
 def test_bad_resolution_is_a_config_error():
     with pytest.raises(ConfigError, match="resolution=48 cannot be made"):
-        Generator(10, resolution=48)
+        tiny_generator(resolution=48)
 
 
 def test_retrieval_chance_and_ssim():
@@ -114,7 +128,7 @@ def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():
 
     torch.manual_seed(0)
     clf = wrap(SmallCNN(10, width=8), 10, 8)
-    loss = GeneratorLoss(clf, pixel_l1=1.0, feature_matching=1.0, logit_consistency=1.0)
+    loss = GeneratorLoss(clf, pixel_l1=1.0, feature_matching=1.0, logit_consistency=1.0, adversarial=1.0)
     real = torch.rand(4, 3, 8, 8)
     logits = clf(real)
     same = loss(real, real, logits)
@@ -126,7 +140,8 @@ def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():
     for name, value in terms.items():  # each term alone gives fake a gradient
         (grad,) = torch.autograd.grad(value, fake, retain_graph=True)
         assert grad.abs().sum() > 0, name
-    assert GeneratorLoss(clf)(fake, real, logits) == {}  # all weights 0: no terms
+    off = GeneratorLoss(clf, pixel_l1=0.0, feature_matching=0.0, logit_consistency=0.0, adversarial=1.0)
+    assert off(fake, real, logits) == {}  # all weights 0: no terms
 
 
 def test_every_train_invert_config_composes():
@@ -155,8 +170,8 @@ def test_sync_batchnorm_converts_the_conditional_batch_norms():
     from pii.feedforward.train import Dist, sync_batchnorm
 
     torch.manual_seed(0)
-    G = Generator(10, resolution=16, width=8, z_dim=32, embed_dim=16)
-    D = ProjectionDiscriminator(10, resolution=16, width=8)
+    G = tiny_generator()
+    D = ProjectionDiscriminator(10, **{**small32("discriminator"), "width": 8}, resolution=16)
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(G))
     assert all(isinstance(m.bn, nn.SyncBatchNorm) for m in synced.modules() if isinstance(m, ConditionalBatchNorm))
     assert isinstance(synced.out_bn, nn.SyncBatchNorm)

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from pii.errors import ConfigError
 from pii.feedforward import classifier as classifier_lib
 from pii.feedforward import data as data_lib
-from pii.feedforward import discriminator, generator, losses
-from pii.feedforward.runner import train_invert
+from pii.feedforward import losses
+from pii.feedforward.runner import discriminator, generator, train_invert
 from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
 from pii.run.compose import compose_train_invert as compose
 
@@ -54,10 +54,10 @@ def parts(cfg, device=torch.device("cpu")):
 
 def fresh(cfg, data, clf, seed=0):
     torch.manual_seed(seed)
-    G = generator.build(cfg.generator, data.num_classes, "logits")
+    G = generator(cfg)(num_classes=data.num_classes, condition="logits", temperature=float(cfg.temperature))
     x, _ = data_lib.load_all(data.train)
     G.condition.fit(clf(x[:256].to(clf.mean.device)).cpu())
-    return G, discriminator.build(cfg.discriminator, data.num_classes, cfg.generator.resolution)
+    return G, discriminator(cfg)(cond_dim=data.num_classes, resolution=cfg.generator.resolution)
 
 
 def test_training_lowers_the_loss_and_resumes_to_the_same_sequence(tmp_path, tiny):
@@ -205,7 +205,8 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny):
     assert g0.keys() == g1.keys()
     for key in g0:
         torch.testing.assert_close(g0[key], g1[key], msg=key)
-    start = dict(generator.build(cfg.generator, 10, "logits", float(cfg.temperature)).named_parameters())
+    start = dict(generator(cfg)(num_classes=10, condition="logits", temperature=float(cfg.temperature))
+                 .named_parameters())
     assert any(g0[k].shape == start[k].shape and not torch.equal(g0[k], start[k].detach()) for k in g0)  # it trained
 
 

@@ -7,10 +7,10 @@ import torch
 from tiny import tiny_cfg
 
 from pii import models
-from pii.core import augment, losses, schedule
 from pii.core.inversion import forward_backward, invert
 from pii.core.observers import Observer
 from pii.errors import ConfigError
+from pii.run import build
 
 
 class Recorder(Observer):
@@ -33,9 +33,9 @@ def run_tiny(cfg, class_ids=(980, 1)):
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
     recorder = Recorder()
-    stages = schedule.plan(classifier.input_size, cfg.schedule)
-    image = invert(classifier, list(class_ids), augment.build(cfg.augmentation), stages,
-                   losses.build(cfg.loss, classifier), cfg.schedule, recorder, log_every=1)
+    stages = models.plan_stages(cfg)
+    image = invert(classifier, list(class_ids), build.augmentation(cfg), stages,
+                   build.loss(cfg, classifier), build.optimizer(cfg), recorder, log_every=1)
     return classifier, image, recorder
 
 
@@ -76,8 +76,8 @@ def test_fixed_size_model_sees_its_own_input_size(tiny_config):
     classifier = models.build(cfg.model)
     classifier.register_forward_pre_hook(lambda m, args: given.append(args[0].shape[-1]))
     classifier.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
-    stages = schedule.plan(224, cfg.schedule)
-    invert(classifier, [0], augment.build(cfg.augmentation), stages, losses.build(cfg.loss, classifier), cfg.schedule)
+    stages = models.plan_stages(cfg)
+    invert(classifier, [0], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg))
     assert set(given) == {149, 224} and set(seen) == {224}
 
 
@@ -94,7 +94,7 @@ def test_chunked_views_give_the_unchunked_gradient():
     # augmentation.chunk trades speed for memory and must not change the result
     cfg = tiny_cfg(Path("/unused"), "loss=tv", "precision=fp32")
     classifier = models.build(cfg.model)
-    loss_fn = losses.build(cfg.loss, classifier)
+    loss_fn = build.loss(cfg, classifier)
     image = torch.rand(2, 3, 32, 32)
     torch.manual_seed(1)
     shifts = torch.rand(10, 3, 1, 1)
@@ -112,8 +112,8 @@ def test_chunking_is_refused_where_the_loss_needs_every_view_at_once(tiny_config
     cfg = tiny_config("loss=deepinversion", "augmentation.chunk=1")
     classifier = models.build(cfg.model)
     with pytest.raises(ConfigError, match="augmentation.chunk"):
-        invert(classifier, [1, 2], augment.build(cfg.augmentation), schedule.plan(64, cfg.schedule),
-               losses.build(cfg.loss, classifier), cfg.schedule, chunk=1)
+        invert(classifier, [1, 2], build.augmentation(cfg), models.plan_stages(cfg),
+               build.loss(cfg, classifier), build.optimizer(cfg), chunk=1)
 
 
 def test_the_loop_reports_every_log_every_steps_and_each_stage_end(tiny_config):
@@ -125,6 +125,6 @@ def test_the_loop_reports_every_log_every_steps_and_each_stage_end(tiny_config):
         def step_done(self, index, step, loss, probs):
             steps.append((index, step))
 
-    invert(classifier, [1], augment.build(cfg.augmentation), schedule.plan(64, cfg.schedule),
-           losses.build(cfg.loss, classifier), cfg.schedule, Steps(), log_every=3)
+    invert(classifier, [1], build.augmentation(cfg), models.plan_stages(cfg),
+           build.loss(cfg, classifier), build.optimizer(cfg), Steps(), log_every=3)
     assert steps == [(0, 0), (0, 3), (0, 6), (1, 0), (1, 3), (1, 6)]

@@ -12,7 +12,7 @@ PII = Path(__file__).resolve().parent.parent / "pii"
 LAYERS = ["core", "models", "eval", "run", "feedforward"]  # each may import those before it
 BASE = {"pii", "pii.errors"}  # the package root (CONF_DIR, ConfigError): every layer may use it
 ENTRY_POINTS = {"pii.run.cli", "pii.feedforward.cli"}
-CORE_THIRD_PARTY = {"torch", "numpy", "omegaconf", "tqdm"}  # the algorithm needs no more than this
+CORE_THIRD_PARTY = {"torch", "numpy"}  # the algorithm needs no more than this
 
 
 def module_name(path: Path) -> str:

@@ -6,27 +6,28 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import as_hydra_run, stopped_after_stage
+from conftest import as_hydra_run, compose_config, stopped_after_stage
 from omegaconf import OmegaConf
 from tiny import tiny_cfg
 
 from pii import models
-from pii.core import augment, losses, schedule
 from pii.core import param as param_lib
+from pii.core import schedule
 from pii.core.inversion import invert
 from pii.core.observers import Observer
 from pii.eval.judge import spectral_slope
-from pii.run import resume, runner
+from pii.run import build, resume, runner
 
 KINDS = ["pixel", "fourier", "maco"]
 
 
-def make(kind: str, batch: int = 2, **keys):
-    return param_lib.build(OmegaConf.create({"name": kind, **keys}), batch)
+def make(kind: str, batch: int = 2, *overrides: str):
+    """The `param` option `kind` as conf/param/ sets it, built as a run builds it."""
+    return build.param(compose_config([f"param={kind}", *overrides, "output_dir=/x"]), batch, "cpu")
 
 
 def stages():
-    return schedule.plan(64, OmegaConf.create({"stages": 3, "steps": 1, "zoom": True, "centering": True}))
+    return schedule.plan(64, stages=3, steps=1, zoom=True, centering=True)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -104,7 +105,7 @@ def test_maco_reads_a_spectrum_file(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "s.npy", spectrum)
-    p = make("maco", spectrum=str(tmp_path / "s.npy"))
+    p = make("maco", 2, f"param.spectrum={tmp_path / 's.npy'}")
     assert p.magnitude(40).shape == (3, 40, 21) and torch.equal(p.magnitude(40), torch.from_numpy(spectrum))
     assert p.magnitude(64).shape == (3, 64, 33)
     p.grow(stages()[0])
@@ -144,17 +145,16 @@ def test_pixel_param_is_the_papers_loop():
     cfg = tiny_cfg(Path("/unused"))
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
-    plan = schedule.plan(32, cfg.schedule)
+    plan = models.plan_stages(cfg)
     assert len(plan) == 3 and sum(s.steps for s in plan) == 9
     torch.manual_seed(1)
-    ours = invert(classifier, [1, 2], augment.build(cfg.augmentation), plan, losses.build(cfg.loss, classifier),
-                  cfg.schedule)
+    ours = invert(classifier, [1, 2], build.augmentation(cfg), plan, build.loss(cfg, classifier), build.optimizer(cfg))
     torch.manual_seed(1)
-    reference = papers_loop(classifier, [1, 2], augment.build(cfg.augmentation), plan, cfg.schedule)
+    reference = papers_loop(classifier, [1, 2], build.augmentation(cfg), plan, cfg.schedule)
     assert ours.shape == reference.shape == (2, 3, 32, 32)
     assert (ours - reference).abs().max() < 1e-5
     torch.manual_seed(2)  # and the tolerance is far below what a different run gives
-    other = papers_loop(classifier, [1, 2], augment.build(cfg.augmentation), plan, cfg.schedule)
+    other = papers_loop(classifier, [1, 2], build.augmentation(cfg), plan, cfg.schedule)
     assert (other - reference).abs().max() > 1e-2
 
 
@@ -178,9 +178,8 @@ def test_each_method_preset_raises_the_target_probability(tiny_config, preset):
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
     recorder = Probs()
-    invert(classifier, [980, 1], augment.build(cfg.augmentation), schedule.plan(64, cfg.schedule),
-           losses.build(cfg.loss, classifier), cfg.schedule, recorder, log_every=1,
-           param=param_lib.build(cfg.param, 2))
+    invert(classifier, [980, 1], build.augmentation(cfg), models.plan_stages(cfg), build.loss(cfg, classifier),
+           build.optimizer(cfg), recorder, log_every=1, param=build.param(cfg, 2, "cpu"))
     k = 3
     assert sum(recorder.probs[-k:]) / k > sum(recorder.probs[:k]) / k
 

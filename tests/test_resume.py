@@ -133,3 +133,23 @@ def test_a_run_saved_before_newer_keys_existed_resumes_with_their_defaults(tmp_p
     resumed = resume.resumed_config(tiny_cfg(tmp_path / "new", f"resume={old}"), overrides=[f"resume={old}"])
     assert resumed.log_every == 10 and resumed.augmentation.chunk == "auto"
     assert resumed.output_dir == str(old) and resumed.verifier == saved["verifier"]
+
+
+@pytest.mark.parametrize("param,optimizer", [("pixel", "adam"), ("maco", "nadam")])
+def test_a_run_saved_when_names_picked_the_classes_resumes_with_them(tmp_path, param, optimizer):
+    """Before `_target_`, `param.name` and `schedule.optimizer` named the classes (and the param schema
+    held every kind's keys, null where unused): such a run resumes with the same classes and values."""
+    old = tmp_path / "old"
+    saved = OmegaConf.to_container(tiny_cfg(old, f"param={param}", f"optimizer={optimizer}", "schedule.lr=0.3"),
+                                   resolve=True)
+    keys = ("decay", "sd", "decorrelate", "spectrum", "standardize_phase")
+    saved["param"] = {"name": param, **{k: saved["param"].get(k) for k in keys}}
+    saved["schedule"]["optimizer"] = optimizer
+    del saved["optimizer"]
+    (old / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(saved), old / ".hydra" / "config.yaml")
+    resumed = resume.resumed_config(tiny_cfg(tmp_path / "new", f"resume={old}"), overrides=[f"resume={old}"])
+    fresh = tiny_cfg(old, f"param={param}", f"optimizer={optimizer}", "schedule.lr=0.3")
+    for key in ("param", "optimizer"):
+        assert OmegaConf.to_container(resumed[key], resolve=True) == OmegaConf.to_container(fresh[key], resolve=True)
+    assert "optimizer" not in resumed.schedule and resumed.optimizer.lr == 0.3

@@ -1,42 +1,42 @@
+from functools import partial
+
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from pii.core import schedule
 from pii.errors import ConfigError
 
 
-def cfg(**kw):
-    base = dict(stages=7, steps=400, zoom=True, centering=True, lr=0.01, betas=[0.5, 0.99])
-    return OmegaConf.create({**base, **kw})
+def plan(size, **kw):
+    return schedule.plan(size, **{**dict(stages=7, steps=400, zoom=True, centering=True), **kw})
 
 
 def test_stage_sizes_224_and_384():
-    assert [s.size for s in schedule.plan(224, cfg())] == [56, 84, 112, 140, 168, 196, 224]
-    assert [s.size for s in schedule.plan(384, cfg())] == [96, 144, 192, 240, 288, 336, 384]
-    assert all(s.steps == 400 for s in schedule.plan(224, cfg()))
+    assert [s.size for s in plan(224)] == [56, 84, 112, 140, 168, 196, 224]
+    assert [s.size for s in plan(384)] == [96, 144, 192, 240, 288, 336, 384]
+    assert all(s.steps == 400 for s in plan(224))
 
 
 def test_zoom_and_centering_paste_halfway_with_border_of_half_a_step():
-    stages = schedule.plan(224, cfg())
+    stages = plan(224)
     assert stages[0].paste is None
     # step = 28, border 14 in all: 56 -> 70 inside 84, halfway between the two sizes
     assert [s.paste for s in stages[1:]] == [70, 98, 126, 154, 182, 210]
-    assert [s.paste for s in schedule.plan(384, cfg())[1:3]] == [120, 168]
+    assert [s.paste for s in plan(384)[1:3]] == [120, 168]
 
 
 def test_ablation_schedules():
-    zoom = schedule.plan(224, cfg(centering=False))
+    zoom = plan(224, centering=False)
     assert [s.paste for s in zoom[1:]] == [s.size for s in zoom[1:]]
-    centre = schedule.plan(224, cfg(zoom=False))
+    centre = plan(224, zoom=False)
     assert [s.paste for s in centre[1:]] == [s.size for s in centre[:-1]]
-    (only,) = schedule.plan(224, cfg(zoom=False, centering=False))
+    (only,) = plan(224, zoom=False, centering=False)
     assert (only.size, only.steps) == (224, 7 * 400)
 
 
 def test_grow_pastes_previous_image_in_the_centre_of_fresh_noise():
     torch.manual_seed(0)
-    stage = schedule.plan(224, cfg())[1]  # 84 px canvas, 70 px patch
+    stage = plan(224)[1]  # 84 px canvas, 70 px patch
     previous = torch.full((2, 3, 56, 56), 0.25)
     grown = schedule.grow(previous, stage, torch.rand(2, 3, stage.size, stage.size))
     assert grown.shape == (2, 3, 84, 84)
@@ -48,14 +48,14 @@ def test_grow_pastes_previous_image_in_the_centre_of_fresh_noise():
 def test_first_stage_is_uniform_noise():
     from pii.core.param import Pixel
 
-    stage = schedule.plan(224, cfg())[0]
+    stage = plan(224)[0]
     x = Pixel(3).canvas(stage.size)
     assert x.shape == (3, 3, 56, 56) and 0 <= x.min() and x.max() < 1 and abs(x.mean() - 0.5) < 0.02
 
 
-def test_optimizer_is_adam_with_cosine_decay_to_zero():
+def test_optimizer_is_the_one_given_with_cosine_decay_to_zero():
     p = torch.zeros(1, requires_grad=True)
-    opt, sched = schedule.optimizer([p], 10, cfg())
+    opt, sched = schedule.optimizer([p], 10, partial(torch.optim.Adam, lr=0.01, betas=(0.5, 0.99)))
     assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.5, 0.99)
     lrs = []
     for _ in range(10):
@@ -66,13 +66,15 @@ def test_optimizer_is_adam_with_cosine_decay_to_zero():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
-def test_every_optimizer_the_config_accepts_is_built():
-    from pii.run.config import OPTIMIZERS
+@pytest.mark.parametrize("option,kind", [("adam", torch.optim.Adam), ("nadam", torch.optim.NAdam)])
+def test_every_optimizer_option_builds_its_class_with_the_schedules_lr_and_betas(option, kind):
+    from conftest import compose_config
 
-    assert tuple(schedule.OPTIMIZERS) == OPTIMIZERS
-    for name in OPTIMIZERS:
-        opt, _ = schedule.optimizer([torch.zeros(1, requires_grad=True)], 10, cfg(optimizer=name))
-        assert isinstance(opt, schedule.OPTIMIZERS[name])
+    from pii.run import build
+
+    cfg = compose_config([f"optimizer={option}", "schedule.lr=0.2", "schedule.betas=[0.8,0.9]", "output_dir=/x"])
+    opt, _ = schedule.optimizer([torch.zeros(1, requires_grad=True)], 10, build.optimizer(cfg))
+    assert type(opt) is kind and opt.defaults["lr"] == 0.2 and tuple(opt.defaults["betas"]) == (0.8, 0.9)
 
 
 @pytest.mark.parametrize("key,value", [("steps", -1), ("steps", 0), ("stages", 0)])

@@ -8,7 +8,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 
@@ -53,7 +52,7 @@ class ColorShift(nn.Module):
     Applied to [0, 1] pixels before the model's normalisation, and not clamped.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0):
+    def __init__(self, alpha: float, beta: float):
         super().__init__()
         self.alpha, self.beta = alpha, beta
 
@@ -92,7 +91,7 @@ class ScaleRotate(nn.Module):
     """lucent's random scale and rotation, drawn per copy: zoom by s ~ U(scale) and rotate by
     U(-degrees, degrees) about the centre (one affine resampling, bilinear, edges reflected)."""
 
-    def __init__(self, scale: tuple[float, float] = (1.0, 1.0), degrees: float = 0.0):
+    def __init__(self, scale: tuple[float, float], degrees: float):
         super().__init__()
         self.scale, self.degrees = scale, degrees
 
@@ -118,7 +117,7 @@ class Crops(Ensemble):
     image's size (bilinear, zero outside the image: the same samples as torchvision's
     roi_align(aligned=True), 3x faster on the CPU with its backward)."""
 
-    def __init__(self, count: int, box: tuple[float, float], centre_std: float = 0.15):
+    def __init__(self, count: int, box: tuple[float, float], centre_std: float):
         super().__init__(count)
         self.box, self.centre_std = box, centre_std
 
@@ -147,27 +146,29 @@ def _pair(value) -> tuple[float, float]:
     return lo, hi
 
 
-def build(cfg: DictConfig) -> nn.Sequential:
+def build(*, jitter: int, flip: bool, ensemble_size: int, color_shift: bool, alpha: float, beta: float, pad: int,
+          shift: int, crops: tuple[float, float] | None, crop_centre_std: float, scale: tuple[float, float] | None,
+          degrees: float, noise: float) -> nn.Sequential:
     """Each piece switchable, in one order: pad, shift, jitter, ensemble (or crops), scale and
-    rotation, flip, ColorShift, noise. The paper's set is jitter, ensemble, ColorShift."""
-    ensemble_size = int(cfg.ensemble_size)  # ranges: pii.run.config.check_invert
+    rotation, flip, ColorShift, noise. The paper's set is jitter, ensemble, ColorShift. The
+    arguments are the `augmentation` config group's keys (conf/augmentation/pii.yaml: what each does)."""
     pieces: list[nn.Module] = []
-    if cfg.get("pad", 0) > 0:
-        pieces.append(Pad(int(cfg.pad)))
-    if cfg.get("shift", 0) > 0:
-        pieces.append(Shift(int(cfg.shift)))
-    if cfg.jitter > 0:
-        pieces.append(Jitter(int(cfg.jitter)))
-    if cfg.get("crops"):
-        pieces.append(Crops(ensemble_size, _pair(cfg.crops), float(cfg.get("crop_centre_std", 0.15))))
+    if pad > 0:
+        pieces.append(Pad(int(pad)))
+    if shift > 0:
+        pieces.append(Shift(int(shift)))
+    if jitter > 0:
+        pieces.append(Jitter(int(jitter)))
+    if crops:
+        pieces.append(Crops(int(ensemble_size), _pair(crops), float(crop_centre_std)))
     else:
-        pieces.append(Ensemble(ensemble_size))
-    if cfg.get("scale") or cfg.get("degrees", 0):
-        pieces.append(ScaleRotate(_pair(cfg.get("scale") or [1, 1]), float(cfg.get("degrees", 0))))
-    if cfg.flip:
+        pieces.append(Ensemble(int(ensemble_size)))
+    if scale or degrees:
+        pieces.append(ScaleRotate(_pair(scale or [1, 1]), float(degrees)))
+    if flip:
         pieces.append(Flip())
-    if cfg.color_shift and (cfg.alpha > 0 or cfg.beta > 0):
-        pieces.append(ColorShift(float(cfg.alpha), float(cfg.beta)))
-    if cfg.get("noise", 0) > 0:
-        pieces.append(Noise(float(cfg.noise)))
+    if color_shift and (alpha > 0 or beta > 0):
+        pieces.append(ColorShift(float(alpha), float(beta)))
+    if noise > 0:
+        pieces.append(Noise(float(noise)))
     return nn.Sequential(*pieces)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from pii.core import schedule
@@ -19,7 +18,8 @@ from pii.errors import ConfigError
 
 
 def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stages: list[Stage],
-           loss_fn: InversionLoss, optim_cfg: DictConfig, observer: Observer | None = None,
+           loss_fn: InversionLoss, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+           observer: Observer | None = None,
            image: torch.Tensor | None = None, first_stage: int = 0, log_every: int = 10,
            chunk: int | Callable[[int, int], int] | None = None,
            param: Param | None = None) -> torch.Tensor:
@@ -27,7 +27,7 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
 
     The image is a parametrization (pii.core.param; default: the pixels). For each
     stage: grow it (the previous image pasted in the centre of a fresh canvas),
-    make a fresh optimiser and cosine schedule, then step: render, augment,
+    make a fresh optimiser (`make_optimizer(parameters)`) and cosine schedule, then step: render, augment,
     forward, loss, backward, step, project (pixels: clamp to [0, 1]). `image`
     replaces what the run starts from: the image at the end of stage
     `first_stage` - 1 (to resume), or another run's images (first_stage 0: PII,
@@ -49,7 +49,7 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
     for index in range(first_stage, len(stages)):
         stage = stages[index]
         param.grow(stage)
-        optimizer, lr_schedule = schedule.optimizer(param.parameters(), stage.steps, optim_cfg)
+        optimizer, lr_schedule = schedule.optimizer(param.parameters(), stage.steps, make_optimizer)
         observer.stage_started(index, stage, param.image())
         per_chunk = None
         for step in range(stage.steps):

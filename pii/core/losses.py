@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 from pii.errors import ConfigError
@@ -61,8 +60,8 @@ class InversionLoss(nn.Module):
     """Cross-entropy of every augmented view against its class, plus
     tv_weight * TV(image) + l2_weight * mean ||image||_2 + bn_weight * BatchNorm penalty."""
 
-    def __init__(self, tv_weight: float = 0.0, l2_weight: float = 0.0,
-                 bn_weight: float = 0.0, bn_stats: BatchNormStatistics | None = None):
+    def __init__(self, tv_weight: float, l2_weight: float, bn_weight: float,
+                 bn_stats: BatchNormStatistics | None = None):
         super().__init__()
         self.tv_weight, self.l2_weight, self.bn_weight, self.bn_stats = tv_weight, l2_weight, bn_weight, bn_stats
 
@@ -92,16 +91,17 @@ class InversionLoss(nn.Module):
         return not self.bn_weight
 
 
-def reads_batchnorm(cfg: DictConfig) -> bool:
-    """Whether the loss reads the classifier's BatchNorm layers (DeepInversion's penalty), which
-    must then stay unfolded (pii.models.fold_batchnorm)."""
-    return float(cfg.get("bn_weight", 0.0)) > 0
+def reads_batchnorm(bn_weight: float) -> bool:
+    """Whether a loss with this `bn_weight` reads the classifier's BatchNorm layers (DeepInversion's
+    penalty), which must then stay unfolded (pii.models.fold_batchnorm)."""
+    return float(bn_weight) > 0
 
 
-def build(cfg: DictConfig, classifier: nn.Module) -> InversionLoss:
-    weights = {key: float(cfg.get(key, 0.0)) for key in ("tv_weight", "l2_weight", "bn_weight")}
+def build(classifier: nn.Module, *, tv_weight: float, l2_weight: float, bn_weight: float) -> InversionLoss:
+    """The `loss` config group's keys (conf/loss/): the weights of the priors next to cross-entropy."""
+    weights = {"tv_weight": float(tv_weight), "l2_weight": float(l2_weight), "bn_weight": float(bn_weight)}
     for key, value in weights.items():
         if value < 0:
             raise ConfigError(f"loss.{key} must be >= 0, got {value}")
-    bn_stats = BatchNormStatistics(classifier) if reads_batchnorm(cfg) else None
+    bn_stats = BatchNormStatistics(classifier) if reads_batchnorm(bn_weight) else None
     return InversionLoss(**weights, bn_stats=bn_stats)

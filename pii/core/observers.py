@@ -45,24 +45,3 @@ class Observers(Observer):
     def run_done(self, *args) -> None:
         for o in self.observers:
             o.run_done(*args)
-
-
-class ProgressBar(Observer):
-    """A tqdm bar per stage with the loss and the mean target probability (as often as the loop reports)."""
-
-    def __init__(self, num_stages: int):
-        from tqdm.auto import tqdm
-
-        self.tqdm, self.num_stages, self.bar = tqdm, num_stages, None
-
-    def stage_started(self, index, stage, image):
-        self.bar = self.tqdm(total=stage.steps, desc=f"stage {index + 1}/{self.num_stages} {stage.size}px",
-                             leave=True, dynamic_ncols=True)
-
-    def step_done(self, index, step, loss, probs):
-        self.bar.set_postfix(loss=f"{loss:.3f}", p_target=f"{probs.mean().item():.3f}", refresh=False)
-        self.bar.update(step + 1 - self.bar.n)
-
-    def stage_done(self, index, stage, image):
-        self.bar.update(stage.steps - self.bar.n)
-        self.bar.close()

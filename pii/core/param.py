@@ -13,17 +13,19 @@ image is pasted into a fresh canvas of the new size, then re-expressed in the
 param (`encode`). For `pixel` that is the paper's loop exactly; for `fourier`
 re-encoding is exact; for `maco` it keeps the phase of the grown image under
 the fixed magnitude, an approximation.
+
+Each kind is picked by a file of conf/param/ whose `_target_` names its class
+(Hydra's instantiate, in pii.run.build); a new kind is a Param subclass and such
+a file.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
 from pii.core import schedule
 from pii.core.schedule import Stage
@@ -144,8 +146,7 @@ class Fourier(Param):
 
     MAGIC = 4.0  # lucent divides the inverse transform by 4
 
-    def __init__(self, batch: int, device: torch.device | str = "cpu", decay: float = 1.0, sd: float = 0.01,
-                 decorrelate: bool = True):
+    def __init__(self, batch: int, device: torch.device | str, *, decay: float, sd: float, decorrelate: bool):
         super().__init__(batch, device)
         self.decay, self.sd, self.decorrelate = decay, sd, decorrelate
         self.spectrum = torch.empty(0)  # (batch, 3, size, size // 2 + 1, 2): real and imaginary parts
@@ -207,11 +208,11 @@ class Maco(Param):
     """MACO: sigmoid(C standardize(irfft2(r cos(phi) + i r sin(phi)))), r fixed, phi learned.
 
     Horama standardises phi at every render as well; then a grown image cannot be re-expressed as
-    a phase (a standardised angle is another image), so this is `standardize_phase` (default off).
+    a phase (a standardised angle is another image), so this is `standardize_phase` (off in conf/param/maco.yaml).
     """
 
-    def __init__(self, batch: int, device: torch.device | str = "cpu", decay: float = 1.0,
-                 spectrum: str | None = None, standardize_phase: bool = False):
+    def __init__(self, batch: int, device: torch.device | str, *, decay: float, spectrum: str | None,
+                 standardize_phase: bool):
         super().__init__(batch, device)
         self.decay, self.standardize_phase = decay, standardize_phase
         self.template = load_spectrum(spectrum) if spectrum else None
@@ -270,23 +271,3 @@ def load_spectrum(path: str) -> torch.Tensor:
     if array.ndim != 3 or array.shape[0] != 3 or array.shape[2] != array.shape[1] // 2 + 1:
         raise ConfigError(f"param.spectrum={path}: shape {array.shape} is not (3, H, H//2+1)")
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
-
-
-KINDS = {"pixel": Pixel, "fourier": Fourier, "maco": Maco}
-
-
-def build(cfg: DictConfig | None, batch: int, device: torch.device | str = "cpu") -> Param:
-    """The `param` config group: `param.name` and that kind's keys."""
-    if cfg is None:
-        return Pixel(batch, device)
-    # the schema (pii.run.config.ParamConfig) holds every kind's keys; unset (None) ones are another kind's
-    kwargs = {k: v for k, v in dict(cfg).items() if k != "name" and v is not None}
-    name = str(cfg.get("name", "pixel"))
-    if name not in KINDS:
-        raise ConfigError(f"unknown param {name!r}; available: {', '.join(KINDS)}")
-    if "decay" in kwargs and not (math.isfinite(float(kwargs["decay"])) and float(kwargs["decay"]) >= 0):
-        raise ConfigError(f"param.decay must be >= 0, got {kwargs['decay']}")
-    try:
-        return KINDS[name](batch, device, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"param={name}: {err}") from None

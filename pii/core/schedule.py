@@ -3,11 +3,11 @@ and the optimiser that is made afresh at every stage (paper Sections 3.1, 4)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Stage:
     paste: int | None
 
 
-def plan(full_size: int, cfg: DictConfig) -> list[Stage]:
+def plan(full_size: int, *, stages: int, steps: int, zoom: bool, centering: bool) -> list[Stage]:
     """The stages for an image of `full_size` px.
 
     With n stages, step = full_size / (n + 1) and the sizes are 2*step, ...,
@@ -32,17 +32,17 @@ def plan(full_size: int, cfg: DictConfig) -> list[Stage]:
     so with both the pasted patch is halfway between the old and new sizes.
     Neither: one stage at full size with the same total number of steps.
     """
-    stages, steps = int(cfg.stages), int(cfg.steps)  # ranges: pii.run.config.check_invert
-    if not (cfg.zoom or cfg.centering):
+    stages, steps = int(stages), int(steps)  # ranges: pii.run.config.check_invert
+    if not (zoom or centering):
         return [Stage(full_size, stages * steps, None)]
     step = full_size / (stages + 1)
     sizes = [round(k * step) for k in range(2, stages + 2)]
-    border = round(step / 2) if cfg.centering else 0
+    border = round(step / 2) if centering else 0
     plan_ = []
     for index, size in enumerate(sizes):
         if index == 0:
             paste = None
-        elif cfg.zoom:
+        elif zoom:
             paste = size - border
         else:  # centering only: the old image keeps its scale, the canvas grows around it
             paste = sizes[index - 1]
@@ -65,12 +65,8 @@ def grow(previous: torch.Tensor | None, stage: Stage, canvas: torch.Tensor) -> t
     return canvas
 
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}  # the names: pii.run.config.OPTIMIZERS
-
-
-def optimizer(params: list[torch.Tensor], steps: int, cfg: DictConfig):
-    """Adam (or `schedule.optimizer=nadam`, MACO's) with cosine decay to 0 over the stage; re-created
-    at every stage."""
-    make = OPTIMIZERS[str(cfg.get("optimizer", "adam"))]  # the name: checked by pii.run.config.check_invert
-    opt = make(params, lr=float(cfg.lr), betas=tuple(cfg.betas))
+def optimizer(params: list[torch.Tensor], steps: int, make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
+    """`make(params)` (the `optimizer` config group's class with its settings: Adam, or MACO's NAdam)
+    with cosine decay to 0 over the stage's `steps`; re-created at every stage."""
+    opt = make(params)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)

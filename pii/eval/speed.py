@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from pii import models
@@ -169,8 +170,10 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     per_run = 1 if naive else len(class_ids)
     stages = models.plan_stages(cfg)
     classifier, compiled = build_path(cfg, device, naive, stages, views=per_run * int(cfg.augmentation.ensemble_size))
-    augment = augment_lib.build(cfg.augmentation)
-    loss_fn = losses.build(cfg.loss, classifier)
+    # the pieces as invert.py's runner builds them (pii.run.build; eval sits below run)
+    augment = augment_lib.build(**{k: v for k, v in OmegaConf.to_container(cfg.augmentation).items() if k != "chunk"})
+    loss_fn = losses.build(classifier, **cfg.loss)
+    make_optimizer = instantiate(cfg.optimizer, _partial_=True, _convert_="all")
     runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
                         classifier.channels_last, compiled)
@@ -181,14 +184,15 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     warm_up = [Stage(s.size, 1, s.paste) for s in stages]
     _sync(device)
     start = time.perf_counter()
-    invert(classifier, runs[0], augment, warm_up, loss_fn, cfg.schedule, observer, log_every=log_every, chunk=chunk)
+    invert(classifier, runs[0], augment, warm_up, loss_fn, make_optimizer, observer, log_every=log_every, chunk=chunk)
     _sync(device)
     result.warmup_seconds = time.perf_counter() - start
     with PeakMemory(device) as memory:
         for ids in runs:
             _sync(device)
             start = time.perf_counter()
-            invert(classifier, ids, augment, stages, loss_fn, cfg.schedule, observer, log_every=log_every, chunk=chunk)
+            invert(classifier, ids, augment, stages, loss_fn, make_optimizer, observer, log_every=log_every,
+                   chunk=chunk)
             _sync(device)
             result.run_seconds.append(time.perf_counter() - start)
             log.info("%s path: classes %s in %.1f s", result.name, ids, result.run_seconds[-1])

@@ -25,7 +25,8 @@ from pii import models
 from pii.errors import ConfigError
 from pii.feedforward.data import Data, load_all
 from pii.models.training import accuracy, fit
-from pii.run import targets
+from pii.run.compose import TRAIN_INVERT_CONF_DIR
+from pii.run.config import target
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,13 @@ def wrap(net: nn.Module, num_classes: int, resolution: int) -> models.Classifier
                              num_classes=num_classes)
 
 
-CHOICES = "use classifier=small_cnn or classifier=model"
 RUN_ARGUMENTS = ("data", "resolution", "device", "model_cfg", "data_cfg", "is_main", "barrier")
 
 
 def builder(cfg: DictConfig) -> Callable[..., models.Classifier]:
     """The `classifier` group's `_target_` (one of the functions below) with the group's keys bound;
     checks the group without building anything."""
-    return targets.bound(cfg, "classifier", CHOICES, call_with=RUN_ARGUMENTS)
+    return target(cfg, "classifier", *RUN_ARGUMENTS, root=TRAIN_INVERT_CONF_DIR)
 
 
 def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution: int,

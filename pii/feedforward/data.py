@@ -19,7 +19,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from pii.errors import ConfigError
 from pii.models.training import split
-from pii.run import targets
+from pii.run.compose import TRAIN_INVERT_CONF_DIR
+from pii.run.config import target
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,9 @@ def build(cfg: DictConfig, resolution: int) -> Data:
 
 def builder(cfg: DictConfig) -> Callable[..., Data]:
     """The `data` group's builder with its arguments bound, without loading anything (so it also checks
-    the group): `_target_` names one of the functions below and every other key is its argument, but
-    `name`, the data's label in logs."""
-    return targets.bound(cfg, "data", "use data=digits, data=cifar10 or data=folder", call_with=("resolution",),
-                         leave_out=("name",))
+    the group): `_target_` names one of the functions below (hydra.utils.instantiate) and every other key
+    is its argument, but `name`, the data's label in logs."""
+    return target(cfg, "data", "resolution", root=TRAIN_INVERT_CONF_DIR)
 
 
 def held_out(ds: Dataset, test_fraction: float, split_seed: int) -> tuple[Subset, Subset]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
-from pii.feedforward.generator import depth_for, sn, stage_channels
+from pii.feedforward.generator import RGB, depth_for, sn, stage_channels
 
 
 class DBlock(nn.Module):
@@ -35,13 +34,12 @@ class DBlock(nn.Module):
 
 
 class ProjectionDiscriminator(nn.Module):
-    def __init__(self, cond_dim: int, *, resolution: int = 32, base: int = 4, width: int = 32, max_mult: int = 4,
-                 spectral_norm: bool = True, channels: int = 3):
+    def __init__(self, cond_dim: int, *, resolution: int, base: int, width: int, max_mult: int, spectral_norm: bool):
         super().__init__()
         depth = depth_for(resolution, base)
         chans = list(reversed(stage_channels(width, depth, max_mult)))
         self.blocks = nn.Sequential(
-            DBlock(channels, chans[0], down=True, first=True, use_sn=spectral_norm),
+            DBlock(RGB, chans[0], down=True, first=True, use_sn=spectral_norm),
             *(DBlock(chans[i - 1], chans[i], down=True, use_sn=spectral_norm) for i in range(1, depth)),
             DBlock(chans[depth - 1], chans[depth], down=False, use_sn=spectral_norm))
         self.out = sn(nn.Linear(chans[depth], 1), spectral_norm)
@@ -50,9 +48,3 @@ class ProjectionDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.blocks(x * 2 - 1)).sum(dim=(2, 3))  # global sum pooling
         return self.out(h).squeeze(1) + (self.embed(cond) * h).sum(1)
-
-
-def build(cfg: DictConfig, cond_dim: int, resolution: int) -> ProjectionDiscriminator:
-    return ProjectionDiscriminator(cond_dim, resolution=resolution, base=int(cfg.base), width=int(cfg.width),
-                                   max_mult=int(cfg.max_mult), spectral_norm=bool(cfg.spectral_norm),
-                                   channels=int(cfg.get("channels", 3)))

@@ -13,13 +13,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from pii.errors import ConfigError
 
 CONDITIONS = ("logits", "softmax", "onehot")
+RGB = 3  # G's images and D's inputs: the data (pii.feedforward.data) and the classifiers are RGB
 
 
 def sn(module: nn.Module, enabled: bool = True) -> nn.Module:
@@ -44,7 +44,7 @@ def depth_for(resolution: int, base: int) -> int:
 class Condition(nn.Module):
     """Turns raw logits into the conditioning vector: standardised logits, softmax(logits / T), or one-hot top-1."""
 
-    def __init__(self, num_classes: int, mode: str = "logits", temperature: float = 1.0):
+    def __init__(self, num_classes: int, mode: str, temperature: float):
         super().__init__()
         if mode not in CONDITIONS:
             raise ConfigError(f"condition {mode!r} unknown; use one of {', '.join(CONDITIONS)}")
@@ -100,10 +100,8 @@ class GBlock(nn.Module):
 class Generator(nn.Module):
     """G(logits, z) -> images in [0, 1] of size resolution x resolution."""
 
-    def __init__(self, num_classes: int, *, resolution: int = 32, base: int = 4, width: int = 32,
-                 max_mult: int = 4, z_dim: int = 64, embed_dim: int = 64, hierarchical: bool = True,
-                 spectral_norm: bool = True, channels: int = 3, condition: str = "logits",
-                 temperature: float = 1.0):
+    def __init__(self, num_classes: int, *, resolution: int, base: int, width: int, max_mult: int, z_dim: int,
+                 embed_dim: int, hierarchical: bool, spectral_norm: bool, condition: str, temperature: float):
         super().__init__()
         depth = depth_for(resolution, base)
         self.resolution, self.base, self.z_dim, self.hierarchical = resolution, base, z_dim, hierarchical
@@ -118,7 +116,7 @@ class Generator(nn.Module):
         self.linear = sn(nn.Linear(self.z_chunk, chans[0] * base * base), spectral_norm)
         self.blocks = nn.ModuleList(GBlock(chans[i], chans[i + 1], cond_dim, spectral_norm) for i in range(depth))
         self.out_bn = nn.BatchNorm2d(chans[-1])
-        self.out_conv = sn(nn.Conv2d(chans[-1], channels, 3, padding=1), spectral_norm)
+        self.out_conv = sn(nn.Conv2d(chans[-1], RGB, 3, padding=1), spectral_norm)
 
     def sample_z(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         return torch.randn(n, self.z_dim, generator=generator).to(device or self.embed.weight.device)
@@ -134,10 +132,3 @@ class Generator(nn.Module):
         for block, chunk in zip(self.blocks, chunks[1:]):
             h = block(h, e if chunk is None else torch.cat([e, chunk], 1))
         return (torch.tanh(self.out_conv(F.relu(self.out_bn(h)))) + 1) / 2
-
-
-def build(cfg: DictConfig, num_classes: int, condition: str, temperature: float = 1.0) -> Generator:
-    return Generator(num_classes, resolution=int(cfg.resolution), base=int(cfg.base), width=int(cfg.width),
-                     max_mult=int(cfg.max_mult), z_dim=int(cfg.z_dim), embed_dim=int(cfg.embed_dim),
-                     hierarchical=bool(cfg.hierarchical), spectral_norm=bool(cfg.spectral_norm),
-                     channels=int(cfg.get("channels", 3)), condition=condition, temperature=temperature)

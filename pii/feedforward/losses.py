@@ -33,8 +33,8 @@ class GeneratorLoss(nn.Module):
     """The weighted reconstruction terms; returns each weighted term by name (empty when all weights are 0).
     `adversarial` is the weight of the hinge term that the training loop adds to G's loss."""
 
-    def __init__(self, classifier: nn.Module, pixel_l1: float = 0.0, feature_matching: float = 0.0,
-                 logit_consistency: float = 0.0, adversarial: float = 1.0):
+    def __init__(self, classifier: nn.Module, *, pixel_l1: float, feature_matching: float, logit_consistency: float,
+                 adversarial: float):
         super().__init__()
         self.classifier, self.adversarial = classifier, adversarial
         self.weights = {"pixel_l1": pixel_l1, "feature_matching": feature_matching,
@@ -60,5 +60,4 @@ def build(cfg: DictConfig, classifier: nn.Module) -> GeneratorLoss:
     unknown = set(cfg) - set(TERMS) - {"adversarial"}
     if unknown:
         raise ConfigError(f"unknown loss keys {sorted(unknown)}; known: adversarial, {', '.join(TERMS)}")
-    return GeneratorLoss(classifier, **{k: float(cfg.get(k, 0.0)) for k in TERMS},
-                          adversarial=float(cfg.get("adversarial", 1.0)))
+    return GeneratorLoss(classifier, **{k: float(cfg[k]) for k in TERMS}, adversarial=float(cfg.adversarial))

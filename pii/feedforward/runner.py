@@ -24,13 +24,13 @@ from pii.errors import ConfigError
 from pii.feedforward import analyses, losses
 from pii.feedforward import classifier as classifier_lib
 from pii.feedforward import data as data_lib
-from pii.feedforward import discriminator as d_lib
 from pii.feedforward import evaluate as eval_lib
 from pii.feedforward import generator as g_lib
 from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
 from pii.models.device import resolve_device
 from pii.run import tracking
-from pii.run.config import check_train_invert
+from pii.run.compose import TRAIN_INVERT_CONF_DIR
+from pii.run.config import check_train_invert, target
 from pii.run.outputs import METRICS, write_metrics
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,16 @@ def setup_dist(device_name: str) -> Dist:
     return Dist(rank, world, device)
 
 
+def generator(cfg: DictConfig):
+    """The `generator` group's class with its keys bound; called with num_classes, condition, temperature."""
+    return target(cfg.generator, "generator", "num_classes", "condition", "temperature", root=TRAIN_INVERT_CONF_DIR)
+
+
+def discriminator(cfg: DictConfig):
+    """The `discriminator` group's class with its keys bound; called with cond_dim and the generator's resolution."""
+    return target(cfg.discriminator, "discriminator", "cond_dim", "resolution", root=TRAIN_INVERT_CONF_DIR)
+
+
 def check(cfg: DictConfig) -> None:
     """Input checks that need no data: fail before anything slow happens."""
     data_lib.builder(cfg.data)
@@ -60,6 +70,7 @@ def check(cfg: DictConfig) -> None:
     tracking.builder(cfg.logger)
     g_lib.depth_for(int(cfg.generator.resolution), int(cfg.generator.base))
     g_lib.depth_for(int(cfg.generator.resolution), int(cfg.discriminator.base))
+    generator(cfg), discriminator(cfg)  # their _target_ loads and takes their keys
     for c in cfg.conditions:
         if c not in g_lib.CONDITIONS:
             raise ConfigError(f"conditions has {c!r}; each must be one of {', '.join(g_lib.CONDITIONS)}")
@@ -102,9 +113,10 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     classifier = classifier_lib.build(cfg.classifier, cfg.get("model"), data, res, dinfo.device,
                                       is_main=dinfo.is_main, barrier=dinfo.barrier, data_cfg=cfg.data)
     g_loss = losses.build(cfg.loss, classifier)
-    x_test, y_test = data_lib.load_all(data.test, workers=int(cfg.workers))
+    x_test, y_test = data_lib.load_all(data.test, workers=int(cfg.schedule.workers))
     # Training-set logit statistics: G standardises its input with them; the edits scale by them.
-    x_fit, _ = data_lib.load_all(data_lib.limit(data.train, cfg.fit_images, int(cfg.seed)), workers=int(cfg.workers))
+    x_fit, _ = data_lib.load_all(data_lib.limit(data.train, cfg.fit_images, int(cfg.seed)),
+                                 workers=int(cfg.schedule.workers))
     with torch.no_grad():
         train_logits = torch.cat([classifier(xb.to(dinfo.device)).cpu() for xb in x_fit.split(256)])
         # the sample grid's conditions: the same held-out images for every G
@@ -120,7 +132,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     # one tracked run per condition, each finished on the way out (exit code 1 if anything fails)
     with ExitStack() as finishing:
         for condition in cfg.conditions:
-            G = g_lib.build(cfg.generator, data.num_classes, condition, float(cfg.temperature))
+            G = generator(cfg)(num_classes=data.num_classes, condition=condition, temperature=float(cfg.temperature))
             G.condition.fit(train_logits)
             sub = run_dir / condition
             tracker = trackers[condition] = finishing.enter_context(tracking.opened(
@@ -132,13 +144,13 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                 G.load_state_dict(load_checkpoint(path)["G_ema"])
                 G_ema = G.to(dinfo.device).eval()
             else:
-                D = d_lib.build(cfg.discriminator, data.num_classes, res)
+                D = discriminator(cfg)(cond_dim=data.num_classes, resolution=res)
                 if cfg.channels_last:  # faster convolutions on CPU
                     G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
                 G_ema, history[condition] = train(
                     G, D, classifier, data.train, g_loss, cfg.schedule, sub, tracker=tracker, dist_info=dinfo,
                     seed=int(cfg.seed), resume=bool(cfg.resume), tag=condition,
-                    sample_logits=grid_logits, workers=int(cfg.workers))
+                    sample_logits=grid_logits, workers=int(cfg.schedule.workers))
             generators[condition] = G_ema
             if dinfo.is_main:
                 results[condition] = eval_lib.evaluate(G_ema, classifier, x_test, y_test, int(cfg.eval_batch_size))

@@ -116,7 +116,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     tracker = tracker or Tracker()
     device = dist_info.device
     out_dir = Path(out_dir)
-    precision = str(cfg.get("precision", "fp32"))
+    precision = str(cfg.precision)
     if precision not in PRECISIONS:
         raise ConfigError(f"schedule.precision={precision!r} unknown; use {' or '.join(PRECISIONS)}")
     # G and D only: the classifier keeps its own precision, so G is conditioned on exact logits
@@ -126,7 +126,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     # exclude_buffers: the buffers are copied, not averaged; no warm-up: ema_start says when averaging starts
     ema = ModelEmaV3(G, decay=float(cfg.ema_decay), exclude_buffers=True)
     G_ema = ema.module.requires_grad_(False)
-    if cfg.get("sync_batchnorm", False):
+    if cfg.sync_batchnorm:
         G, D = sync_batchnorm(G, D, dist_info)
     betas = tuple(float(b) for b in cfg.betas)
     opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.lr_g), betas=betas)
@@ -150,7 +150,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     if dist_info.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         g_model, d_model = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
-    if cfg.get("compile", False):
+    if cfg.compile:
         # wrappers only: G and D keep their state_dict keys (no "_orig_mod." prefix in checkpoints)
         g_model, d_model, d_frozen = torch.compile(g_model), torch.compile(d_model), torch.compile(D)
     sampler = StepBatches(len(dataset), int(cfg.batch_size), seed, start, steps, dist_info.rank, dist_info.world)

@@ -107,7 +107,9 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
 
 def plan_stages(cfg: DictConfig) -> list[schedule.Stage]:
     """The stages of an inversion run of `cfg`: its schedule, growing to its model's input size."""
-    return schedule.plan(model_spec(cfg.model)["input_size"], cfg.schedule)
+    s = cfg.schedule
+    return schedule.plan(model_spec(cfg.model)["input_size"], stages=s.stages, steps=s.steps, zoom=s.zoom,
+                         centering=s.centering)
 
 
 def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int) -> tuple[Classifier, bool]:
@@ -118,7 +120,7 @@ def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int) -> 
     spec = model_spec(cfg.model)
     compiled = device_policy.wants_compile(cfg.compile, device, stages, views,
                                            fixed_size=spec["input_size"] if spec["fixed_size"] else None)
-    fold = cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss)
+    fold = cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss.bn_weight)
     return build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last, compile=compiled,
                  fold=fold), compiled
 

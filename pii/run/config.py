@@ -1,92 +1,117 @@
 """The configs' schemas and their checks: what a value may be, in one place.
 
-The dataclasses are registered in Hydra's ConfigStore and are the first entry
-of conf/config.yaml's and conf/train_invert/config.yaml's defaults, so Hydra
-itself refuses a value of the wrong type (`augmentation.ensemble_size=abc` or
-`=1.5`) while composing. What a type cannot say (ranges, choices, the class
-ids against the model) is checked by `check_invert` / `check_train_invert`.
-Both run before anything loads or is written (pii.run.cli.preflight, and again at
-the top of the run functions for callers that skip the CLI).
+The dataclasses hold types only (every field MISSING): the values, defaults included, are in
+the YAML files of conf/, each written once there (docs/architecture.md says why). The schemas are
+registered in Hydra's ConfigStore and are the first entry of conf/config.yaml's and
+conf/train_invert/config.yaml's defaults, so Hydra itself refuses a value of the wrong type
+(`augmentation.ensemble_size=abc` or `=1.5`) while composing, and a key no YAML sets
+fails where it is read. The `param` group's options differ in their keys: each has its own
+schema (PixelParam, ...), named in its file's defaults. What a type cannot say (ranges, choices,
+the class ids against the model, a `_target_` that must load) is checked by `check_invert` /
+`check_train_invert`. Both run before anything loads or is written (pii.run.cli.preflight, and
+again at the top of the run functions for callers that skip the CLI).
 
-Groups whose keys differ between options (train_invert's `data`) or that
-hold user data (`class_id`: an int, a list, or `classes=...`) stay `Any`.
-This module imports no torch: a bad command line fails in about a second.
+Groups whose keys differ between options (train_invert's `data`) or that hold user data
+(`class_id`: an int, a list, or `classes=...`) stay `Any`. This module imports no torch at import
+time: a bad command line fails in about a second.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from pii import CONF_DIR
 from pii.errors import ConfigError
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
-OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.core.schedule.OPTIMIZERS maps them to torch.optim classes
 
 
 @dataclass
 class ModelConfig:
     """conf/model/timm.yaml: every model entry (and every judge) has these keys."""
     name: str = MISSING
-    input_size: Optional[int] = None
-    fixed_size: Optional[bool] = None
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
-    num_classes: int = 1000
-    weights: Optional[str] = "pretrained"
-    remap: bool = False
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    input_size: Optional[int] = MISSING
+    fixed_size: Optional[bool] = MISSING
+    mean: Optional[List[float]] = MISSING
+    std: Optional[List[float]] = MISSING
+    num_classes: int = MISSING
+    weights: Optional[str] = MISSING
+    remap: bool = MISSING
+    kwargs: Dict[str, Any] = MISSING
 
 
 @dataclass
 class AugmentationConfig:
-    jitter: int = 32
-    flip: bool = False
-    ensemble_size: int = 32
-    color_shift: bool = True
-    alpha: float = 1.0
-    beta: float = 1.0
-    chunk: Any = "auto"  # auto, or a number of views per forward/backward
-    pad: int = 0
-    shift: int = 0
-    crops: Optional[List[float]] = None
-    crop_centre_std: float = 0.15
-    scale: Optional[List[float]] = None
-    degrees: float = 0.0
-    noise: float = 0.0
+    jitter: int = MISSING
+    flip: bool = MISSING
+    ensemble_size: int = MISSING
+    color_shift: bool = MISSING
+    alpha: float = MISSING
+    beta: float = MISSING
+    chunk: Any = MISSING  # auto, or a number of views per forward/backward
+    pad: int = MISSING
+    shift: int = MISSING
+    crops: Optional[List[float]] = MISSING
+    crop_centre_std: float = MISSING
+    scale: Optional[List[float]] = MISSING
+    degrees: float = MISSING
+    noise: float = MISSING
 
 
 @dataclass
-class ParamConfig:
-    """conf/param/: pixel | fourier | maco (pii/core/param.py); the keys besides `name` depend on it."""
-    name: str = "pixel"
-    decay: Optional[float] = None
-    sd: Optional[float] = None
-    decorrelate: Optional[bool] = None
-    spectrum: Optional[str] = None
-    standardize_phase: Optional[bool] = None
+class PixelParam:
+    """conf/param/pixel.yaml; `_target_` is the class (pii.run.build.param), `name` the label metrics.json keeps."""
+    _target_: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class FourierParam(PixelParam):
+    """conf/param/fourier.yaml (pii.core.param.Fourier)."""
+    decay: float = MISSING
+    sd: float = MISSING
+    decorrelate: bool = MISSING
+
+
+@dataclass
+class MacoParam(PixelParam):
+    """conf/param/maco.yaml (pii.core.param.Maco)."""
+    decay: float = MISSING
+    spectrum: Optional[str] = MISSING
+    standardize_phase: bool = MISSING
 
 
 @dataclass
 class ScheduleConfig:
-    stages: int = 7
-    steps: int = 400
-    zoom: bool = True
-    centering: bool = True
-    lr: float = 0.01
-    betas: List[float] = field(default_factory=lambda: [0.5, 0.99])
-    optimizer: str = "adam"
+    stages: int = MISSING
+    steps: int = MISSING
+    zoom: bool = MISSING
+    centering: bool = MISSING
+    lr: float = MISSING
+    betas: List[float] = MISSING
+
+
+@dataclass
+class AdamParams:
+    """conf/optimizer/adam.yaml and nadam.yaml: `_target_` is the torch.optim class, the other keys its
+    arguments (lr and betas: the schedule's)."""
+    _target_: str = MISSING
+    lr: float = MISSING
+    betas: List[float] = MISSING
 
 
 @dataclass
 class LossConfig:
-    tv_weight: float = 0.0
-    l2_weight: float = 0.0
-    bn_weight: float = 0.0
+    tv_weight: float = MISSING
+    l2_weight: float = MISSING
+    bn_weight: float = MISSING
 
 
 @dataclass
@@ -106,25 +131,26 @@ class LoggerConfig:
 class InvertConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    param: ParamConfig = field(default_factory=ParamConfig)
+    param: Any = MISSING  # each option's own schema (PixelParam, ...): its file's defaults name it
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: Any = MISSING  # each option's own schema (AdamParams, ...): its file's defaults name it
     loss: LossConfig = field(default_factory=LossConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    verifier: Dict[str, ModelConfig] = field(default_factory=dict)
-    class_id: Any = 980
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "bf16"
-    channels_last: bool = True
-    fold_batchnorm: bool = True
-    cudnn_benchmark: bool = False
-    compile: Any = "auto"  # true, false, or auto (pii.models.device.wants_compile)
-    log_every: int = 10
-    objective: str = "judged_top1"
-    method: str = "pixel"  # the leaderboard's label of a method preset
+    verifier: Dict[str, ModelConfig] = MISSING
+    class_id: Any = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    precision: str = MISSING
+    channels_last: bool = MISSING
+    fold_batchnorm: bool = MISSING
+    cudnn_benchmark: bool = MISSING
+    compile: Any = MISSING  # true, false, or auto (pii.models.device.wants_compile)
+    log_every: int = MISSING
+    objective: str = MISSING
+    method: str = MISSING  # the leaderboard's label of a method preset
     output_dir: str = MISSING
-    resume: Optional[str] = None
-    init_from: Optional[str] = None
+    resume: Optional[str] = MISSING
+    init_from: Optional[str] = MISSING
 
 
 @dataclass
@@ -144,79 +170,88 @@ class SmallCNNConfig:
 
 @dataclass
 class GeneratorConfig:
-    resolution: int = 32
-    base: int = 4
-    width: int = 16
-    max_mult: int = 4
-    z_dim: int = 64
-    embed_dim: int = 64
-    hierarchical: bool = True
-    spectral_norm: bool = True
+    """conf/train_invert/generator/: `_target_` is the class (pii.feedforward.generator.Generator),
+    the other keys its arguments."""
+    _target_: str = MISSING
+    resolution: int = MISSING
+    base: int = MISSING
+    width: int = MISSING
+    max_mult: int = MISSING
+    z_dim: int = MISSING
+    embed_dim: int = MISSING
+    hierarchical: bool = MISSING
+    spectral_norm: bool = MISSING
 
 
 @dataclass
 class DiscriminatorConfig:
-    base: int = 4
-    width: int = 16
-    max_mult: int = 4
-    spectral_norm: bool = True
+    """conf/train_invert/discriminator/: as the generator's; its resolution is the generator's."""
+    _target_: str = MISSING
+    base: int = MISSING
+    width: int = MISSING
+    max_mult: int = MISSING
+    spectral_norm: bool = MISSING
 
 
 @dataclass
 class GanLossConfig:
-    adversarial: float = 1.0
-    pixel_l1: float = 0.0
-    feature_matching: float = 0.0
-    logit_consistency: float = 0.0
+    adversarial: float = MISSING
+    pixel_l1: float = MISSING
+    feature_matching: float = MISSING
+    logit_consistency: float = MISSING
 
 
 @dataclass
 class TrainScheduleConfig:
-    steps: int = 400
-    batch_size: int = 32
-    lr_g: float = 0.001
-    lr_d: float = 0.0004
-    betas: List[float] = field(default_factory=lambda: [0.0, 0.999])
-    ema_decay: float = 0.99
-    ema_start: int = 0
-    checkpoint_every: int = 100
-    sample_every: int = 100
-    log_every: int = 10
-    workers: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    sync_batchnorm: bool = False
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr_g: float = MISSING
+    lr_d: float = MISSING
+    betas: List[float] = MISSING
+    ema_decay: float = MISSING
+    ema_start: int = MISSING
+    checkpoint_every: int = MISSING
+    sample_every: int = MISSING
+    log_every: int = MISSING
+    workers: int = MISSING
+    precision: str = MISSING
+    compile: bool = MISSING
+    sync_batchnorm: bool = MISSING
 
 
 @dataclass
 class TrainInvertConfig:
-    data: Any = None  # digits, cifar10 and folder have different keys
+    data: Any = MISSING  # digits, cifar10 and folder have different keys
     classifier: SmallCNNConfig = field(default_factory=SmallCNNConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: GanLossConfig = field(default_factory=GanLossConfig)
     schedule: TrainScheduleConfig = field(default_factory=TrainScheduleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    model: Optional[ModelConfig] = None
-    mode: str = "train"
-    conditions: List[str] = field(default_factory=lambda: ["logits", "onehot"])
-    temperature: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    num_threads: Optional[int] = 1
-    channels_last: bool = True
-    workers: int = 0
-    resume: bool = False
-    run_dir: Optional[str] = None
-    fit_images: int = 2048
-    eval_batch_size: int = 128
-    grid_images: int = 8
-    analyses: List[str] = field(default_factory=list)
+    model: Optional[ModelConfig] = MISSING
+    mode: str = MISSING
+    conditions: List[str] = MISSING
+    temperature: float = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    num_threads: Optional[int] = MISSING
+    channels_last: bool = MISSING
+    resume: bool = MISSING
+    run_dir: Optional[str] = MISSING
+    fit_images: int = MISSING
+    eval_batch_size: int = MISSING
+    grid_images: int = MISSING
+    analyses: List[str] = MISSING
     output_dir: str = MISSING
 
 
-ConfigStore.instance().store(name="invert_schema", node=InvertConfig)
-ConfigStore.instance().store(name="train_invert_schema", node=TrainInvertConfig)
+STORE = ConfigStore.instance()
+STORE.store(name="invert_schema", node=InvertConfig)
+STORE.store(name="train_invert_schema", node=TrainInvertConfig)
+# a group option's own schema, named first in its file's defaults (`- /schema/param/fourier@_here_`)
+for _name, _schema in (("pixel", PixelParam), ("fourier", FourierParam), ("maco", MacoParam)):
+    STORE.store(group="schema/param", name=_name, node=_schema)
+STORE.store(group="schema/optimizer", name="adam", node=AdamParams)
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -292,8 +327,9 @@ def check_invert(cfg: DictConfig) -> None:
         problems.at_least(cfg, key, 0)
     for key in ("crops", "scale"):
         _range(problems, f"augmentation.{key}", cfg.augmentation.get(key))
-    if cfg.schedule.optimizer not in OPTIMIZERS:
-        problems.append(f"unknown schedule.optimizer {cfg.schedule.optimizer!r}; available: {', '.join(OPTIMIZERS)}")
+    decay = cfg.param.get("decay")
+    if decay is not None and not 0 <= decay < float("inf"):
+        problems.append(f"param.decay must be >= 0, got {decay}")
     problems.at_least(cfg, "schedule.lr", 0, strict=True)
     problems.at_least(cfg, "logger.init_timeout", 0, strict=True)
     _betas(problems, "schedule.betas", cfg.schedule.betas)
@@ -304,6 +340,9 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
     problems.raise_any()
     parse_class_ids(cfg.class_id, cfg.model.num_classes)  # after the model's num_classes is known to be sane
+    # last, once the cheap checks pass: loading a target imports its module (torch)
+    target(cfg.param, "param", "batch", "device")
+    target(cfg.optimizer, "optimizer", "params")
 
 
 def check_train_invert(cfg: DictConfig) -> None:
@@ -316,7 +355,7 @@ def check_train_invert(cfg: DictConfig) -> None:
                 "classifier.width", "classifier.epochs", "classifier.batch_size", "classifier.num_classes",
                 "num_threads"):
         problems.at_least(cfg, key, 1)
-    for key in ("schedule.ema_start", "workers", "loss.adversarial", "loss.pixel_l1", "loss.feature_matching",
+    for key in ("schedule.ema_start", "schedule.workers", "loss.adversarial", "loss.pixel_l1", "loss.feature_matching",
                 "loss.logit_consistency"):
         problems.at_least(cfg, key, 0)
     for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr", "temperature", "logger.init_timeout"):
@@ -334,3 +373,35 @@ def check_train_invert(cfg: DictConfig) -> None:
     if cfg.get("model") is not None:
         _model(problems, cfg, "model")
     problems.raise_any()
+
+
+def options(group: str, root: str = CONF_DIR) -> list[str]:
+    """The options of a config group: the YAML files of its folder."""
+    return sorted(p.stem for p in (Path(root) / group).glob("*.yaml"))
+
+
+def target(node: DictConfig, key: str, *runtime: str, root: str = CONF_DIR) -> functools.partial:
+    """What the config node at `key` builds: the class or function its `_target_` names, with the
+    node's other keys as arguments (Hydra's instantiate, `_partial_`), all but `name`, a label for
+    logs and tables, and keys with no value (`???`). The caller adds the `runtime` arguments (param: batch and device). A
+    `_target_` that cannot be loaded, a key it has no argument for, or an argument neither gives
+    is a one-line ConfigError."""
+    import inspect
+
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    choices = f"use {key}=<{'|'.join(options(key, root))}>"
+    if not node.get("_target_"):
+        raise ConfigError(f"{key} has no _target_ (the class or function it builds); {choices}")
+    try:
+        values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+                  if k != "name" and not OmegaConf.is_missing(node, k)}
+        make = instantiate(values, _partial_=True, _convert_="all")
+        inspect.signature(make.func).bind(*make.args, **dict.fromkeys(runtime), **make.keywords)
+    except InstantiationException as err:
+        raise ConfigError(f"{key}._target_={node._target_!r} cannot be loaded "
+                          f"({type(err.__cause__ or err).__name__}); {choices}") from None
+    except TypeError as err:  # a key the target has no argument for, or one it needs that is missing
+        raise ConfigError(f"{key} ({node._target_}): {err}") from None
+    return make

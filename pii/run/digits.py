@@ -19,34 +19,16 @@ from pii import models
 from pii.models.digits import digits_split, train
 from pii.models.training import accuracy
 from pii.run.compose import compose
+from pii.run.config import options
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = {"cnn": "digits_cnn", "vit": "digits_vit", "mixer": "digits_mixer"}
 JUDGE = "judge"
 
-# One set of inversion settings for every architecture: the paper's algorithm
-# scaled to 32 px (3 stages 16/24/32 px of 300 steps, jitter 4 px ~ 32 px at 224), with
-# a smaller ensemble. The plain cross-entropy baseline gets the same steps in
-# one stage with no augmentation at all.
-SCHEDULE = ["schedule.stages=3", "schedule.steps=300"]
-AUGMENT = ["augmentation.ensemble_size=8", "augmentation.jitter=4"]
-# The leaderboard's other image parametrizations (does a Fourier or MACO image lift the ViT and
-# Mixer?) take their recipe with only the budget and the pixel sizes
-# scaled to 32 px: pii_fourier on PII's schedule; maco and lucent in one 32 px stage of 900 steps
-# like plain_ce, lucent's pad / shift of 12 px at 224 px become 2 px. DeepInversion's prior is
-# BatchNorm statistics, which only the CNN has (`digits_claim.py --architectures cnn`); its flips
-# are off, since a mirrored digit is another glyph (no other method here flips).
-ONE_STAGE = ["schedule.stages=1", "schedule.steps=900"]
-METHODS = {
-    "pii": AUGMENT,
-    "pii_no_color_shift": ["augmentation=no_color_shift", *AUGMENT],
-    "plain_ce": ["augmentation=none", "schedule=none"],
-    "pii_fourier": ["recipe=pii_fourier", *AUGMENT],
-    "maco": ["recipe=maco", *ONE_STAGE],
-    "lucent": ["recipe=lucent", *ONE_STAGE, "augmentation.pad=2", "augmentation.shift=2"],
-    "deepinversion_noise": ["recipe=deepinversion_noise", *ONE_STAGE, "augmentation.jitter=4", "augmentation.flip=false"],
-}
+# The methods, each a preset of conf/experiment/digits/ (the same settings for every architecture):
+# method name -> the `experiment` option that composes it.
+METHODS = {name: f"digits/{name}" for name in options("experiment/digits")}
 CLAIM_METHODS = ("pii", "pii_no_color_shift", "plain_ce")  # the paper's claim: digits_claim.py's default
 
 
@@ -85,21 +67,21 @@ def test_accuracies(out_dir: Path) -> dict[str, float]:
             for short, name in names.items()}
 
 
-def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, list[str]] = METHODS,
+def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, str] = METHODS,
                architectures: dict[str, str] = ARCHITECTURES) -> dict[str, dict[str, dict]]:
-    """Invert digits 0-9 of every architecture with every method; judged metrics per (architecture, method)."""
+    """Invert digits 0-9 of every architecture with every method (name -> its experiment preset);
+    judged metrics per (architecture, method)."""
     from pii.run.runner import run
 
     out_dir = Path(out_dir)
     results: dict[str, dict[str, dict]] = {}
     for short, name in architectures.items():
-        for method, method_overrides in methods.items():
+        for method, preset in methods.items():
             cfg = compose([
-                f"model={name}", f"model.weights={out_dir / (short + '.pt')}",
+                f"experiment={preset}", f"model={name}", f"model.weights={out_dir / (short + '.pt')}",
                 "verifier=digits_judge", f"verifier.digits_judge.weights={out_dir / (JUDGE + '.pt')}",
                 "class_id=[0,1,2,3,4,5,6,7,8,9]", "device=cpu",
-                f"output_dir={out_dir / 'runs' / short / method}",
-                *SCHEDULE, *method_overrides, *overrides])
+                f"output_dir={out_dir / 'runs' / short / method}", *overrides])
             result = run(cfg)
             judged = result.judge["digits_judge"]
             results.setdefault(short, {})[method] = {

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pii import CONF_DIR
 from pii.errors import ConfigError
 from pii.eval import results
 from pii.eval.judge import load_png
@@ -63,17 +64,21 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     return resumed
 
 
-# Before the logger group named its tracker class (`_target_`), `logger.backend` named the tracker.
-BACKENDS = {"none": "pii.run.tracking.Tracker", "wandb": "pii.run.tracking.WandbTracker"}
-
-
 def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
     """A run saved by an earlier version of pii lacks the keys added since: they take the current
-    values (settings of how to run, such as log_every or augmentation.chunk; never a judge)."""
+    values (settings of how to run, such as log_every or augmentation.chunk; never a judge). Where a
+    name picked a class (param.name, schedule.optimizer, logger.backend) before `_target_` did, the
+    option of that name fills in the class."""
     values = OmegaConf.to_container(current, resolve=False)
     with open_dict(saved):
         if "backend" in (saved.get("logger") or {}):
-            saved.logger._target_ = BACKENDS.get(saved.logger.pop("backend"), BACKENDS["none"])
+            saved.logger._target_ = group_option("logger", str(saved.logger.pop("backend")))._target_
+        if "param" in saved and "_target_" not in saved.param:
+            option = group_option("param", str(saved.param.get("name") or "pixel"))
+            kept = {k: v for k, v in saved.param.items() if k in option and v is not None}  # null: another kind's
+            saved.param = OmegaConf.merge(option, kept)
+        if "optimizer" not in saved and "schedule" in saved:
+            saved.optimizer = group_option("optimizer", str(saved.schedule.pop("optimizer", None) or "adam"))
         for key in values:
             if key not in saved:
                 saved[key] = values[key]
@@ -82,6 +87,16 @@ def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
                 if group in saved and key not in saved[group]:
                     saved[group][key] = values[group][key]
     return saved
+
+
+def group_option(group: str, name: str) -> DictConfig:
+    """The values of conf/<group>/<name>.yaml (without its defaults list: the schema it names)."""
+    path = Path(CONF_DIR) / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"the run to resume used {group} {name!r}, which this version has no {path.name} for")
+    option = OmegaConf.load(path)
+    option.pop("defaults", None)
+    return option
 
 
 def plain(value):

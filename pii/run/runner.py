@@ -11,21 +11,39 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pii import models
-from pii.core import augment as augment_lib
-from pii.core import losses
-from pii.core import param as param_lib
 from pii.core.inversion import invert
-from pii.core.observers import Observer, Observers, ProgressBar
+from pii.core.observers import Observer, Observers
 from pii.eval import judge as judge_lib
 from pii.eval import results
 from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key, parse_class_ids
 from pii.models.device import resolve_device, views_per_chunk
-from pii.run import resume, tracking
+from pii.run import build, resume, tracking
 from pii.run.config import check_invert
 from pii.run.outputs import Saver, save_results
 
 log = logging.getLogger(__name__)
+
+
+class ProgressBar(Observer):
+    """A tqdm bar per stage with the loss and the mean target probability (as often as the loop reports)."""
+
+    def __init__(self, num_stages: int):
+        from tqdm.auto import tqdm
+
+        self.tqdm, self.num_stages, self.bar = tqdm, num_stages, None
+
+    def stage_started(self, index, stage, image):
+        self.bar = self.tqdm(total=stage.steps, desc=f"stage {index + 1}/{self.num_stages} {stage.size}px",
+                             leave=True, dynamic_ncols=True)
+
+    def step_done(self, index, step, loss, probs):
+        self.bar.set_postfix(loss=f"{loss:.3f}", p_target=f"{probs.mean().item():.3f}", refresh=False)
+        self.bar.update(step + 1 - self.bar.n)
+
+    def stage_done(self, index, stage, image):
+        self.bar.update(stage.steps - self.bar.n)
+        self.bar.close()
 
 
 class StageTimer(Observer):
@@ -61,12 +79,12 @@ def run(cfg: DictConfig) -> RunResult:
     check_invert(cfg)
     tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
-    augment = augment_lib.build(cfg.augmentation)
+    augment = build.augmentation(cfg)
     stages = models.plan_stages(cfg)
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
     classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))
-    loss_fn = losses.build(cfg.loss, classifier)
+    loss_fn = build.loss(cfg, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("inverting %s classes %s on %s (%s); stages %s x %d steps; outputs in %s", classifier.name, class_ids,
@@ -74,7 +92,7 @@ def run(cfg: DictConfig) -> RunResult:
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
     start = [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
-    param = param_lib.build(cfg.get("param"), len(class_ids), device)
+    param = build.param(cfg, len(class_ids), device)
     start_from, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
         param.load_state_dict(start_from)
@@ -84,9 +102,9 @@ def run(cfg: DictConfig) -> RunResult:
         timer = StageTimer()
         observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
-        image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, None, first_stage,
-                       log_every=int(cfg.log_every), chunk=partial(views_per_chunk, cfg.augmentation.get("chunk"), classifier),
-                       param=param)
+        image = invert(classifier, class_ids, augment, stages, loss_fn, build.optimizer(cfg), observers, None,
+                       first_stage, log_every=int(cfg.log_every),
+                       chunk=partial(views_per_chunk, cfg.augmentation.chunk, classifier), param=param)
         seconds = time.perf_counter() - started
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
         result.first_stage = first_stage + 1
@@ -115,7 +133,7 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device) -
         steps=sum(s.steps for s in stages),
         stage_sizes=[s.size for s in stages],
         ensemble_size=int(cfg.augmentation.ensemble_size),
-        param=str(cfg.get("param", {}).get("name", "pixel")),
+        param=str(cfg.param.name),
         spectral_slope=sum(entry.spectral_slope for entry in report) / len(report),
         mean_probability=sum(e.probability for e in report) / len(report),
         top1_rate=sum(e.top1 for e in report) / len(report),

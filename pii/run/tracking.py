@@ -27,7 +27,7 @@ from pii.core.schedule import Stage
 from pii.errors import ConfigError
 from pii.eval.results import METRICS, RunResult
 from pii.models.classes import class_key
-from pii.run.targets import bound
+from pii.run.config import target
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +241,13 @@ def hydra_choices() -> dict:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
 
 
-CHOICES = "use logger=none or logger=wandb"
 RUN_ARGUMENTS = ("config", "out_dir", "job_type", "job_name", "job_group", "condition")
 
 
 def builder(logger: DictConfig):
     """The `logger` group's tracker class (`_target_`) with the group's keys bound; checks the group
     without starting anything."""
-    return bound(logger, "logger", CHOICES, call_with=RUN_ARGUMENTS)
+    return target(logger, "logger", *RUN_ARGUMENTS)
 
 
 @contextmanager
