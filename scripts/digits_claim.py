@@ -12,13 +12,13 @@ judge's top-1 accuracy per architecture x method and writes <out>/claim.json.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
 from pii.errors import ConfigError  # noqa: E402
+from pii.files import write_json  # noqa: E402
 from pii.run import digits  # noqa: E402
 from pii.run.cli import script_main  # noqa: E402
 
@@ -57,9 +57,9 @@ def main(argv: list[str]) -> None:
         accuracies = digits.test_accuracies(out)
     results = digits.invert_all(out, args.overrides, methods=methods, architectures=architectures)
     table = digits.format_table(results, accuracies)
-    (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
-                                                "settings": {"schedule": digits.SCHEDULE, "methods": methods,
-                                                             "overrides": args.overrides}}, indent=2) + "\n")
+    write_json(out / "claim.json", {"test_accuracy": accuracies, "results": results,
+                                    "settings": {"schedule": digits.SCHEDULE, "methods": methods,
+                                                 "overrides": args.overrides}})
     print("\njudged top-1 over digits 0-9 (judge: ResNet-18 trained apart), mean judge p(target) in brackets")
     print(table)
     for short, by_method in results.items() if {"pii", "plain_ce"} <= set(methods) else ():

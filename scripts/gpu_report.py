@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from pii.errors import ConfigError  # noqa: E402
 from pii.eval import results  # noqa: E402
+from pii.files import write_json  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
 
 
 def read_json(path: Path) -> dict | None:
@@ -129,7 +131,7 @@ def summarise(report: dict) -> None:
             print(f"{name}: speedup_vs_naive {b['speedup_vs_naive']:.1f} ({b['fastest']}); {rows}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="outputs/gpu_check", help="the check's OUT folder")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
@@ -139,10 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         path, report = Path(args.out), merge([json.loads(Path(name).read_text()) for name in args.merge])
     else:
         path, report = Path(args.out) / "gpu_check.json", gather(Path(args.out))
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(path, report)
     summarise(report)
     print(f"all figures: {path}")
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

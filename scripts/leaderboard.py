@@ -14,40 +14,34 @@ columns = classes) into --out (default: the first directory).
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
 
-from pii.errors import ConfigError  # noqa: E402
 from pii.eval.leaderboard import leaderboard, markdown, method_grid  # noqa: E402
+from pii.files import write_atomic, write_json, write_text  # noqa: E402
+from pii.run.cli import script_main, writable_directory  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", type=Path, nargs="+", help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first directory)")
     parser.add_argument("--cell", type=int, default=96, help="grid cell size in px")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summaries, runs = leaderboard(args.dirs)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = args.out or args.dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
+    if args.cell < 8:
+        parser.error(f"--cell must be >= 8 px, got {args.cell}")
+    out = writable_directory(args.out or args.dirs[0], "--out")
+    summaries, runs = leaderboard(args.dirs)
     table = markdown(summaries)
-    (out / "leaderboard.md").write_text(table + "\n")
-    (out / "leaderboard.json").write_text(json.dumps(
-        {"runs": [str(d) for d, _ in runs], "rows": summaries}, indent=2) + "\n")
-    method_grid(runs, args.cell).convert("RGB").save(out / "leaderboard_grid.jpg", quality=90)
+    write_text(out / "leaderboard.md", table + "\n")
+    write_json(out / "leaderboard.json", {"runs": [str(d) for d, _ in runs], "rows": summaries})
+    grid = method_grid(runs, args.cell).convert("RGB")
+    write_atomic(out / "leaderboard_grid.jpg", lambda f: grid.save(f, format="jpeg", quality=90))
     print(table)
     print(f"written to {out}/leaderboard.md, leaderboard.json, leaderboard_grid.jpg")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

@@ -13,26 +13,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from pii.errors import ConfigError  # noqa: E402
 from pii.eval.gallery import write_report  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
+
+log = logging.getLogger("report")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
     parser.add_argument("--cell", type=int, default=128, help="grid cell size in px (default 128)")
     args = parser.parse_args(argv)
     if args.cell < 8:
         parser.error(f"--cell must be >= 8 px, got {args.cell}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        grid, page = write_report(args.multirun_dir, args.cell)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    logging.info("grid: %s\npage: %s", grid, page)
-    return 0
+    grid, page = write_report(args.multirun_dir, args.cell)
+    log.info("grid: %s", grid)
+    log.info("page: %s", page)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

@@ -21,7 +21,8 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from pii import models
-from pii.errors import ConfigError
+from pii.errors import ConfigError, few
+from pii.files import write_text
 from pii.eval.results import (
     ClassResult,
     JudgedDirectory,
@@ -42,11 +43,18 @@ INVERSION_PNG = re.compile(r"^(\d+)_[a-z0-9-]*\.png$")
 JUDGE_JSON = "judge.json"
 
 
-def build_judges(verifier: DictConfig | None, device: torch.device | str = "cpu") -> dict[str, Classifier]:
-    """One frozen classifier per entry of `cfg.verifier`; none for `verifier=none`."""
-    if not verifier:
-        return {}
-    return {str(name): models.build(model_cfg, device) for name, model_cfg in verifier.items()}
+def build_judges(verifier: DictConfig | None, device: torch.device | str = "cpu",
+                 num_classes: int | None = None) -> dict[str, Classifier]:
+    """One frozen classifier per entry of `cfg.verifier`; none for `verifier=none`. With `num_classes`
+    (an inverted model's), a judge of another label set is skipped with a warning, before it loads."""
+    judges = {}
+    for name, model_cfg in (verifier or {}).items():
+        if num_classes is not None and int(model_cfg.num_classes) != num_classes:
+            log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
+                        num_classes)
+            continue
+        judges[str(name)] = models.build(model_cfg, device, key=f"verifier.{name}")
+    return judges
 
 
 def spectral_slope(image: torch.Tensor) -> float:
@@ -97,8 +105,8 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
     Beside them each image's spectral slope (`slopes`: given, or measured on `images`)."""
     bad = [c for c in class_ids if not 0 <= c < classifier.num_classes]
     if bad:
-        raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; "
-                          f"class ids {bad} are outside them (pick a judge for this label set with verifier=...)")
+        raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; {len(bad)} class ids "
+                          f"are outside them: {few(bad)} (pick a judge for this label set with verifier=...)")
     device = next(classifier.buffers()).device
     slopes = slopes if slopes is not None else [spectral_slope(im) for im in images]
     report = []
@@ -139,17 +147,14 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def judge_run(verifier: DictConfig | None, image: torch.Tensor, class_ids: list[int], num_classes: int,
-              device: torch.device | str = "cpu", slopes: list[float] | None = None) -> dict[str, JudgeResult]:
-    """After an invert.py run: judge the final images with every judge that shares the model's label set
-    (`slopes`: the images' spectral slopes, when the run has measured them)."""
+def judge_run(judges: dict[str, Classifier], image: torch.Tensor, class_ids: list[int],
+              slopes: list[float] | None = None) -> dict[str, JudgeResult]:
+    """After an invert.py run: judge the final images with its judges (build_judges, loaded before the
+    inversion so that one that cannot load costs no inversion; `slopes`: the images' spectral slopes,
+    when the run has measured them)."""
     results = {}
-    for name, model_cfg in (verifier or {}).items():
-        if int(model_cfg.num_classes) != num_classes:  # before loading its weights
-            log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
-                        num_classes)
-            continue
-        results[name] = judge(models.build(model_cfg, device), image, class_ids, slopes=slopes)
+    for name, classifier in judges.items():
+        results[name] = judge(classifier, image, class_ids, slopes=slopes)
         for line in format_table(results[name]).splitlines():
             log.info("judge %s: %s", name, line)
     return results
@@ -182,13 +187,16 @@ def read_inversions(root: Path) -> Inversions:
     """Every readable inversion under `root`, by run directory: (path, class id, image).
     A damaged file is skipped with one warning; ConfigError if none can be read."""
     inversions: Inversions = {}
+    damaged = []
     for path, cid in find_inversions(root):
         try:
             image = load_png(path)
         except ConfigError as err:  # one damaged file costs its own verdict, not the others'
-            log.warning("skipped: %s", err)
+            damaged.append(str(err))
             continue
         inversions.setdefault(path.parent, []).append((path, cid, image))
+    if damaged:
+        log.warning("skipped %s: %s", f"{len(damaged)} images" if len(damaged) > 1 else "an image", few(damaged, 2))
     if not inversions:
         raise ConfigError(f"none of the inversions under {str(root)!r} could be read")
     return inversions
@@ -212,7 +220,7 @@ def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inver
             results.runs.setdefault(str(run_dir.relative_to(root)), {})[name] = result
             all_classes += result.classes
         results.overall[name] = summary(clf, all_classes)
-    (root / JUDGE_JSON).write_text(to_json(results))
+    write_text(root / JUDGE_JSON, to_json(results))
     return results
 
 
