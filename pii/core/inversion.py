@@ -71,7 +71,11 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
                                       f"step {bad + 1} ({value} at step {step + 1}): the optimisation diverged; lower "
                                       f"schedule.lr (now {optim_cfg.lr}) or the loss weights")
                 observer.step_done(index, step, value, probs.view(len(class_ids), -1).mean(1).cpu())
-        observer.stage_done(index, stage, param.image())
+        image = param.image()
+        if not image.isfinite().all():  # the last step's update, which no loss has seen
+            raise ConfigError(f"the image became nan or inf at stage {index + 1} of {len(stages)} ({stage.size} px), "
+                              f"step {stage.steps}: the optimisation diverged; lower schedule.lr (now {optim_cfg.lr})")
+        observer.stage_done(index, stage, image)
     return param.image()
 
 

@@ -103,10 +103,7 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
           slopes: list[float] | None = None) -> JudgeResult:
     """Per class the judge's probability for the target, top-1 and top-5 hits; overall accuracy.
     Beside them each image's spectral slope (`slopes`: given, or measured on `images`)."""
-    bad = [c for c in class_ids if not 0 <= c < classifier.num_classes]
-    if bad:
-        raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; {len(bad)} class ids "
-                          f"are outside them: {few(bad)} (pick a judge for this label set with verifier=...)")
+    check_class_ids(classifier, class_ids)
     device = next(classifier.buffers()).device
     slopes = slopes if slopes is not None else [spectral_slope(im) for im in images]
     report = []
@@ -124,6 +121,14 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         spectral_slope=slope,
     ) for e, slope in zip(report, slopes)]
     return JudgeResult(**vars(summary(classifier, classes)), classes=classes)
+
+
+def check_class_ids(classifier: Classifier, class_ids) -> None:
+    """ConfigError naming (a few of) the class ids outside the judge's classes."""
+    bad = sorted({c for c in class_ids if not 0 <= c < classifier.num_classes})
+    if bad:
+        raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; {len(bad)} class ids "
+                          f"are outside them: {few(bad)} (pick a judge for this label set with verifier=...)")
 
 
 def summary(classifier: Classifier, classes: list[Verdict]) -> JudgeSummary:
@@ -207,6 +212,8 @@ def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inver
     overall; written to `root`/judge.json."""
     root = Path(root)
     by_dir = inversions if inversions is not None else read_inversions(root)
+    for clf in judges.values():  # before anything is resized or judged
+        check_class_ids(clf, [cid for items in by_dir.values() for _, cid, _ in items])
     slopes = {run_dir: [spectral_slope(im) for _, _, im in items] for run_dir, items in by_dir.items()}  # at saved size
     results = JudgedDirectory(str(root))
     for name, clf in judges.items():

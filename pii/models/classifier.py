@@ -160,13 +160,17 @@ def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:
 
 
 def nonfinite_layer(classifier: Classifier) -> str | None:
-    """Where `classifier` first gives nan or inf (its layers in the order they run) on a fixed
-    random image, or None when its logits are finite."""
+    """Where `classifier` first turns finite numbers into nan or inf (the first layer, in the order
+    they finish, whose inputs are finite and whose output is not) on a fixed random image, or None
+    when its logits are finite."""
     names = {module: name for name, module in classifier.net.named_modules()}
     first: list[str] = []
 
+    def finite(value) -> bool:
+        return not (isinstance(value, torch.Tensor) and value.is_floating_point()) or bool(value.isfinite().all())
+
     def hook(module, args, output):
-        if not first and isinstance(output, torch.Tensor) and output.is_floating_point() and not output.isfinite().all():
+        if not first and all(finite(a) for a in args) and not finite(output):
             first.append(f"layer {names[module]!r}" if names[module] else "its output")
 
     handles = [module.register_forward_hook(hook) for module in names]

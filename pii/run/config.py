@@ -261,6 +261,7 @@ class Problems(list):
 
 SEED_LIMIT = 2**32
 MIN_STAGE_SIZE = 8  # px: the first stage's image; smaller holds too little for a classifier's first layers
+MAX_IMAGE_LR = 10.0  # schedule.lr: a step of 10 crosses any parametrization's range (pixels, phases) several times
 MAX_COLOR_SCALE = 80.0  # augmentation.beta: ColorShift scales by exp(U(-beta, beta)), a finite float up to ~88
 
 
@@ -334,6 +335,8 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append(f"unknown schedule.optimizer {cfg.schedule.optimizer!r}; available: {', '.join(OPTIMIZERS)}")
     for key in ("schedule.lr", "logger.init_timeout", "param.sd"):
         problems.at_least(cfg, key, 0, strict=True)
+    problems.at_most(cfg, "schedule.lr", MAX_IMAGE_LR, "Adam moves each parameter by about lr a step; pixels span 1, "
+                     "phases 2 pi")
     problems.seed(cfg, "seed")
     _betas(problems, "schedule.betas", cfg.schedule.betas)
     _device(problems, cfg.device)
@@ -376,6 +379,8 @@ def check_train_invert(cfg: DictConfig) -> None:
         problems.at_least(cfg, key, 0)
     for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr", "temperature", "logger.init_timeout"):
         problems.at_least(cfg, key, 0, strict=True)
+    for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr"):
+        problems.at_most(cfg, key, 1, "Adam moves each weight by about lr a step")
     for key in ("seed", "classifier.seed", "data.split_seed"):
         problems.seed(cfg, key)
     if not 0 <= cfg.schedule.ema_decay < 1:
