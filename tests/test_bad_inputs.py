@@ -104,7 +104,7 @@ BAD = [
     # weights files: read before the run, with the key that names them
     ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/nan.pth", "nan or inf in 1 tensors: conv_stem.weight"),
     ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/not_tensors.pth", "values that are not tensors"),
-    ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/list.pth", "not a state dict"),
+    ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/list.pth", "list.pth' is damaged or not a checkpoint"),
     ("invert", "model.weights={d}/earlier/metrics.json", "damaged or not a checkpoint"),
     ("invert", "verifier.efficientnet_lite2.weights={d}/nowhere.pth", "verifier.efficientnet_lite2.weights file"),
     # ranges that follow from what a key means
@@ -121,7 +121,7 @@ BAD = [
     ("invert", "param=fourier param.decay=-1", "param.decay"),
     ("invert", "param=fourier param.sd=0", "param.sd"),
     ("invert", "param=maco param.spectrum={d}/nowhere.npy", "param.spectrum"),
-    ("invert", "-m param=fourier param.decay=1,-1 hydra.sweep.dir={d}/sweep_out", "job 1 (param.decay=-1)"),
+    ("invert", "-m param=fourier param.decay=1,-1 hydra.sweep.dir={d}/sweep_out", "job 1 (param=fourier param.decay=-1)"),
     # Hydra's grammar: how to quote
     ("invert", "init_from={d}/x=y,z", "'init_from=\"{d}/x=y,z\"'"),
     ("invert", "model.weights={d}/a(1).pth", "'model.weights=\"{d}/a(1).pth\"'"),
@@ -385,7 +385,7 @@ def test_report_shows_a_job_with_damaged_metrics_as_unfinished(earlier, tmp_path
     shutil.copytree(earlier / "sweep", sweep)
     (sweep / "1_seed=1" / "metrics.json").write_text("{")
     shutil.copytree(earlier / "sweep" / "0_seed=0", sweep / "2_seed=2")
-    (sweep / "2_seed=2" / ".hydra" / "overrides.yaml").write_text("- seed=[2\n")  # YAML that does not parse
+    (sweep / "2_seed=2" / ".hydra" / "overrides.yaml").write_text("- [seed=2\n")  # YAML that does not parse
     proc = cli("report", [str(sweep)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped" in proc.stderr and "1_seed=1/metrics.json" in proc.stderr
@@ -473,7 +473,8 @@ def test_ctrl_c_in_a_script_is_one_line(earlier, tmp_path):
     assert proc.returncode in (0, 130), err  # 0: it finished before the signal came (a fast machine)
     assert "Traceback" not in out + err
     if proc.returncode == 130:
-        assert err.strip().splitlines() == ["interrupted"]
+        (line,) = err.strip().splitlines()
+        assert line.endswith("interrupted")
 
 
 def test_a_state_dict_that_does_not_fit_names_the_first_keys(tmp_path):
