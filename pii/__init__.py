@@ -3,7 +3,8 @@
 Layers, each importing only those before it: pii.core (the algorithm), pii.models (classifiers,
 weights, device policy), pii.eval (results, judge, leaderboard, speed), pii.run (configs, entry
 points, runner, tracking), pii.feedforward (the logit-conditioned generator). docs/architecture.md
-draws them.
+draws them. Every layer may use the base: this package's CONF_DIR, pii.errors (ConfigError) and
+pii.files (files written whole or not at all, strict JSON, a run directory's lock).
 """
 
 from pathlib import Path

@@ -21,7 +21,6 @@ manifest.json beside it (command, commit, date, hardware).
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
 from pii.eval import provenance, speed
+from pii.files import write_json
 from pii.models.classes import parse_class_ids
 from pii.models.device import resolve_device
 from pii.run.cli import script_main
@@ -82,14 +82,14 @@ def main(argv: list[str]) -> None:
     print(f"default: {default.seconds:.1f} s for {default.classes} classes in one run; "
           f"naive: {naive.seconds:.1f} s for {naive.classes} classes, one run each")
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        write_json(args.json, {
             "overrides": args.overrides, "device": str(device), "threads": torch.get_num_threads(),
             "class_ids": class_ids, "peak_flops": peaks, "speedup_vs_naive": ratio, "fastest": best.name,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__,
             "paths": [{**vars(r), "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
                        "images_per_second": r.images_per_second, "flops_per_second": r.flops_per_second}
-                      for r in (*batched, naive)]}, indent=2) + "\n")
+                      for r in (*batched, naive)]})
         provenance.record([Path(args.json)], device)
     print(f"speedup_vs_naive={ratio:.2f}")
 

@@ -14,7 +14,7 @@ import time
 
 from pii.errors import ConfigError
 from pii.eval.judge import format_table
-from pii.run.cli import script_main
+from pii.run.cli import run_directory, script_main
 from pii.run.compose import compose
 from pii.run.runner import run
 
@@ -22,7 +22,9 @@ from pii.run.runner import run
 def main(argv: list[str]) -> None:
     if not any(o.startswith("output_dir=") for o in argv):
         argv = [*argv, f"output_dir=outputs/quality/{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
-    result = run(compose(["classes=benchmark20", *argv]))
+    cfg = compose(["classes=benchmark20", *argv])
+    with run_directory(str(cfg.output_dir), "output_dir"):  # a new directory, held while the run writes
+        result = run(cfg)
     if not result.judge:
         raise ConfigError("no judge ran (verifier=none, or no judge shares the model's classes)")
     for name, judged in result.judge.items():

@@ -13,11 +13,11 @@ judge's top-1 accuracy per architecture x method and writes <out>/claim.json
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from pii.errors import ConfigError
 from pii.eval import provenance
+from pii.files import write_json
 from pii.run import digits
 from pii.run.cli import script_main
 
@@ -56,9 +56,8 @@ def main(argv: list[str]) -> None:
         accuracies = digits.test_accuracies(out)
     results = digits.invert_all(out, args.overrides, methods=methods, architectures=architectures)
     table = digits.format_table(results, accuracies)
-    (out / "claim.json").write_text(json.dumps({"test_accuracy": accuracies, "results": results,
-                                                "settings": {"methods": methods, "overrides": args.overrides}},
-                                               indent=2) + "\n")
+    write_json(out / "claim.json", {"test_accuracy": accuracies, "results": results,
+                                    "settings": {"methods": methods, "overrides": args.overrides}})
     provenance.record([out / "claim.json"])
     print("\njudged top-1 over digits 0-9 (judge: ResNet-18 trained apart), mean judge p(target) in brackets")
     print(table)

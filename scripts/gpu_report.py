@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pii.errors import ConfigError
 from pii.eval import provenance, results
+from pii.files import write_json
+from pii.run.cli import script_main
 
 
 def read_json(path: Path) -> dict | None:
@@ -136,7 +138,7 @@ def summarise(report: dict) -> None:
             print(f"{name}: speedup_vs_naive {b['speedup_vs_naive']:.1f} ({b['fastest']}); {rows}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="outputs/gpu_check", help="the check's OUT folder")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
@@ -150,11 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         path, report = Path(args.out) / "gpu_check.json", gather(Path(args.out))
         origin = {"hardware": f"{report['gpu']}; torch {torch_version(report)}"} if report["gpu"] else {}
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(path, report)
     provenance.record([path], **origin)
     summarise(report)
     print(f"all figures: {path}")
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

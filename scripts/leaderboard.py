@@ -19,43 +19,37 @@ hardware: pii.eval.provenance).
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
 from pathlib import Path
 
-from pii.errors import ConfigError
 from pii.eval import provenance
 from pii.eval.leaderboard import leaderboard, markdown, method_grid
+from pii.files import write_atomic, write_json, write_text
+from pii.run.cli import script_main, writable_directory
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", type=Path, nargs="+", help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first directory)")
     parser.add_argument("--grid", type=Path, help="where to write the grid (default: <out>/leaderboard_grid.jpg)")
     parser.add_argument("--cell", type=int, default=96, help="grid cell size in px")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summaries, runs = leaderboard(args.dirs)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = args.out or args.dirs[0]
-    grid = args.grid or out / "leaderboard_grid.jpg"
-    for folder in (out, grid.parent):
-        folder.mkdir(parents=True, exist_ok=True)
+    if args.cell < 8:
+        parser.error(f"--cell must be >= 8 px, got {args.cell}")
+    out = writable_directory(args.out or args.dirs[0], "--out")
+    grid_path = args.grid or out / "leaderboard_grid.jpg"
+    writable_directory(grid_path.parent, "--grid")
+    summaries, runs = leaderboard(args.dirs)
     table = markdown(summaries)
-    (out / "leaderboard.md").write_text(table + "\n")
-    (out / "leaderboard.json").write_text(json.dumps(
-        {"runs": [provenance.portable(d, args.dirs) for d, _ in runs], "rows": summaries}, indent=2) + "\n")
-    method_grid(runs, args.cell).convert("RGB").save(grid, quality=90)
-    provenance.record([out / "leaderboard.md", out / "leaderboard.json", grid])
+    write_text(out / "leaderboard.md", table + "\n")
+    write_json(out / "leaderboard.json", {"runs": [provenance.portable(d, args.dirs) for d, _ in runs],
+                                          "rows": summaries})
+    grid = method_grid(runs, args.cell).convert("RGB")
+    write_atomic(grid_path, lambda f: grid.save(f, format="jpeg", quality=90))
+    provenance.record([out / "leaderboard.md", out / "leaderboard.json", grid_path])
     print(table)
-    print(f"written to {out}/leaderboard.md, leaderboard.json and {grid} (origin in manifest.json beside each)")
-    return 0
+    print(f"written to {out}/leaderboard.md, leaderboard.json and {grid_path} (origin in manifest.json beside each)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

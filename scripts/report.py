@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from pii.errors import ConfigError
 from pii.eval.gallery import write_report
+from pii.run.cli import script_main
+
+log = logging.getLogger("report")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
     parser.add_argument("--cell", type=int, default=128, help="grid cell size in px (default 128)")
     args = parser.parse_args(argv)
     if args.cell < 8:
         parser.error(f"--cell must be >= 8 px, got {args.cell}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        grid, page = write_report(args.multirun_dir, args.cell)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    logging.info("grid: %s\npage: %s", grid, page)
-    return 0
+    grid, page = write_report(args.multirun_dir, args.cell)
+    log.info("grid: %s", grid)
+    log.info("page: %s", page)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_main(main)

@@ -1,26 +1,44 @@
 """Bad input at the entry points, as a new user would type it.
 
-Every row of BAD runs the real entry point as a subprocess: `invert.py`,
-`train_invert.py`, `scripts/judge.py`, `scripts/report.py`, `scripts/digits_claim.py`. Each must exit
-with code 2, print no traceback, print at most 2 lines on stderr that name the
-key or file, and leave every file under the test's directory as it was (an
-earlier finished run, damaged copies of it, a sweep): the checks run before
-anything is written. Most rows fail in pii.run.cli.preflight before torch is
-imported, so the table costs about a second a row.
+Every row of BAD runs the real entry point as a subprocess: `invert.py`, `train_invert.py`,
+`scripts/judge.py`, `scripts/report.py`, `scripts/leaderboard.py`, `scripts/digits_claim.py`. Each must
+exit with code 2, print no traceback, print at most 2 lines on stderr that name the key or file, and
+leave every file under the test's directory byte-identical (an earlier finished run, a stopped one,
+damaged copies of them, a sweep, weights files): the checks run before anything is written, and a
+new run is never started into a directory that holds one. Most rows fail in pii.run.cli.preflight
+before torch is imported; the rows of a valid tiny run (TINY) are refused just before Hydra starts.
+
+The other tests: two runs started into one directory, a write refused half-way (a file-size limit),
+non-finite weights and losses, Ctrl-C in a script, every numeric key's range.
 """
 
+import hashlib
+import json
+import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import Payload, as_hydra_run, file_bytes, run_cli, stopped_after_stage
+from conftest import ROOT, Payload, as_hydra_run, file_bytes, run_cli, stopped_after_stage
+from omegaconf import OmegaConf
 
+from pii.errors import ConfigError
 from pii.run import runner
-from tests.tiny import tiny_cfg
+from tests.tiny import RANDOM_TINY, tiny_cfg
 
-ENTRY = {"invert": "invert.py", "train": "train_invert.py", "judge": "scripts/judge.py",
-         "report": "scripts/report.py", "digits": "scripts/digits_claim.py"}
+ENTRY = {"invert": ["invert.py"], "train": ["train_invert.py"], "judge": ["scripts/judge.py"],
+         "report": ["scripts/report.py"], "digits": ["scripts/digits_claim.py"],
+         "leaderboard": ["scripts/leaderboard.py"]}
+MODEL = [a for a in RANDOM_TINY if not a.startswith("model.weights=")]  # the tiny test model, weights named per row
+TINY = " ".join([*RANDOM_TINY, "verifier=none"])  # a valid tiny run: refused only for where it would write
+TINY_JUDGE = ("verifier=timm verifier.timm.name=test_efficientnet verifier.timm.weights=random "
+              "verifier.timm.num_classes=10 verifier.timm.input_size=32 device=cpu")
 
 # (entry point, arguments ({d} = the test's directory), what stderr must name)
 BAD = [
@@ -64,7 +82,7 @@ BAD = [
     ("invert", "foo=1", "foo"),
     ("invert", "init_from={d}/truncated_png class_id=[1,2]", "truncated_png/1_class-1.png"),
     ("invert", "init_from={d}/missing_png class_id=[1,2]", "missing_png/1_class-1.png"),
-    ("invert", "init_from={d}/earlier", "class [980]"),
+    ("invert", "init_from={d}/earlier", "class 980"),
     ("invert", "init_from={d}/bad_metrics", "bad_metrics/metrics.json"),
     ("invert", "init_from={d}/nowhere", "nowhere"),
     ("invert", "resume={d}/truncated_checkpoint", "truncated_checkpoint/checkpoint.pt"),
@@ -77,6 +95,39 @@ BAD = [
     ("invert", "-m augmentation.ensemble_size=1,abc,0 hydra.sweep.dir={d}/sweep_out",
      "job 1 (augmentation.ensemble_size=abc)"),
     ("invert", "hydra.run.dir={d}/earlier/grid.png/run", "grid.png"),
+    # a new run where one already is, finished or stopped, or where other files are; a sweep likewise
+    ("invert", f"{TINY} hydra.run.dir={{d}}/earlier", "continue it with resume={d}/earlier"),
+    ("invert", f"{TINY} hydra.run.dir={{d}}/stopped", "continue it with resume={d}/stopped"),
+    ("invert", f"{TINY} hydra.run.dir={{d}}/only_truncated_png", "is not empty (it holds 1_class-1.png)"),
+    ("invert", f"-m {TINY} seed=0,1 hydra.sweep.dir={{d}}/sweep", "hydra.sweep.dir"),
+    # directories and names the system refuses
+    ("invert", f"{TINY} hydra.run.dir={{d}}/{'x' * 300}/run", "File name too long"),
+    ("invert", f"{TINY} hydra.run.dir=/proc/pii-test/run", "/proc/pii-test"),
+    ("invert", "resume={d}/bad_yaml", "bad_yaml/.hydra/config.yaml"),
+    # weights files: read before the run, with the key that names them
+    ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/nan.pth", "nan or inf in 1 tensors: conv_stem.weight"),
+    ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/not_tensors.pth", "values that are not tensors"),
+    ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/list.pth", "list.pth' is damaged or not a checkpoint"),
+    ("invert", "model.weights={d}/earlier/metrics.json", "damaged or not a checkpoint"),
+    ("invert", "verifier.efficientnet_lite2.weights={d}/nowhere.pth", "verifier.efficientnet_lite2.weights file"),
+    # ranges that follow from what a key means
+    ("invert", "augmentation.crops=[0.5,1.5]", "augmentation.crops"),
+    ("invert", "schedule.stages=200", "schedule.stages=200 gives stages of"),
+    ("invert", "augmentation.shift=200", "augmentation.shift=200"),
+    ("invert", "augmentation.degrees=270", "augmentation.degrees"),
+    ("invert", "augmentation.beta=100", "augmentation.beta"),
+    ("invert", "model.mean=[2,0,0]", "model.mean"),
+    ("invert", "schedule.lr=nan", "schedule.lr must be a finite number"),
+    ("invert", "schedule.lr=100", "schedule.lr must be <= 10"),
+    ("invert", "seed=-1", "seed"),
+    ("invert", "seed=99999999999", "seed"),
+    ("invert", "param=fourier param.decay=-1", "param.decay"),
+    ("invert", "param=fourier param.sd=0", "param.sd"),
+    ("invert", "param=maco param.spectrum={d}/nowhere.npy", "param.spectrum"),
+    ("invert", "-m param=fourier param.decay=1,-1 hydra.sweep.dir={d}/sweep_out", "job 1 (param=fourier param.decay=-1)"),
+    # Hydra's grammar: how to quote
+    ("invert", "init_from={d}/x=y,z", "'init_from=\"{d}/x=y,z\"'"),
+    ("invert", "model.weights={d}/a(1).pth", "'model.weights=\"{d}/a(1).pth\"'"),
     ("train", "schedule.batch_size=0", "schedule.batch_size"),
     ("train", "grid_images=0", "grid_images"),
     ("train", "conditions=[]", "conditions"),
@@ -90,12 +141,23 @@ BAD = [
     ("train", "+data.colour=1", "colour"),
     ("train", "-m schedule.steps=2,0 hydra.sweep.dir={d}/sweep_out", "job 1 (schedule.steps=0)"),
     ("train", "hydra.run.dir={d}/earlier/grid.png/run", "grid.png"),
+    ("train", "hydra.run.dir={d}/earlier", "continue it with resume=true hydra.run.dir={d}/earlier"),
+    ("train", "resume=true hydra.run.dir={d}/earlier", "no generator checkpoint"),
+    ("train", "resume=true hydra.run.dir={d}/train_damaged", "train_damaged/logits/checkpoint.pt"),
+    ("train", "classifier.checkpoint={d}/nowhere.safetensors", "classifier.checkpoint"),
+    ("train", "mode=analyse", "run_dir"),
+    ("train", "mode=analyse run_dir={d}/earlier", "run_dir"),
+    ("train", "schedule.lr_g=5", "schedule.lr_g"),
+    ("train", "data.test_fraction=1.5", "data.test_fraction"),
+    ("train", "seed=-3", "seed"),
     ("judge", "", "usage"),
     ("judge", "{d}/nowhere", "nowhere"),
     ("judge", "{d}/earlier/metrics.json", "metrics.json"),
     ("judge", "{d}/only_truncated_png", "only_truncated_png"),
     ("judge", "{d}/earlier verifier=none", "verifier"),
     ("judge", "{d}/earlier device=meta", "device"),
+    ("judge", f"{{d}}/many_ids {TINY_JUDGE}", "1000 class ids are outside them: 10, 11, 12 and 997 more"),
+    ("leaderboard", "{d}/earlier --out {d}/earlier/grid.png/x", "--out"),
     ("report", "", "multirun_dir"),
     ("report", "{d}/nowhere", "nowhere"),
     ("report", "{d}/earlier", "earlier"),
@@ -104,6 +166,15 @@ BAD = [
     ("digits", "--skip-train --out {d} --architectures cnn,transformer", "--architectures"),
     ("digits", "--skip-train --out {d} --methods pii,dream", "--methods"),
 ]
+
+
+def cli(entry: str, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_cli(*ENTRY[entry], *args, timeout=timeout)
+
+
+def snapshot(root: Path) -> dict[Path, str]:
+    """Every file under `root` and its hash: what must be byte-identical after a refused start."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +202,25 @@ def earlier(tmp_path_factory) -> Path:
     for job in ("0_seed=0", "1_seed=1"):
         shutil.copytree(d / "earlier", d / "sweep" / job)
         (d / "sweep" / job / ".hydra" / "overrides.yaml").write_text(f"- {job.split('_', 1)[1]}\n")
+    shutil.copytree(d / "stopped", d / "bad_yaml")
+    (d / "bad_yaml" / ".hydra" / "config.yaml").write_text("model: [unclosed\n")
+    (d / "train_damaged" / "logits").mkdir(parents=True)  # a train_invert run whose generator checkpoint is damaged
+    (d / "train_damaged" / ".hydra").mkdir()
+    (d / "train_damaged" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (d / "train_damaged" / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (d / "train_damaged" / "logits" / "checkpoint.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    (d / "weights").mkdir()
+    import timm
+
+    state = timm.create_model("test_efficientnet", num_classes=10).state_dict()
+    state["conv_stem.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, d / "weights" / "nan.pth")
+    torch.save({"conv_stem.weight": 3, "note": "not weights"}, d / "weights" / "not_tensors.pth")
+    torch.save([torch.zeros(1)], d / "weights" / "list.pth")
+    (d / "many_ids").mkdir()  # 1000 images numbered past the judge's 10 classes
+    tiny_png = (d / "earlier" / "1_class-1.png").read_bytes()
+    for class_id in range(10, 1010):
+        (d / "many_ids" / f"{class_id}_x.png").write_bytes(tiny_png)
     return d
 
 
@@ -163,18 +253,93 @@ def test_duplicate_class_ids_are_refused_before_anything_runs(tiny_config):
         check_invert(tiny_config("class_id=[1,2,1]"))
 
 
-def test_a_damaged_weights_file_fails_in_the_run_and_its_log_says_why(earlier, tmp_path):
-    """Errors met inside the run (a file's content) leave the new run's .hydra/ and a log that records them."""
-    bogus = tmp_path / "notes.pth"
-    bogus.write_text("not weights")
-    proc = run_cli("invert.py", "model=timm", "model.name=test_efficientnet", "model.num_classes=10", "class_id=1",
-                   "model.input_size=32", f"model.weights={bogus}", "verifier=none", "device=cpu",
-                   f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+def broken_statistics(path: Path) -> str:
+    """Weights of the tiny test model, all finite, with one BatchNorm's running variance below 0: the
+    model gives nan from that layer on. Returns the BatchNorm's name."""
+    import timm
+
+    state = timm.create_model("test_efficientnet", num_classes=10).state_dict()
+    name = next(key for key in state if key.endswith("running_var"))
+    state[name][0] = -1.0
+    torch.save(state, path)
+    return name.removesuffix(".running_var")
+
+
+def test_weights_that_give_nan_fail_in_the_run_and_its_log_says_where(tmp_path):
+    """What can only be seen with the model built (its outputs) stops the run before any inversion:
+    one line naming the layer; the new run's directory keeps .hydra/ and a log that ends with it."""
+    weights = tmp_path / "weights.pth"
+    layer = broken_statistics(weights)
+    proc = cli("invert", [*MODEL, f"model.weights={weights}", "verifier=none", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: model.weights {str(bogus)!r} is damaged or not a checkpoint")
-    assert "is damaged or not a checkpoint" in (tmp_path / "run" / "invert.log").read_text()
+    assert line.startswith(f"error: model.weights {str(weights)!r}: model test_efficientnet gives nan or inf")
+    assert f"first at layer {layer!r}" in line
+    assert (tmp_path / "run" / "invert.log").read_text().strip().endswith(line)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".hydra", "invert.log"]
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_nan_in_the_weights_or_their_outputs_stops_before_inverting(tmp_path, fold):
+    """With the BatchNorm folding on and off: weights that hold nan are named by their tensor; finite
+    weights whose outputs are nan by the first layer that gives them. Nothing is written."""
+    import timm
+
+    nan = tmp_path / "nan.pth"
+    state = timm.create_model("test_efficientnet", num_classes=10).state_dict()
+    state["bn1.weight"][0] = float("inf")
+    torch.save(state, nan)
+    with pytest.raises(ConfigError, match=r"holds nan or inf in 1 tensors: bn1.weight; the weights are damaged"):
+        runner.run(tiny_cfg(tmp_path / "a", f"model.weights={nan}", f"fold_batchnorm={fold}", "verifier=none"))
+    broken = tmp_path / "broken.pth"
+    layer = broken_statistics(broken)
+    with pytest.raises(ConfigError, match=f"gives nan or inf on an ordinary image, first at layer '{layer}'"):
+        runner.run(tiny_cfg(tmp_path / "b", f"model.weights={broken}", f"fold_batchnorm={fold}", "verifier=none"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_diverging_inversion_stops_at_the_step_it_diverged():
+    """A loss or an image that becomes nan or inf stops the run with the stage and step; the stage
+    is not saved. (schedule.lr=1e37 is refused by the checks: the loop is driven directly.)"""
+    from pii import models
+    from pii.core import augment, losses, schedule
+    from pii.core.inversion import invert
+    from pii.core.observers import Observer
+    from pii.core.param import Fourier
+
+    class Stages(Observer):
+        done = []
+
+        def stage_done(self, index, stage, image):
+            self.done.append(index)
+
+    cfg = tiny_cfg("unused", "param=fourier", "schedule.lr=1e37", "precision=fp32")
+    classifier = models.build(cfg.model)
+    stages = schedule.plan(classifier.input_size, cfg.schedule)
+    observer = Stages()
+    with pytest.raises(ConfigError, match=r"became nan or inf at stage 1 of 3 \(16 px\), step \d+.*lower schedule.lr"):
+        invert(classifier, [1, 2], augment.build(cfg.augmentation), stages, losses.build(cfg.loss, classifier),
+               cfg.schedule, observer, param=Fourier(2))
+    assert observer.done == []
+
+
+def test_metrics_and_every_json_are_strict(tmp_path):
+    """No NaN literal in any JSON pii writes: a value that is not a number is null."""
+    from pii.eval import results
+    from pii.files import write_json
+    from tests.tiny import made_up_result
+
+    result = made_up_result({1: "1_class-1.png"})
+    result.spectral_slope = float("nan")
+    results.write(tmp_path / "metrics.json", result)
+    write_json(tmp_path / "other.json", {"a": [float("inf"), 1.5]})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in strict JSON")
+
+    assert json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)["spectral_slope"] is None
+    assert json.loads((tmp_path / "other.json").read_text(), parse_constant=refuse) == {"a": [None, 1.5]}
+    assert results.read(tmp_path / "metrics.json").spectral_slope is None
 
 
 def test_judge_skips_a_damaged_png_and_judges_the_others(earlier, tmp_path):
@@ -185,8 +350,6 @@ def test_judge_skips_a_damaged_png_and_judges_the_others(earlier, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert len(warnings) == 1 and "damaged/1_class-1.png" in warnings[0]
-    import json
-
     judged = json.loads((runs / "judge.json").read_text())
     assert judged["overall"]["efficientnet_lite2"]["images"] == 3  # 2 good + 1 of the damaged run's 2
 
@@ -195,9 +358,12 @@ def test_report_shows_a_job_with_damaged_metrics_as_unfinished(earlier, tmp_path
     sweep = tmp_path / "sweep"
     shutil.copytree(earlier / "sweep", sweep)
     (sweep / "1_seed=1" / "metrics.json").write_text("{")
-    proc = run_cli("scripts/report.py", sweep, timeout=60)
+    shutil.copytree(earlier / "sweep" / "0_seed=0", sweep / "2_seed=2")
+    (sweep / "2_seed=2" / ".hydra" / "overrides.yaml").write_text("- [seed=2\n")  # YAML that does not parse
+    proc = cli("report", [str(sweep)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped" in proc.stderr and "1_seed=1/metrics.json" in proc.stderr
+    assert "2_seed=2/.hydra/overrides.yaml" in proc.stderr and "Traceback" not in proc.stderr
     assert (sweep / "ablation_grid.png").is_file() and (sweep / "report.html").is_file()
 
 
@@ -209,3 +375,148 @@ def test_a_killed_run_is_continued_by_resume(earlier, tmp_path):
     proc = run_cli("invert.py", f"resume={stopped}", "device=cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (stopped / "metrics.json").is_file() and (stopped / "1_class-1.png").is_file()
+
+
+def test_two_runs_started_into_one_directory(tmp_path):
+    """One takes the directory's lock and finishes; the other is refused with one line and leaves
+    the first one's files as that run wrote them."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    procs = {seed: subprocess.Popen([sys.executable, "invert.py", *RANDOM_TINY, "verifier=none", f"seed={seed}",
+                                     f"hydra.run.dir={out}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True) for seed in (1, 2)}
+    errors = {seed: proc.communicate(timeout=600)[1] for seed, proc in procs.items()}
+    codes = {seed: proc.returncode for seed, proc in procs.items()}
+    assert sorted(codes.values()) == [0, 2], errors
+    (winner,) = [seed for seed, code in codes.items() if code == 0]
+    (refused,) = [seed for seed, code in codes.items() if code == 2]
+    (line,) = errors[refused].strip().splitlines()
+    assert "another run" in line or "already holds a run" in line, line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["seed"] == winner and OmegaConf.load(out / ".hydra" / "overrides.yaml")[-1] == f"seed={winner}"
+    assert {c["image"] for c in metrics["classes"]} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["stage1_16px.png", "stage2_24px.png", "stage3_32px.png"]
+    assert not list(out.rglob("*.tmp")) and not (out / ".pii.lock").exists()
+
+
+def file_size_limit(limit: int):
+    """A child's file-size limit (RLIMIT_FSIZE): a write past `limit` bytes fails as on a full disk."""
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_refused_write_keeps_the_earlier_checkpoint_and_says_how_to_resume(earlier, tmp_path):
+    """The checkpoint of the next stage cannot be written (a file-size limit stands in for a full
+    disk): one line with the resume command, the same line in invert.log, no partial file, and the
+    earlier checkpoint as it was; resumed without the limit, the run finishes."""
+    stopped = tmp_path / "stopped"
+    shutil.copytree(earlier / "stopped", stopped)
+    checkpoint = (stopped / "checkpoint.pt").read_bytes()
+    limit = len(checkpoint) + 4096  # the stage-1 checkpoint fits; stage 2's, at 24 px, does not
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "invert.py", f"resume={stopped}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, preexec_fn=file_size_limit(limit))
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (f"error: cannot write {str(stopped / 'checkpoint.pt')!r} (File too large); finished stages are "
+                    f"saved; continue with: python invert.py resume={stopped}")
+    assert line in (stopped / "invert.log").read_text()
+    assert (stopped / "checkpoint.pt").read_bytes() == checkpoint
+    assert not [p for p in stopped.rglob("*") if p.name.endswith(".tmp")] and not (stopped / "metrics.json").exists()
+    proc = subprocess.run([sys.executable, "invert.py", f"resume={stopped}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((stopped / "metrics.json").read_text())["first_stage"] == 2
+
+
+def test_ctrl_c_in_a_script_is_one_line(earlier, tmp_path):
+    """scripts/judge.py interrupted while it loads its judge: exit 130, one line, no traceback."""
+    runs = tmp_path / "runs"
+    shutil.copytree(earlier / "truncated_png", runs / "damaged")
+    proc = subprocess.Popen([sys.executable, "scripts/judge.py", str(runs), *TINY_JUDGE.split()], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    lines = []
+    while time.monotonic() < deadline and not any("skipped" in line for line in lines):
+        lines.append(proc.stderr.readline())  # the warning comes once the script's main runs
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), err  # 0: it finished before the signal came (a fast machine)
+    assert "Traceback" not in out + err
+    if proc.returncode == 130:
+        (line,) = err.strip().splitlines()
+        assert line.endswith("interrupted")
+
+
+def test_a_state_dict_that_does_not_fit_names_the_first_keys(tmp_path):
+    """Missing, unexpected and reshaped keys: the first few of each, and how many."""
+    import timm
+
+    from pii.models.weights import load_weights
+
+    net = timm.create_model("test_efficientnet", num_classes=10)
+    state = {f"extra.{i}": torch.zeros(1) for i in range(40)}
+    state.update({k: v for k, v in net.state_dict().items() if not k.startswith("blocks.")})
+    state["classifier.weight"] = torch.zeros(3, 3)
+    torch.save(state, tmp_path / "w.pth")
+    missing = len([k for k in net.state_dict() if k.startswith("blocks.")])
+    with pytest.raises(ConfigError) as err:
+        load_weights(net, tmp_path / "w.pth")
+    message = str(err.value)
+    assert f"{missing} keys missing from the file (blocks.0.0.conv.weight, " in message
+    assert f"and {missing - 3} more" in message
+    assert "40 unexpected keys (extra.0, extra.1, extra.2 and 37 more)" in message
+    assert "1 of another shape (classifier.weight [3, 3] in the file, [10, " in message and len(message) < 600
+
+
+NOT_A_SETTING = {"class_id"}  # checked against the model (pii.models.classes)
+
+
+def numeric_keys(values: dict, prefix: str = ""):
+    """(key, value) of every number in a config's plain dict (lists aside: their checks are their own)."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key in ("hydra", "kwargs") or path in NOT_A_SETTING:  # kwargs: timm's arguments of a model, timm checks them
+            continue
+        if isinstance(value, dict):
+            yield from numeric_keys(value, f"{path}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield path, value
+
+
+@pytest.mark.parametrize("program", ["invert", "train_invert"])
+def test_every_numeric_key_has_its_range_checked(program):
+    """Each number of every option of every config group is refused at -1e9, each float also at nan,
+    by the check the preflight runs, with a message naming the key."""
+    from conftest import compose_config
+
+    from pii.run.compose import compose_train_invert
+    from pii.run.config import check_invert, check_train_invert
+
+    conf = ROOT / "conf" / ("train_invert" if program == "train_invert" else "")
+    compose, check = (compose_train_invert, check_train_invert) if program == "train_invert" else (
+        compose_config, check_invert)
+    skip = ("hydra", "train_invert", "experiment", "recipe", "classes")  # presets and class lists set the same keys
+    options = [f"{group.name}={option.stem}" for group in sorted(conf.iterdir()) if group.is_dir()
+               and group.name not in skip for option in sorted(group.glob("*.yaml"))]
+    unchecked, tried = [], set()
+    for option in options:
+        cfg = compose([option, "output_dir=x", *(["class_id=1"] if program == "invert" else [])])
+        for key, value in numeric_keys(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)):
+            for bad in ([-10**9, float("nan")] if isinstance(value, float) else [-10**9]):
+                if (key, str(bad)) in tried:
+                    continue
+                tried.add((key, str(bad)))
+                broken = OmegaConf.merge(cfg, {})
+                OmegaConf.update(broken, key, bad)
+                try:
+                    check(broken)
+                    unchecked.append(f"{key}={bad}")
+                except ConfigError as err:
+                    if key not in str(err):
+                        unchecked.append(f"{key}={bad}: {err}")
+    assert len(tried) > 20
+    assert unchecked == []

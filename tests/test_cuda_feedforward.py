@@ -11,7 +11,7 @@ import torch
 from pii.feedforward import losses
 from pii.feedforward.runner import train_invert
 from pii.feedforward.train import Dist, train
-from tests.test_feedforward_train import classifier_path, fresh, parts, tiny  # noqa: F401 (fixtures)
+from tests.test_feedforward_train import fresh, parts, tiny  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

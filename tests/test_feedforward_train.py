@@ -20,19 +20,13 @@ from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
 from pii.run.compose import compose_train_invert as compose
 
 
-@pytest.fixture(scope="session")
-def classifier_path(tmp_path_factory) -> Path:
-    """One tiny classifier checkpoint for all the tests: the first run trains and saves it."""
-    return tmp_path_factory.mktemp("classifier") / "small_cnn.safetensors"
-
-
 @pytest.fixture
-def tiny(tmp_path, classifier_path):
-    """The real config, shrunk: 8 px, narrow nets, a 1-epoch classifier, a few steps."""
+def tiny(tmp_path):
+    """The real config, shrunk: 8 px, narrow nets, a 1-epoch classifier (trained once per session
+    into the tests' classifier cache, conftest), a few steps."""
 
     def make(*overrides: str):
-        small_cnn = [] if "classifier=model" in overrides else [
-            "classifier.width=8", "classifier.epochs=1", f"classifier.checkpoint={classifier_path}"]
+        small_cnn = [] if "classifier=model" in overrides else ["classifier.width=8", "classifier.epochs=1"]
         return compose(base(tmp_path) + small_cnn + list(overrides))
 
     return make

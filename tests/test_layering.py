@@ -10,7 +10,7 @@ import pytest
 
 PII = Path(__file__).resolve().parent.parent / "pii"
 LAYERS = ["core", "models", "eval", "run", "feedforward"]  # each may import those before it
-BASE = {"pii", "pii.errors"}  # the package root (CONF_DIR, ConfigError): every layer may use it
+BASE = {"pii", "pii.errors", "pii.files"}  # the root (CONF_DIR), errors, atomic writes: every layer may use them
 ENTRY_POINTS = {"pii.run.cli", "pii.feedforward.cli"}
 CORE_THIRD_PARTY = {"torch", "numpy"}  # the algorithm needs no more than this
 

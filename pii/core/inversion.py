@@ -52,6 +52,7 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
         optimizer, lr_schedule = schedule.optimizer(param.parameters(), stage.steps, make_optimizer)
         observer.stage_started(index, stage, param.image())
         per_chunk = None
+        first_nonfinite = torch.full((), -1, device=device)  # the first step whose loss was nan or inf, on the device
         for step in range(stage.steps):
             image = param.render()
             views = augment(image)
@@ -59,12 +60,22 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
             per_chunk = per_chunk or chunk_size(chunk, len(views), stage.size)
             optimizer.zero_grad(set_to_none=True)
             loss, probs = forward_backward(classifier, loss_fn, views, view_targets, image, per_chunk)
+            first_nonfinite = torch.where((first_nonfinite < 0) & ~loss.isfinite(), step, first_nonfinite)
             optimizer.step()
             lr_schedule.step()
             param.project()
             if step % log_every == 0 or step == stage.steps - 1:
-                observer.step_done(index, step, loss.item(), probs.view(len(class_ids), -1).mean(1).cpu())
-        observer.stage_done(index, stage, param.image())
+                value = loss.item()
+                if (bad := int(first_nonfinite.item())) >= 0:  # before the stage's image is saved
+                    raise ConfigError(f"the loss became nan or inf at stage {index + 1} of {len(stages)} ({stage.size} px), "
+                                      f"step {bad + 1} ({value} at step {step + 1}): the optimisation diverged; lower "
+                                      f"schedule.lr (now {optimizer.param_groups[0]['initial_lr']:g}) or the loss weights")
+                observer.step_done(index, step, value, probs.view(len(class_ids), -1).mean(1).cpu())
+        image = param.image()
+        if not image.isfinite().all():  # the last step's update, which no loss has seen
+            raise ConfigError(f"the image became nan or inf at stage {index + 1} of {len(stages)} ({stage.size} px), "
+                              f"step {stage.steps}: the optimisation diverged; lower schedule.lr (now {optimizer.param_groups[0]['initial_lr']:g})")
+        observer.stage_done(index, stage, image)
     return param.image()
 
 

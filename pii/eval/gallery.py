@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pii.errors import ConfigError
 from pii.eval import results
 from pii.eval.results import METRICS, ClassResult, RunResult
+from pii.files import read_yaml, write_atomic, write_text
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,12 @@ def collect(multirun_dir: Path) -> list[Job]:
                 result = results.read(job_dir / METRICS)
             except ConfigError as err:  # one damaged job: shown as not finished, the others still reported
                 log.warning("skipped: %s", err)
-        jobs.append(Job(job_dir, list(OmegaConf.load(overrides)), result))
+        try:
+            values = read_yaml(overrides)
+        except ConfigError as err:  # one damaged job: shown without its values, the others still reported
+            log.warning("skipped: %s", err)
+            values = []
+        jobs.append(Job(job_dir, [str(v) for v in values] if OmegaConf.is_list(values) else [], result))
     if not jobs:
         raise ConfigError(f"{root} holds no Hydra jobs (no */.hydra/overrides.yaml); is it a multirun dir?")
 
@@ -181,6 +187,7 @@ def write_report(multirun_dir: Path, cell: int = 128) -> tuple[Path, Path]:
     root = Path(multirun_dir)
     jobs = collect(root)
     grid_path, page_path = root / GRID, root / PAGE
-    grid(jobs, cell).save(grid_path, optimize=True)
-    page_path.write_text(page(jobs, root, f"Sweep {root.name}"))
+    image = grid(jobs, cell)
+    write_atomic(grid_path, lambda f: image.save(f, format="png", optimize=True))
+    write_text(page_path, page(jobs, root, f"Sweep {root.name}"))
     return grid_path, page_path

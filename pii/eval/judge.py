@@ -21,7 +21,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from pii import models
-from pii.errors import ConfigError
+from pii.errors import ConfigError, few
 from pii.eval.results import (
     ClassResult,
     JudgedDirectory,
@@ -32,6 +32,7 @@ from pii.eval.results import (
     nan_if_none,
     to_json,
 )
+from pii.files import write_text
 from pii.models import Classifier
 from pii.models.classes import class_name
 
@@ -42,11 +43,18 @@ INVERSION_PNG = re.compile(r"^(\d+)_[a-z0-9-]*\.png$")
 JUDGE_JSON = "judge.json"
 
 
-def build_judges(verifier: DictConfig | None, device: torch.device | str = "cpu") -> dict[str, Classifier]:
-    """One frozen classifier per entry of `cfg.verifier`; none for `verifier=none`."""
-    if not verifier:
-        return {}
-    return {str(name): models.build(model_cfg, device) for name, model_cfg in verifier.items()}
+def build_judges(verifier: DictConfig | None, device: torch.device | str = "cpu",
+                 num_classes: int | None = None) -> dict[str, Classifier]:
+    """One frozen classifier per entry of `cfg.verifier`; none for `verifier=none`. With `num_classes`
+    (an inverted model's), a judge of another label set is skipped with a warning, before it loads."""
+    judges = {}
+    for name, model_cfg in (verifier or {}).items():
+        if num_classes is not None and int(model_cfg.num_classes) != num_classes:
+            log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
+                        num_classes)
+            continue
+        judges[str(name)] = models.build(model_cfg, device, key=f"verifier.{name}")
+    return judges
 
 
 def spectral_slope(image: torch.Tensor) -> float:
@@ -95,10 +103,7 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
           slopes: list[float] | None = None) -> JudgeResult:
     """Per class the judge's probability for the target, top-1 and top-5 hits; overall accuracy.
     Beside them each image's spectral slope (`slopes`: given, or measured on `images`)."""
-    bad = [c for c in class_ids if not 0 <= c < classifier.num_classes]
-    if bad:
-        raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; "
-                          f"class ids {bad} are outside them (pick a judge for this label set with verifier=...)")
+    check_class_ids(classifier, class_ids)
     device = next(classifier.buffers()).device
     slopes = slopes if slopes is not None else [spectral_slope(im) for im in images]
     report = []
@@ -116,6 +121,14 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         spectral_slope=slope,
     ) for e, slope in zip(report, slopes)]
     return JudgeResult(**vars(summary(classifier, classes)), classes=classes)
+
+
+def check_class_ids(classifier: Classifier, class_ids) -> None:
+    """ConfigError naming (a few of) the class ids outside the judge's classes."""
+    bad = sorted({c for c in class_ids if not 0 <= c < classifier.num_classes})
+    if bad:
+        raise ConfigError(f"judge {classifier.name} has {classifier.num_classes} classes; {len(bad)} class ids "
+                          f"are outside them: {few(bad)} (pick a judge for this label set with verifier=...)")
 
 
 def summary(classifier: Classifier, classes: list[Verdict]) -> JudgeSummary:
@@ -139,17 +152,14 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def judge_run(verifier: DictConfig | None, image: torch.Tensor, class_ids: list[int], num_classes: int,
-              device: torch.device | str = "cpu", slopes: list[float] | None = None) -> dict[str, JudgeResult]:
-    """After an invert.py run: judge the final images with every judge that shares the model's label set
-    (`slopes`: the images' spectral slopes, when the run has measured them)."""
+def judge_run(judges: dict[str, Classifier], image: torch.Tensor, class_ids: list[int],
+              slopes: list[float] | None = None) -> dict[str, JudgeResult]:
+    """After an invert.py run: judge the final images with its judges (build_judges, loaded before the
+    inversion so that one that cannot load costs no inversion; `slopes`: the images' spectral slopes,
+    when the run has measured them)."""
     results = {}
-    for name, model_cfg in (verifier or {}).items():
-        if int(model_cfg.num_classes) != num_classes:  # before loading its weights
-            log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
-                        num_classes)
-            continue
-        results[name] = judge(models.build(model_cfg, device), image, class_ids, slopes=slopes)
+    for name, classifier in judges.items():
+        results[name] = judge(classifier, image, class_ids, slopes=slopes)
         for line in format_table(results[name]).splitlines():
             log.info("judge %s: %s", name, line)
     return results
@@ -182,13 +192,16 @@ def read_inversions(root: Path) -> Inversions:
     """Every readable inversion under `root`, by run directory: (path, class id, image).
     A damaged file is skipped with one warning; ConfigError if none can be read."""
     inversions: Inversions = {}
+    damaged = []
     for path, cid in find_inversions(root):
         try:
             image = load_png(path)
         except ConfigError as err:  # one damaged file costs its own verdict, not the others'
-            log.warning("skipped: %s", err)
+            damaged.append(str(err))
             continue
         inversions.setdefault(path.parent, []).append((path, cid, image))
+    if damaged:
+        log.warning("skipped %s: %s", f"{len(damaged)} images" if len(damaged) > 1 else "an image", few(damaged, 2))
     if not inversions:
         raise ConfigError(f"none of the inversions under {str(root)!r} could be read")
     return inversions
@@ -199,6 +212,8 @@ def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inver
     overall; written to `root`/judge.json."""
     root = Path(root)
     by_dir = inversions if inversions is not None else read_inversions(root)
+    for clf in judges.values():  # before anything is resized or judged
+        check_class_ids(clf, [cid for items in by_dir.values() for _, cid, _ in items])
     slopes = {run_dir: [spectral_slope(im) for _, _, im in items] for run_dir, items in by_dir.items()}  # at saved size
     results = JudgedDirectory(str(root))
     for name, clf in judges.items():
@@ -212,7 +227,7 @@ def judge_directory(root: Path, judges: dict[str, Classifier], inversions: Inver
             results.runs.setdefault(str(run_dir.relative_to(root)), {})[name] = result
             all_classes += result.classes
         results.overall[name] = summary(clf, all_classes)
-    (root / JUDGE_JSON).write_text(to_json(results))
+    write_text(root / JUDGE_JSON, to_json(results))
     return results
 
 

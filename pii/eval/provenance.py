@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from pii.files import write_json
+
 MANIFEST = "manifest.json"
 REPO = Path(__file__).resolve().parents[2]  # a checkout's root (pii/eval/ -> pii/ -> the root)
 
@@ -103,7 +105,7 @@ def record(files: list[Path], device: torch.device | str | None = None, argv: li
         manifest = path.parent / MANIFEST
         data = read(manifest.parent)
         data.setdefault("files", {})[path.name] = entry
-        manifest.write_text(json.dumps(data, indent=2) + "\n")
+        write_json(manifest, data)
 
 
 def read(folder: Path) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pii.errors import ConfigError
+from pii.files import json_text, write_text
 
 SCHEMA_VERSION = 1
 METRICS = "metrics.json"
@@ -148,13 +149,13 @@ def to_dict(result) -> dict:
 
 
 def to_json(result, **first) -> str:
-    """A result as indented JSON, the keys of `first` before its own."""
-    return json.dumps({**first, **to_dict(result)}, indent=2) + "\n"
+    """A result as indented strict JSON (pii.files.json_text), the keys of `first` before its own."""
+    return json_text({**first, **to_dict(result)})
 
 
 def write(path: Path, result: RunResult) -> None:
-    """metrics.json: `result` with schema_version first."""
-    Path(path).write_text(to_json(result, schema_version=SCHEMA_VERSION))
+    """metrics.json: `result` with schema_version first, written whole or not at all."""
+    write_text(path, to_json(result, schema_version=SCHEMA_VERSION))
 
 
 def read(path: Path, key: str = "") -> RunResult:

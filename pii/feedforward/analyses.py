@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from pii.feedforward.evaluate import reconstruct
+from pii.run.outputs import save_png
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ EDITS = ("scaled x0.5", "scaled x2", "shifted", "noised", "swapped top-2")
 def _save(rows: list[torch.Tensor], path: Path) -> Path:
     """Rows of equal length, stacked; one image per cell."""
     images = torch.cat([r.cpu().float() for r in rows])
-    save_image(make_grid(images, nrow=len(rows[0]), padding=2, pad_value=1.0), path)
+    save_png(make_grid(images, nrow=len(rows[0]), padding=2, pad_value=1.0), path)
     return path
 
 

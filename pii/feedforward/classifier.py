@@ -24,6 +24,7 @@ from torch import nn
 from pii import models
 from pii.errors import ConfigError
 from pii.feedforward.data import Data, load_all
+from pii.files import write_atomic, write_json
 from pii.models.training import accuracy, fit
 from pii.run.compose import TRAIN_INVERT_CONF_DIR
 from pii.run.config import target
@@ -107,6 +108,7 @@ def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: Di
     num_classes = int(num_classes) if num_classes is not None else data.num_classes
     check_classes(num_classes, data)
     path = checkpoint_path(settings, data_cfg, resolution)
+    check_named_checkpoint(settings)
     record = path.with_suffix(".json")  # how it was trained and how well it did
     net = SmallCNN(num_classes, int(width))
     if not path.exists() and is_main:
@@ -117,11 +119,10 @@ def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: Di
             held_out = accuracy(classifier, *load_all(data.test))
         log.info("trained the small CNN classifier: %d epochs, held-out accuracy %.3f", int(epochs), held_out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-        record.write_text(json.dumps({"settings": shaping_settings(settings, data_cfg, resolution),
-                                      "held_out_accuracy": held_out}, indent=2) + "\n")
+        write_atomic(path, lambda f: f.write(save({k: v.contiguous() for k, v in net.state_dict().items()})))
+        write_json(record, {"settings": shaping_settings(settings, data_cfg, resolution), "held_out_accuracy": held_out})
         log.info("saved the classifier to %s", path)
     barrier()  # other processes wait for the main one to train and save it
     models.load_weights(net, path, key="classifier.checkpoint")
@@ -156,6 +157,16 @@ def checkpoint_path(cfg: Mapping, data_cfg: DictConfig | None, resolution: int) 
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     name = (settings["data"] or {}).get("name", "data")
     return Path(str(cfg["cache_dir"])).expanduser() / f"{name}_{resolution}px_small_cnn_{digest}.safetensors"
+
+
+def check_named_checkpoint(cfg: Mapping) -> None:
+    """`classifier.checkpoint` names a classifier to use: it must exist (a file of that name is never
+    trained and saved in its place; the cache is for that)."""
+    if cfg.get("checkpoint"):
+        path = Path(str(cfg["checkpoint"])).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"classifier.checkpoint {str(path)!r} does not exist; name a saved classifier, or leave "
+                              f"it unset to train one and keep it under classifier.cache_dir")
 
 
 def check_classes(num_classes: int, data: Data) -> None:

@@ -6,14 +6,16 @@ that the `model` group (any classifier of invert.py) is available as well.
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from pii.errors import ConfigError
-from pii.run.cli import fail, preflight
-from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR
+from pii.run.cli import ending, launch, preflight
+from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR, hydra_arg
 from pii.run.config import check_train_invert
 
 
@@ -21,26 +23,46 @@ from pii.run.config import check_train_invert
 def _main(cfg: DictConfig) -> float:
     from pii.feedforward.runner import train_invert
 
-    try:
+    with ending(continue_hint(cfg) if cfg.mode == "train" else ""):
         metrics = train_invert(cfg)
-    except ConfigError as err:
-        fail(err)
     return metrics.get("eval", {}).get("logits", {}).get("retrieval_features", 0.0) if metrics else 0.0
 
 
+def continue_hint(cfg: DictConfig) -> str:
+    """How to continue this run after an interruption or a refused write: its overrides, resume=true."""
+    from hydra.core.hydra_config import HydraConfig
+
+    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    command = ["python train_invert.py", *(shlex.quote(o) for o in task if not o.startswith("resume=")),
+               "resume=true", hydra_arg("hydra.run.dir", str(cfg.output_dir))]
+    return f"the checkpoints are saved; continue with: {' '.join(command)}"
+
+
 def check_job(cfg: DictConfig, overrides: list[str]) -> None:
-    """Preflight of one train_invert.py job: ranges, then the choices the code knows (conditions, ...)."""
-    from pii.feedforward.runner import check
+    """Preflight of one train_invert.py job: ranges, then the choices the code knows (conditions, ...),
+    then the files it starts from."""
+    from pii.feedforward.runner import check, check_files
 
     check_train_invert(cfg)
     check(cfg)
+    check_files(cfg, Path(str(cfg.hydra.run.dir)).expanduser())
 
 
 def train_invert_main() -> None:
     if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
         sys.argv.append(SEARCHPATH)
-    try:
-        preflight(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", check_job)
-    except ConfigError as err:
-        fail(err)
-    _main()
+    with ending():
+        cfg = preflight(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", check_job)
+        if cfg is None:
+            return _main()
+        if not (cfg.resume and cfg.mode == "train"):
+            return launch(cfg, _main, resume_hint=lambda d: f"resume=true {hydra_arg('hydra.run.dir', d)}")
+        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+            raise ConfigError("resume=true continues one run (hydra.run.dir=<its directory>); it does not go with -m")
+        from pii.feedforward.runner import finished
+
+        run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
+        if finished(cfg, run_dir) is not None:  # nothing left to train: the run is left as it is
+            print(f"{run_dir} is a finished run (metrics.json covers schedule.steps); nothing to resume", file=sys.stderr)
+            return
+        launch(cfg, _main, continuing=True)

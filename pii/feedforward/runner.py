@@ -20,14 +20,16 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from pii.errors import ConfigError
+from pii.errors import ConfigError, few
 from pii.feedforward import analyses, losses
 from pii.feedforward import classifier as classifier_lib
 from pii.feedforward import data as data_lib
 from pii.feedforward import evaluate as eval_lib
 from pii.feedforward import generator as g_lib
-from pii.feedforward.train import CHECKPOINT, Dist, load_checkpoint, train
+from pii.feedforward.train import CHECKPOINT, CHECKPOINT_KEYS, Dist, load_checkpoint, load_module, train
+from pii.files import write_json
 from pii.models.device import resolve_device
+from pii.models.weights import check_weights
 from pii.run import tracking
 from pii.run.compose import TRAIN_INVERT_CONF_DIR
 from pii.run.config import check_train_invert, target
@@ -81,16 +83,61 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"analyses has {sorted(unknown)}; known: {', '.join(analyses.ANALYSES)}")
 
 
+def check_files(cfg: DictConfig, out_dir: Path) -> None:
+    """Read every file the run starts from, before it starts (a named path is read, never made in its
+    place): classifier.checkpoint, mode=analyse's run_dir, and with resume=true the checkpoints in
+    `out_dir` (at least one of them: else there is nothing to resume)."""
+    classifier_lib.check_named_checkpoint(cfg.classifier)
+    if cfg.classifier.get("checkpoint"):
+        check_weights(str(cfg.classifier.checkpoint), "classifier.checkpoint")
+    if cfg.mode == "analyse":
+        if not cfg.get("run_dir"):
+            raise ConfigError("mode=analyse needs run_dir=<an earlier train_invert output dir>")
+        for condition in cfg.conditions:
+            read_checkpoint(Path(str(cfg.run_dir)).expanduser() / condition / CHECKPOINT, "run_dir")
+    elif cfg.resume:
+        found = [out_dir / c / CHECKPOINT for c in cfg.conditions if (out_dir / c / CHECKPOINT).is_file()]
+        if not found:
+            raise ConfigError(f"resume=true: {str(out_dir)!r} holds no generator checkpoint "
+                              f"({few(f'{c}/{CHECKPOINT}' for c in cfg.conditions)}); pass the directory of the run "
+                              f"to continue as hydra.run.dir=..., or drop resume=true to start a new run")
+        for path in found:
+            read_checkpoint(path, "resume")
+
+
+def read_checkpoint(path: Path, key: str) -> dict:
+    """A generator checkpoint train_invert wrote (pii.feedforward.train); ConfigError naming `key` if it is
+    missing, damaged or holds something else."""
+    if not path.is_file():
+        raise ConfigError(f"{key}: no checkpoint {str(path)!r}; pass the output directory of a train_invert run")
+    state = load_checkpoint(path)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"{key}: {str(path)!r} is not a train_invert checkpoint (it has no {few(missing)})")
+    return state
+
+
+def finished(cfg: DictConfig, out_dir: Path) -> dict | None:
+    """With resume=true, the metrics of a run in `out_dir` that has trained schedule.steps already, else None."""
+    done = Path(out_dir) / METRICS
+    if not (cfg.resume and cfg.mode == "train" and done.is_file()):
+        return None
+    try:
+        metrics = json.loads(done.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"resume: {str(done)!r} is damaged ({type(err).__name__}: {str(err)[:80]})") from None
+    steps = metrics.get("steps", 0) if isinstance(metrics, dict) else 0
+    return metrics if isinstance(steps, int) and steps >= int(cfg.schedule.steps) else None
+
+
 def train_invert(cfg: DictConfig) -> dict:
     """Train (or, with mode=analyse, reload) the generators; evaluate; return the metrics."""
     check_train_invert(cfg)
     check(cfg)
-    done = Path(cfg.output_dir) / METRICS
-    if cfg.resume and cfg.mode == "train" and done.is_file():
-        metrics = json.loads(done.read_text())
-        if metrics.get("steps", 0) >= int(cfg.schedule.steps):  # nothing left to train: leave the run as it is
-            log.info("%s is a finished run (%d steps); nothing to resume", cfg.output_dir, metrics["steps"])
-            return metrics
+    if (metrics := finished(cfg, Path(cfg.output_dir))) is not None:  # nothing left to train: leave the run as it is
+        log.info("%s is a finished run (%d steps); nothing to resume", cfg.output_dir, metrics["steps"])
+        return metrics
+    check_files(cfg, Path(cfg.output_dir))
     threads = torch.get_num_threads()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
@@ -121,9 +168,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
         train_logits = torch.cat([classifier(xb.to(dinfo.device)).cpu() for xb in x_fit.split(256)])
         # the sample grid's conditions: the same held-out images for every G
         grid_logits = classifier(x_test[: int(cfg.grid_images)].to(dinfo.device))
-    run_dir = Path(cfg.run_dir) if cfg.mode == "analyse" else out_dir
-    if cfg.mode == "analyse" and not (cfg.run_dir and run_dir.is_dir()):
-        raise ConfigError(f"mode=analyse needs run_dir=<an earlier train_invert output dir>; got {cfg.run_dir!r}")
+    run_dir = Path(str(cfg.run_dir)).expanduser() if cfg.mode == "analyse" else out_dir
 
     log.info("train_invert: %s data (%d train, %d held-out, %d classes) at %d px, classifier %s, conditions %s, "
              "%d steps, outputs in %s", cfg.data.name, len(data.train), len(data.test), data.num_classes, res,
@@ -138,10 +183,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
             tracker = trackers[condition] = finishing.enter_context(tracking.opened(
                 cfg, sub, enabled=dinfo.is_main, job_type="train_invert", condition=condition, **job_identity(sub)))
             if cfg.mode == "analyse":
-                path = sub / CHECKPOINT
-                if not path.exists():
-                    raise ConfigError(f"no checkpoint {str(path)!r}: run_dir must be a train_invert output dir")
-                G.load_state_dict(load_checkpoint(path)["G_ema"])
+                load_module(G, read_checkpoint(sub / CHECKPOINT, "run_dir")["G_ema"], sub / CHECKPOINT, "run_dir")
                 G_ema = G.to(dinfo.device).eval()
             else:
                 D = discriminator(cfg)(cond_dim=data.num_classes, resolution=res)
@@ -158,7 +200,7 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
                 tracker.summary({f"eval/{k}": v for k, v in results[condition].items()})
         if not dinfo.is_main:
             return {}
-        (out_dir / EVAL).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out_dir / EVAL, results)
         grids = write_analyses(cfg, generators, classifier, x_test, y_test, train_logits.std(0), out_dir)
         for tracker in trackers.values():  # the analyses compare every generator: in each run
             for name, path in grids.items():

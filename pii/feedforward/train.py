@@ -15,6 +15,7 @@ across torchrun processes; CUDA only).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from pii.errors import ConfigError
 from pii.feedforward.data import StepBatches
 from pii.feedforward.losses import GeneratorLoss, hinge_d, hinge_g
-from pii.models.weights import load_tensors
-from pii.run.outputs import save_grid
+from pii.models.weights import load_tensors, mismatch
+from pii.run.outputs import save_checkpoint, save_grid
 from pii.run.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,21 @@ def ema_update(ema: ModelEmaV3, model: nn.Module, step: int, start: int) -> None
         ema.update(model)
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint
+CHECKPOINT_KEYS = ("step", "G", "D", "G_ema", "opt_g", "opt_d")  # what `train` saves
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """A checkpoint of plain tensors and numbers; anything that would run code when unpickled is refused."""
     return load_tensors(path, "train_invert checkpoint", map_location)
+
+
+def load_module(module: nn.Module, state: dict, path: Path, key: str) -> None:
+    """`state` into `module` (G, D or the EMA of G); ConfigError naming the first few keys that do not fit."""
+    misfit = mismatch(module, state)
+    if misfit:
+        raise ConfigError(f"{key}: {str(path)!r} does not fit {type(module).__name__} of these settings ({misfit}); "
+                          f"use the generator and discriminator settings the run was trained with")
+    module.load_state_dict(state)
 
 
 def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int,
@@ -84,6 +91,17 @@ def noise(step: int, n: int, z_dim: int, seed: int, rank: int, which: int,
     and still a pure function of its arguments (a CPU and a CUDA run draw different, equally fixed, numbers)."""
     g = torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 64 + rank) * 2 + which)
     return torch.randn(n, z_dim, generator=g, device=device)
+
+
+def check_finite(records: list[dict], steps: int, tag: str, saved: int) -> None:
+    """Stop at the first step whose losses are nan or inf, naming the step and the losses (the
+    checkpoint stays the last finite one)."""
+    for record in records:
+        bad = [name for name, value in record.items() if name != "step" and not math.isfinite(value)]
+        if bad:
+            raise ConfigError(f"{tag or 'generator'}: {', '.join(bad)} became nan or inf at step {record['step'] + 1} "
+                              f"of {steps}: the training diverged; lower schedule.lr_g and schedule.lr_d "
+                              f"(the checkpoint keeps step {saved})")
 
 
 def sync_batchnorm(G: nn.Module, D: nn.Module, dist_info: Dist) -> tuple[nn.Module, nn.Module]:
@@ -135,7 +153,8 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, device)
-        G.load_state_dict(state["G"]), D.load_state_dict(state["D"]), G_ema.load_state_dict(state["G_ema"])
+        for module, name in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
+            load_module(module, state[name], ckpt_path, "resume")
         opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
         start = int(state["step"])
         if start > steps:  # continuing would train nothing and report no losses
@@ -167,7 +186,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
                dynamic_ncols=True)
     history: list[dict] = []
     pending: list[torch.Tensor] = []  # the losses of the steps since the last fetch, still on the device
-    step = start
+    step, saved = start, start
     try:
         for step, (x, _) in enumerate(loader, start=start):
             x = x.to(device, non_blocking=True)
@@ -202,10 +221,14 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
             pending.append(torch.stack([d_loss, g_adv, g_loss, *terms.values()]).detach())
             bar.update(1)
             done = step + 1
-            if done % int(cfg.log_every) == 0 or done == steps:
+            log_now = done % int(cfg.log_every) == 0 or done == steps
+            save_now = dist_info.is_main and (done % int(cfg.checkpoint_every) == 0 or done == steps)
+            if log_now or save_now:
                 rows = torch.stack(pending).tolist()  # the only wait for the device in log_every steps
                 history += [{"step": s, **dict(zip(names, row))} for s, row in enumerate(rows, done - len(rows))]
                 pending.clear()
+                check_finite(history[len(history) - len(rows):], steps, tag, saved)  # before anything is saved
+            if log_now:
                 record = history[-1]
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"}, refresh=False)
                 tracker.log({k: v for k, v in record.items() if k != "step"}, step=done)
@@ -214,8 +237,9 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
                     path = out_dir / "samples" / f"step{done:06d}.png"
                     save_grid(G_ema(sample_logits.to(device)), path)
                 tracker.image("samples", path, step=done)
-            if dist_info.is_main and (done % int(cfg.checkpoint_every) == 0 or done == steps):
+            if save_now:
                 save_checkpoint(ckpt_path, state(done))
+                saved = done
     finally:
         bar.close()
     dist_info.barrier()

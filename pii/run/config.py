@@ -19,6 +19,7 @@ time: a bad command line fails in about a second.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pii import CONF_DIR
-from pii.errors import ConfigError
+from pii.errors import ConfigError, few
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
 
@@ -257,16 +258,48 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class Problems(list):
-    """The problems found in one config; raised together as one ConfigError line."""
+    """The problems found in one config; raised together as one ConfigError line (a few, and a count)."""
 
     def at_least(self, cfg: DictConfig, key: str, low: float, strict: bool = False) -> None:
         value = cfg_get(cfg, key)
         if value is not None and (value <= low if strict else value < low):
             self.append(f"{key} must be {'>' if strict else '>='} {low:g}, got {value}")
 
+    def at_most(self, cfg: DictConfig, key: str, high: float, why: str = "") -> None:
+        value = cfg_get(cfg, key)
+        if value is not None and value > high:
+            self.append(f"{key} must be <= {high:g}{f' ({why})' if why else ''}, got {value}")
+
+    def seed(self, cfg: DictConfig, key: str) -> None:
+        """A random seed: what torch's and numpy's generators take."""
+        value = cfg_get(cfg, key)
+        if value is not None and not 0 <= value < SEED_LIMIT:
+            self.append(f"{key} must be in [0, 2^32), got {value}")
+
+    def finite(self, cfg: DictConfig) -> None:
+        """Every float of the config is a number: nan and inf mean nothing as a setting."""
+        def walk(value, key):
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    if name != "hydra":
+                        walk(item, f"{key}.{name}" if key else str(name))
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, f"{key}[{i}]")
+            elif isinstance(value, float) and not math.isfinite(value):
+                self.append(f"{key} must be a finite number, got {value}")
+
+        walk(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+
     def raise_any(self) -> None:
         if self:
-            raise ConfigError("; ".join(self))
+            raise ConfigError("; ".join(self) if len(self) <= 4 else f"{len(self)} problems: {few(self, 4)}")
+
+
+SEED_LIMIT = 2**32
+MIN_STAGE_SIZE = 8  # px: the first stage's image; smaller holds too little for a classifier's first layers
+MAX_IMAGE_LR = 10.0  # schedule.lr: a step of 10 crosses any parametrization's range (pixels, phases) several times
+MAX_COLOR_SCALE = 80.0  # augmentation.beta: ColorShift scales by exp(U(-beta, beta)), a finite float up to ~88
 
 
 def cfg_get(cfg: DictConfig, key: str) -> Any:
@@ -281,10 +314,13 @@ def _betas(problems: Problems, key: str, betas) -> None:
         problems.append(f"{key} must be two numbers in [0, 1), got {list(betas)}; e.g. {key}=[0.5,0.99]")
 
 
-def _range(problems: Problems, key: str, pair) -> None:
-    """An optional [low, high] (augmentation.crops, .scale)."""
-    if pair is not None and (len(pair) != 2 or not 0 < pair[0] <= pair[1]):
-        problems.append(f"{key} must be [low, high] with 0 < low <= high, got {list(pair)}; e.g. {key}=[0.5,1.0]")
+def _range(problems: Problems, key: str, pair, high: float | None = None, why: str = "") -> None:
+    """An optional [low, high] (augmentation.crops, .scale), within (0, `high`]."""
+    if pair is None:
+        return
+    if len(pair) != 2 or not 0 < pair[0] <= pair[1] or (high is not None and pair[1] > high):
+        bound = f"low <= high <= {high:g}{f' ({why})' if why else ''}" if high is not None else "low <= high"
+        problems.append(f"{key} must be [low, high] with 0 < {bound}, got {list(pair)}; e.g. {key}=[0.5,1.0]")
 
 
 def _device(problems: Problems, device: str) -> None:
@@ -298,9 +334,11 @@ def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
     problems.at_least(cfg, f"{key}.num_classes", 1)
     for name in ("mean", "std"):
         values = cfg_get(cfg, f"{key}.{name}")
-        if values is not None and (len(values) != 3 or (name == "std" and min(values) <= 0)):
-            problems.append(f"{key}.{name} must be 3 numbers (R, G, B){', each > 0' if name == 'std' else ''}, "
-                            f"got {list(values)}")
+        if values is None:
+            continue
+        if len(values) != 3 or (name == "std" and min(values) <= 0) or (name == "mean" and not 0 <= min(values) <= max(values) <= 1):
+            rule = "each > 0" if name == "std" else "each in [0, 1], as the pixels are"
+            problems.append(f"{key}.{name} must be 3 numbers (R, G, B), {rule}, got {list(values)}")
 
 
 def check_invert(cfg: DictConfig) -> None:
@@ -308,6 +346,7 @@ def check_invert(cfg: DictConfig) -> None:
     from pii.models.classes import parse_class_ids
 
     problems = Problems()
+    problems.finite(cfg)
     _model(problems, cfg, "model")
     for name in cfg.get("verifier") or {}:
         _model(problems, cfg, f"verifier.{name}")
@@ -323,15 +362,17 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append(f"compile must be true, false or auto, got {cfg.compile!r}")
     for key in ("augmentation.jitter", "augmentation.alpha", "augmentation.beta", "augmentation.pad",
                 "augmentation.shift", "augmentation.degrees", "augmentation.noise", "augmentation.crop_centre_std",
-                "loss.tv_weight", "loss.l2_weight", "loss.bn_weight"):
+                "loss.tv_weight", "loss.l2_weight", "loss.bn_weight", "param.decay"):
         problems.at_least(cfg, key, 0)
-    for key in ("crops", "scale"):
-        _range(problems, f"augmentation.{key}", cfg.augmentation.get(key))
-    decay = cfg.param.get("decay")
-    if decay is not None and not 0 <= decay < float("inf"):
-        problems.append(f"param.decay must be >= 0, got {decay}")
-    problems.at_least(cfg, "schedule.lr", 0, strict=True)
-    problems.at_least(cfg, "logger.init_timeout", 0, strict=True)
+    problems.at_most(cfg, "augmentation.degrees", 180, "a rotation by U(-degrees, degrees)")
+    problems.at_most(cfg, "augmentation.beta", MAX_COLOR_SCALE, "ColorShift scales by exp(U(-beta, beta))")
+    _range(problems, "augmentation.crops", cfg.augmentation.get("crops"), 1.0, "a crop is a part of the image")
+    _range(problems, "augmentation.scale", cfg.augmentation.get("scale"))
+    for key in ("schedule.lr", "logger.init_timeout", "param.sd"):
+        problems.at_least(cfg, key, 0, strict=True)
+    problems.at_most(cfg, "schedule.lr", MAX_IMAGE_LR, "Adam moves each parameter by about lr a step; pixels span 1, "
+                     "phases 2 pi")
+    problems.seed(cfg, "seed")
     _betas(problems, "schedule.betas", cfg.schedule.betas)
     _device(problems, cfg.device)
     if cfg.precision not in ("fp32", "bf16"):
@@ -345,23 +386,46 @@ def check_invert(cfg: DictConfig) -> None:
     target(cfg.optimizer, "optimizer", "params")
 
 
+def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
+    """The stage sizes the schedule gives for the model (pii.models.plan_stages, which needs timm's
+    defaults for the model's size): each stage grows the image, from at least MIN_STAGE_SIZE px;
+    augmentation.shift crops that many px off each view, so it must leave some of the first stage."""
+    problems = Problems()
+    if len(set(sizes)) < len(sizes) or sizes[0] < MIN_STAGE_SIZE:
+        problems.append(f"schedule.stages={cfg.schedule.stages} gives stages of {few(sizes, 4)} px for a {sizes[-1]} px "
+                        f"image: each stage must grow the image, from at least {MIN_STAGE_SIZE} px; use fewer stages")
+    shift = cfg.augmentation.get("shift") or 0
+    if shift >= sizes[0]:
+        problems.append(f"augmentation.shift={shift} crops the whole first stage ({sizes[0]} px) away; "
+                        f"use augmentation.shift < {sizes[0]}")
+    problems.raise_any()
+
+
 def check_train_invert(cfg: DictConfig) -> None:
     """Ranges and choices of a train_invert.py config; ConfigError naming every bad key."""
     problems = Problems()
+    problems.finite(cfg)
     for key in ("schedule.steps", "schedule.batch_size", "schedule.checkpoint_every", "schedule.sample_every",
                 "schedule.log_every", "grid_images", "fit_images", "eval_batch_size", "generator.resolution",
                 "generator.base", "generator.width", "generator.max_mult", "generator.z_dim",
                 "generator.embed_dim", "discriminator.base", "discriminator.width", "discriminator.max_mult",
                 "classifier.width", "classifier.epochs", "classifier.batch_size", "classifier.num_classes",
-                "num_threads"):
+                "num_threads", "data.max_test"):
         problems.at_least(cfg, key, 1)
-    for key in ("schedule.ema_start", "schedule.workers", "loss.adversarial", "loss.pixel_l1", "loss.feature_matching",
-                "loss.logit_consistency"):
+    for key in ("schedule.ema_start", "schedule.workers", "loss.adversarial", "loss.pixel_l1",
+                "loss.feature_matching", "loss.logit_consistency"):
         problems.at_least(cfg, key, 0)
     for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr", "temperature", "logger.init_timeout"):
         problems.at_least(cfg, key, 0, strict=True)
+    for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr"):
+        problems.at_most(cfg, key, 1, "Adam moves each weight by about lr a step")
+    for key in ("seed", "classifier.seed", "data.split_seed"):
+        problems.seed(cfg, key)
     if not 0 <= cfg.schedule.ema_decay < 1:
         problems.append(f"schedule.ema_decay must be in [0, 1), got {cfg.schedule.ema_decay}")
+    fraction = cfg_get(cfg, "data.test_fraction")
+    if fraction is not None and not 0 < fraction < 1:
+        problems.append(f"data.test_fraction must be in (0, 1): a share of the images held out, got {fraction}")
     _betas(problems, "schedule.betas", cfg.schedule.betas)
     _device(problems, cfg.device)
     if cfg.schedule.precision not in ("fp32", "bf16"):

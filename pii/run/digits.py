@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from pii import models
@@ -20,6 +19,7 @@ from pii.models.digits import digits_split, train
 from pii.models.training import accuracy
 from pii.run.compose import compose
 from pii.run.config import options
+from pii.run.outputs import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
         if which and short not in which:
             continue
         clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour)
-        torch.save(clf.net.state_dict(), out_dir / f"{short}.pt")
+        save_checkpoint(out_dir / f"{short}.pt", clf.net.state_dict())
         accuracies[short] = accuracy(clf, x_test, y_test)
         log.info("%s: test accuracy %.3f -> %s", short, accuracies[short], out_dir / f"{short}.pt")
     return accuracies

@@ -3,7 +3,6 @@ completed stage, one PNG per class, a grid, and metrics.json."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torchvision.utils import make_grid, save_image
 from pii.core.observers import Observer
 from pii.eval import results
 from pii.eval.results import METRICS, RunResult
+from pii.files import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +34,32 @@ class Saver(Observer):
             checkpoint["param"] = self.param.state_dict()
         if torch.cuda.is_available():
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
-        tmp = self.out_dir / (CHECKPOINT + ".tmp")
-        torch.save(checkpoint, tmp)
-        tmp.replace(self.out_dir / CHECKPOINT)  # never leave a half-written checkpoint
+        save_checkpoint(self.out_dir / CHECKPOINT, checkpoint)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Every checkpoint pii writes (invert.py's per stage, train_invert's generators): plain tensors
+    (read back with weights_only=True), whole or not at all, so a failed write keeps the earlier one."""
+    write_atomic(path, lambda f: torch.save(state, f))
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    write_atomic(path, lambda f: save_image(image.float().cpu(), f, format="png"))
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
-    save_image(make_grid(images.float().cpu(), nrow=min(len(images), 8), padding=2, pad_value=1.0), path)
+    save_png(make_grid(images.float().cpu(), nrow=min(len(images), 8), padding=2, pad_value=1.0), path)
 
 
 def save_results(out_dir: Path, image: torch.Tensor, result: RunResult) -> None:
     """One PNG per class, the grid of all classes, and metrics.json."""
     out_dir = Path(out_dir)
     for img, entry in zip(image, result.classes):
-        save_image(img.float().cpu(), out_dir / entry.image)
+        save_png(img, out_dir / entry.image)
     save_grid(image, out_dir / "grid.png")
     results.write(out_dir / METRICS, result)
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:
     """train_invert's metrics.json, a dict of its own (pii.feedforward.runner); invert.py's is pii.eval.results."""
-    (Path(out_dir) / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(Path(out_dir) / METRICS, metrics)

@@ -11,10 +11,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pii import CONF_DIR
-from pii.errors import ConfigError
+from pii.errors import ConfigError, few
 from pii.eval import results
 from pii.eval.judge import load_png
 from pii.eval.results import METRICS, RunResult
+from pii.files import read_yaml
 from pii.models.weights import load_tensors
 from pii.run.outputs import CHECKPOINT
 
@@ -43,9 +44,13 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     if not saved.is_file():
         raise ConfigError(f"resume={run_dir}: there is no .hydra/config.yaml there; "
                           f"pass the output directory of an earlier invert.py run")
-    resumed = with_new_keys(OmegaConf.load(saved), cfg)
+    saved_config = read_yaml(saved, "resume")
+    if not OmegaConf.is_dict(saved_config):
+        raise ConfigError(f"resume={str(saved)!r} is not an invert.py config (not a mapping of keys)")
+    resumed = with_new_keys(saved_config, cfg)
     saved_overrides = run_dir / ".hydra" / "overrides.yaml"
-    original = list(OmegaConf.load(saved_overrides)) if saved_overrides.is_file() else []
+    original = read_yaml(saved_overrides, "resume") if saved_overrides.is_file() else []
+    original = [str(o) for o in original] if OmegaConf.is_list(original) else []
     refused = []
     with open_dict(resumed):
         for override in overrides:
@@ -59,7 +64,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
                 refused.append(override)
         resumed.output_dir, resumed.resume = str(run_dir), str(run_dir)
     if refused:
-        raise ConfigError(f"resume={run_dir}: {', '.join(refused)} would change what its checkpoint means; "
+        raise ConfigError(f"resume={run_dir}: {few(refused)} would change what its checkpoint means; "
                           f"a resumed run may change only {', '.join(RESUME_MAY_CHANGE)} (start a new run instead)")
     return resumed
 
@@ -126,7 +131,7 @@ def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     files = {e.class_id: run_dir / e.image for e in results.read(run_dir / METRICS, "init_from").classes}
     missing = [c for c in class_ids if c not in files]
     if missing:
-        raise ConfigError(f"init_from={run_dir} has no image for class {missing}; it has classes {sorted(files)}")
+        raise ConfigError(f"init_from={run_dir} has no image for class {few(missing)}; it has classes {few(sorted(files))}")
     return torch.stack([load_png(files[c]) for c in class_ids])
 
 
@@ -154,7 +159,7 @@ def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
             log.warning("resume: no finished stage in %s; starting from the first stage", cfg.output_dir)
             return None, 0
         if list(checkpoint["class_ids"]) != class_ids:
-            raise ConfigError(f"resume: the checkpoint holds classes {checkpoint['class_ids']}, not {class_ids}")
+            raise ConfigError(f"resume: the checkpoint holds classes {few(checkpoint['class_ids'])}, not {few(class_ids)}")
         first = int(checkpoint["stage"]) + 1
         if first > num_stages:
             raise ConfigError(f"resume: the checkpoint is at stage {first} but the schedule has {num_stages} stages")

@@ -19,7 +19,7 @@ from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key, parse_class_ids
 from pii.models.device import resolve_device, views_per_chunk
 from pii.run import build, resume, tracking
-from pii.run.config import check_invert
+from pii.run.config import check_invert, check_stages
 from pii.run.outputs import Saver, save_results
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,14 @@ def run(cfg: DictConfig) -> RunResult:
     class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
     augment = build.augmentation(cfg)
     stages = models.plan_stages(cfg)
+    check_stages(cfg, [stage.size for stage in stages])
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
     classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))
+    # the judges load before the inversion, so one that cannot load costs no inversion; their random
+    # initialisation (before their weights load) leaves what the inversion draws as it was
+    with torch.random.fork_rng(devices=[]):
+        judges = judge_lib.build_judges(cfg.get("verifier"), device, classifier.num_classes)
     loss_fn = build.loss(cfg, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,9 +114,8 @@ def run(cfg: DictConfig) -> RunResult:
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
-        save_results(out_dir, image, result)
-        # Judged after saving, so a judge that fails to load never costs the images.
-        result.judge = judge_lib.judge_run(cfg.get("verifier"), image, class_ids, classifier.num_classes, device,
+        save_results(out_dir, image, result)  # before judging: the images are kept whatever judging meets
+        result.judge = judge_lib.judge_run(judges, image, class_ids,
                                            slopes=[entry.spectral_slope for entry in result.classes])
         results.write(out_dir / METRICS, result)
         observers.run_done(image, result)

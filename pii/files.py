@@ -1,0 +1,127 @@
+"""Files written whole or not at all, JSON that is strict, and the lock of a run directory.
+
+Every checkpoint, JSON file, image and page pii writes goes through `write_atomic`: the bytes go to a
+temporary file beside the target, which replaces the target only once it is complete. A write that
+fails (a full disk, a file-size limit, a name the file system refuses) removes the temporary file,
+leaves the earlier file as it was and raises pii.errors.WriteError, one line for the user.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO
+
+from pii.errors import ConfigError, WriteError
+
+LOCK = ".pii.lock"  # held by the process that writes into a run (or sweep) directory
+
+
+def os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err`, if any: torch's writer reports a failed write as a RuntimeError
+    whose context is the OSError of the file object it wrote to."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write `path` through `write(file)` (e.g. `lambda f: torch.save(state, f)`) whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk may show only here (network file systems)
+        os.replace(tmp, path)
+    except BaseException as err:
+        with suppress(OSError):
+            tmp.unlink()
+        cause = os_error(err)
+        if isinstance(err, Exception) and cause is not None:
+            raise WriteError(path, cause) from None
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def strict(value):
+    """`value` with each float that is not finite as None: JSON has no NaN or Infinity (Python's
+    json module would write them as bare literals that strict readers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(item) for item in value]
+    return value
+
+
+def json_text(data) -> str:
+    """Indented strict JSON (a non-finite float is null)."""
+    return json.dumps(strict(data), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    return write_text(path, json_text(data))
+
+
+def read_yaml(path: str | os.PathLike, key: str = ""):
+    """A YAML file a run left (.hydra/config.yaml, overrides.yaml) as OmegaConf; a one-line ConfigError
+    naming `key` (e.g. resume) and the file if it cannot be read or parsed."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.load(path)
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise ConfigError(f"{f'{key}=' if key else ''}{str(path)!r} cannot be read as YAML ({type(err).__name__}: "
+                          f"{reason})") from None
+
+
+@contextmanager
+def locked(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold `directory`'s lock file while inside: a second process that asks for it is refused at once
+    (ConfigError). flock is released by the kernel when a process dies, so a killed run never leaves
+    its directory locked; the file is removed on leaving."""
+    path = Path(directory) / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise WriteError(path, err) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ConfigError(f"another run{f' (pid {holder})' if holder.isdigit() else ''} is writing into "
+                              f"{str(directory)!r}; wait for it to end, or choose another directory") from None
+        with suppress(OSError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        os.close(fd)  # the holder removed the file between our open and flock: take the lock anew
+    try:
+        with suppress(OSError):  # the pid is for the message above; a full disk must not stop the run
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with suppress(OSError):
+            path.unlink()
+        os.close(fd)
