@@ -22,7 +22,7 @@ from pii.run.compose import compose_train_invert as compose
 
 @pytest.fixture
 def tiny(tmp_path):
-    """The real config, shrunk: 8 px, narrow nets, a 1-epoch classifier (trained once per session
+    """The real config, shrunk: 8 px, narrow nets, a 1-epoch classifier (trained once per test run
     into the tests' classifier cache, conftest), a few steps."""
 
     def make(*overrides: str):
