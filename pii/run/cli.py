@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pii import CONF_DIR
 from pii.errors import ConfigError
 from pii.eval.results import RunResult
-from pii.run.compose import one_line
+from pii.run.compose import one_line, quoted
 from pii.run.config import check_invert
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,7 @@ def preflight(argv: list[str], config_dir: str, config_name: str,
         return None
     multirun = any(a in ("-m", "--multirun") for a in argv)
     from hydra import initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.utils import setup_globals
     from hydra.types import RunMode
 
@@ -88,20 +86,24 @@ def preflight(argv: list[str], config_dir: str, config_name: str,
                 check_writable(str(cfg.get("resume") or cfg.hydra.run.dir))
                 return cfg
             check_writable(cfg.hydra.sweep.dir)
-            if not cfg.hydra.sweeper._target_.endswith(".BasicSweeper"):
+            sweeper = cfg.hydra.sweeper._target_
+            if not sweeper.endswith((".BasicSweeper", ".JobSweeper")):
                 check(cfg, task)  # Optuna and the like draw each job's values as they go: check the rest
                 return None
-            params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-            parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
-            jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+            from pii.run.sweep import plan
+
+            jobs = plan(loader, cfg, task, extended=sweeper.endswith(".JobSweeper"))
         except (HydraException, OmegaConfBaseException) as err:
             raise ConfigError(one_line(err)) from None
         bad = []
-        for number, job in enumerate(jobs):
+        for job in jobs:
             try:
-                check(loader.load_sweep_config(cfg, job), job)
+                if job.error:
+                    raise ConfigError(job.error)
+                check(job.config, job.overrides)
             except (ConfigError, HydraException, OmegaConfBaseException) as err:
-                bad.append(f"job {number} ({' '.join(job)}): {err if isinstance(err, ConfigError) else one_line(err)}")
+                bad.append(f"job {job.number} ({' '.join(job.overrides)}): "
+                           f"{err if isinstance(err, ConfigError) else one_line(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {'; '.join(bad)}")
     return None
@@ -114,11 +116,6 @@ def check_writable(directory: str) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write the output directory {str(path)!r} ({str(existing)!r} is not a writable "
                           f"directory); choose another with hydra.run.dir=... (sweeps: hydra.sweep.dir=...)")
-
-
-def quoted(value: str) -> str:
-    """A value as Hydra's override grammar reads it back unchanged."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:

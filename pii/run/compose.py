@@ -33,6 +33,11 @@ def one_line(err: Exception) -> str:
     return text
 
 
+def quoted(value: str) -> str:
+    """A value as Hydra's override grammar reads it back unchanged (a sweep job's dir holds '=' and ',')."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """The config `invert.py <overrides>` would run with, for scripts/ (Hydra's compose API).
     Types are checked (the schema); ranges only by pii.run.config.check_invert, which runner.run calls:

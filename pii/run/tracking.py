@@ -105,6 +105,12 @@ class WandbTracker(Observer):
                      step=self.offsets[index] + stage.steps - 1)
 
     def run_done(self, image, result: RunResult):
+        self.log_results(image, result)
+        self._log_images(result)
+
+    def log_results(self, image: torch.Tensor, result: RunResult):
+        """The per-class table, each class's final image, and the summary (also a sweep's classes gathered:
+        pii.run.sweep)."""
         judges = result.judge or {}
         columns = ["class_id", "name", "image", "probability", "start_probability", "top1", "top1_name"]
         for name in judges:
@@ -121,7 +127,6 @@ class WandbTracker(Observer):
         self.run.log({"results": table, **final})
         self.run.summary.update(summary(result))
         self.run.summary.update({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
-        self._log_images(result)
 
     def _log_images(self, result: RunResult):
         out_dir = Path(result.config["output_dir"])
@@ -168,13 +173,14 @@ def init_run(cfg: DictConfig, out_dir: Path, resume: bool, job_type: str = "inve
 
     logger = cfg.logger
     mode = resolve_mode(logger.mode)
-    hydra_group, hydra_name = hydra_identity()
+    hydra_group, hydra_name = (group, name) if group and name else hydra_identity()
     id_file = out_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     config = OmegaConf.to_container(cfg, resolve=True)
     config["choices"] = hydra_choices()
     kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group or hydra_group,
-                  name=name or logger.run_name or hydra_name, tags=list(logger.tags), job_type=job_type,
+                  # a continued run keeps its name (a resumed sweep numbers the jobs it launches anew)
+                  name=name or logger.run_name or (None if run_id else hydra_name), tags=list(logger.tags), job_type=job_type,
                   dir=str(out_dir), config=config, id=run_id, resume="allow" if run_id else None,
                   reinit="create_new",  # train_invert keeps one run per condition open at once
                   settings=wandb.Settings(init_timeout=float(logger.init_timeout), silent=True))
