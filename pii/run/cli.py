@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pii import CONF_DIR
 from pii.errors import ConfigError
 from pii.eval.results import RunResult
-from pii.run.compose import one_line, quoted
+from pii.run.compose import one_line, quoted, resume_argument
 from pii.run.config import check_invert
 
 log = logging.getLogger(__name__)
@@ -161,10 +160,8 @@ def _invert_main(cfg: DictConfig) -> float:
     except ConfigError as err:
         fail(err)
     except KeyboardInterrupt:
-        out = str(cfg.get("resume") or cfg.output_dir)
-        # a sweep job's dir holds '=' and ',': Hydra needs such a value quoted
-        arg = f"resume={out}" if re.fullmatch(r"[\w./~-]+", out) else f"'resume=\"{out}\"'"
-        log.warning("interrupted; finished stages are saved; continue with: python invert.py %s", arg)
+        log.warning("interrupted; finished stages are saved; continue with: python invert.py %s",
+                    resume_argument(str(cfg.get("resume") or cfg.output_dir)))
         sys.exit(130)
     return objective(result, cfg.objective)
 

@@ -7,6 +7,7 @@ and error wording. This module never imports them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hydra.errors import HydraException
@@ -36,6 +37,11 @@ def one_line(err: Exception) -> str:
 def quoted(value: str) -> str:
     """A value as Hydra's override grammar reads it back unchanged (a sweep job's dir holds '=' and ',')."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_argument(directory: str) -> str:
+    """`resume=<directory>` as one shell word that Hydra reads back unchanged."""
+    return f"resume={directory}" if re.fullmatch(r"[\w./~-]+", directory) else f"'resume=\"{directory}\"'"
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -33,7 +33,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pii.errors import ConfigError
-from pii.run.compose import one_line, quoted
+from pii.run.compose import one_line, quoted, resume_argument
 
 log = logging.getLogger(__name__)
 
@@ -218,27 +218,30 @@ class JobSweeper(BasicSweeper):
             OmegaConf.save(self.config, sweep_dir / MULTIRUN)
         skipped = [job.number for job in jobs if job.state == FINISHED]
         if skipped:
-            log.info("resume: jobs %s are finished: skipped", ", ".join(map(str, skipped)))
+            log.info("resume: finished jobs skipped: %s", ", ".join(map(str, skipped)))
         todo = [job for job in jobs if job.state != FINISHED]
         size = self.max_batch_size or len(todo) or 1
         returns: list[list[JobReturn]] = []
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
+            lost = None
             try:
                 results = list(self.launcher.launch([job.overrides for job in batch],
                                                     initial_job_idx=0 if skipped else batch[0].number))
             except Exception as err:  # a lost worker, a refused submission: the jobs' dirs tell the rest
-                log.error("the launcher stopped: %s: %s", type(err).__name__, err)
+                lost = f"the launcher stopped: {type(err).__name__}: {one_line(err)}"
+                log.error(lost)
                 results = [None] * len(batch)
             for job, result in zip(batch, results):
-                job.state, job.error = outcome(job, result)
+                job.state, job.error = outcome(job, result, lost)
             returns.append([r for r in results if r is not None])
         report(jobs, sweep_dir, self.config)
         return returns
 
 
-def outcome(job: Job, result: JobReturn | None) -> tuple[str, str | None]:
-    """A launched job's state and error: from Hydra's record of it, else from its dir."""
+def outcome(job: Job, result: JobReturn | None, lost: str | None = None) -> tuple[str, str | None]:
+    """A launched job's state and error: from Hydra's record of it, else (the launcher failed: `lost`)
+    from its dir."""
     if result is not None and result.status == JobStatus.COMPLETED:
         return FINISHED, None
     if result is not None and result.status == JobStatus.FAILED:
@@ -248,8 +251,9 @@ def outcome(job: Job, result: JobReturn | None) -> tuple[str, str | None]:
     now = state(job.dir)
     if now == FINISHED:
         return FINISHED, None
-    return (INTERRUPTED if (job.dir / "checkpoint.pt").is_file() else FAILED,
-            "no result came back from the launcher" + ("" if now == STARTED else "; the job did not start"))
+    if now == NEW:
+        return NEW, lost
+    return INTERRUPTED if (job.dir / "checkpoint.pt").is_file() else FAILED, lost
 
 
 def report(jobs: list[Job], sweep_dir: Path, master: DictConfig) -> None:
@@ -264,13 +268,18 @@ def report(jobs: list[Job], sweep_dir: Path, master: DictConfig) -> None:
     log.info("sweep %s: %d of %d jobs finished", sweep_dir, len(jobs) - len(bad), len(jobs))
     for job in bad:
         log.error("job %d %s: %s (%s)", job.number, job.state, job.error, job.dir)
-    log_gathered(sweep_dir, master)
+    if len(bad) < len(jobs):
+        log_gathered(sweep_dir, master)
     if bad:
-        again = [a for a in sys.argv[1:] if override_key(a) != "resume"] + [f"resume={quoted(str(sweep_dir))}"]
-        names = "; ".join(f"job {job.number} {job.state}: {job.error}" for job in bad)
+        again = [shlex.quote(a) for a in sys.argv[1:] if override_key(a) != "resume"]
+        alike: dict[tuple[str, str | None], list[str]] = {}
+        for job in bad:
+            alike.setdefault((job.state, job.error), []).append(str(job.number))
+        names = "; ".join(f"job{'s' if len(numbers) > 1 else ''} {', '.join(numbers)} {kind}" + (f": {error}" if error else "")
+                          for (kind, error), numbers in alike.items())
         print(f"error: {len(bad)} of the sweep's {len(jobs)} jobs did not finish ({names}); the others' results are "
               f"in {sweep_dir} ({SUMMARY}); continue it with: python {Path(sys.argv[0]).name} "
-              f"{shlex.join(again)}", file=sys.stderr)
+              f"{' '.join(again)} {resume_argument(str(sweep_dir))}", file=sys.stderr)
         sys.exit(1)
 
 
