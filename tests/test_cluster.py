@@ -93,7 +93,7 @@ def test_a_failing_job_fails_alone_and_the_resumed_sweep_runs_only_it(tmp_path):
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"damaged")  # found only when the job loads it, after the preflight
     sweep_dir = tmp_path / "faults"
-    proc = sweep(*TINY, "class_id=[1,2]", f"model.weights={weights},random", "verifier=none",
+    proc = sweep(*RANDOM_TINY, f"model.weights={weights},random", "verifier=none",
                  f"hydra.sweep.dir={sweep_dir}", SHORT)
     assert proc.returncode == 1
     assert "1 of the sweep's 2 jobs did not finish (job 0 failed: model.weights" in proc.stderr
@@ -116,7 +116,7 @@ def test_submitit_jobs_run_apart_one_stopped_by_sigterm_and_the_sweep_resumed(tm
     """Jobs pickled, started as processes of their own and gathered by submitit (its local executor:
     SLURM's path without SLURM); job 1 gets SIGTERM, as SLURM sends at a time limit."""
     sweep_dir = tmp_path / "submitit"
-    args = ["hydra/launcher=submitit_local", *TINY, "schedule.steps=3,200", "verifier=none",
+    args = ["hydra/launcher=submitit_local", *RANDOM_TINY, "schedule.steps=3,200", "verifier=none",
             f"hydra.sweep.dir={sweep_dir}", SHORT]
     proc = subprocess.Popen([sys.executable, "invert.py", "-m", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -124,7 +124,7 @@ def test_submitit_jobs_run_apart_one_stopped_by_sigterm_and_the_sweep_resumed(tm
     deadline = time.monotonic() + 240
     while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert stopped.exists(), "job 1 saved no stage"
+    assert stopped.exists(), f"job 1 saved no stage: {proc.poll()} {proc.stderr.read()[-3000:] if proc.poll() else ''}"
     # submitit's folder for a local job is named by its controller's pid, which passes SIGTERM on
     (controller,) = [p.parent.name for p in sweep_dir.glob(".submitit/*/*_log.out") if "1_job" in p.read_text()]
     os.kill(int(controller), signal.SIGTERM)
