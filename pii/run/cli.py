@@ -139,6 +139,9 @@ def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
 
 def invert_main() -> None:
     """`python invert.py ...` / `pii-invert`: preflight, then the Hydra app."""
+    from pii.run.sweep import register_plugins
+
+    register_plugins()
     try:
         cfg = preflight(sys.argv[1:], CONF_DIR, "config", check_invert_job)
     except ConfigError as err:

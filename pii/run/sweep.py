@@ -1,8 +1,8 @@
 """The jobs of a sweep (`invert.py -m`), on any Hydra launcher: one machine, SLURM or a Ray cluster.
 
-`JobSweeper` is Hydra's basic sweeper (every combination of the swept values) with what a sweep on
-a cluster needs besides (docs/cluster.md). It is the default `hydra/sweeper` (pii), through the
-plugin hydra_plugins/pii:
+The default `hydra/sweeper` of invert.py (pii: hydra_plugins/pii/sweeper.py's JobSweeper, which runs
+`run`) is Hydra's basic sweeper (every combination of the swept values) with what a sweep on a
+cluster needs besides (docs/cluster.md):
 
 - `classes_per_job=N` cuts each job's class list into chunks of N classes, one job per chunk
   (`class_chunk=0,1,...`): the number of jobs comes from the list;
@@ -13,7 +13,7 @@ plugin hydra_plugins/pii:
 
 `plan` is the one place that turns a command line into jobs: the entry point's preflight checks
 the same jobs before anything runs. This module imports no torch (Hydra imports it, through the
-plugin, whenever it starts).
+plugin, whenever it starts), nor Hydra's sweeper classes, which Hydra's plugin scan defines anew.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -62,6 +61,22 @@ class Job:
     state: str  # on disk, before the sweep runs it
     config: DictConfig | None  # composed from `overrides` (without Hydra's runtime values); None: it cannot be
     error: str | None = None  # why it cannot be composed; after the sweep, why it did not finish
+
+
+def register_plugins() -> None:
+    """Make pii's Hydra plugins (the sweeper; hydra/launcher=ray) known where Hydra's scan of the
+    `hydra_plugins` package cannot list them: an editable install reaches them through an import hook,
+    not a folder. Importing them stores their configs; registering lets Hydra instantiate them. The
+    scan comes first: it runs again the modules it lists, Hydra's basic sweeper among them, and a
+    plugin class must derive from the sweeper class that is there after it."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    from hydra_plugins.pii import ray_launcher, sweeper
+
+    for plugin in (sweeper.JobSweeper, getattr(ray_launcher, "RayLauncher", None)):
+        if plugin is not None:
+            plugins.register(plugin)
 
 
 def override_key(override: str) -> str:
@@ -111,6 +126,7 @@ def plan(loader, master: DictConfig, arguments: list[str], extended: bool = True
     command line) as Hydra's basic sweeper makes it; `extended` (JobSweeper), each cut into class
     chunks with classes_per_job, and with resume=<sweep dir> what each needs to continue.
     A job that cannot be composed has its one-line `error` (the checks name every such job)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -201,42 +217,39 @@ class FailsAlone:
             raise
 
 
-class JobSweeper(BasicSweeper):
-    """Hydra's basic sweeper, with class chunks, failures that stay in their job, and resume (see the module)."""
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        super().setup(hydra_context=hydra_context, task_function=FailsAlone(task_function), config=config)
-
-    def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
-        jobs = plan(self.hydra_context.config_loader, self.config, list(arguments))
-        bad = [f"job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in jobs if job.error]
-        if bad:  # the entry point's preflight says so first; a caller that skipped it
-            raise ConfigError("; ".join(bad))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        if not self.config.get("resume"):
-            OmegaConf.save(self.config, sweep_dir / MULTIRUN)
-        skipped = [job.number for job in jobs if job.state == FINISHED]
-        if skipped:
-            log.info("resume: finished jobs skipped: %s", ", ".join(map(str, skipped)))
-        todo = [job for job in jobs if job.state != FINISHED]
-        size = self.max_batch_size or len(todo) or 1
-        returns: list[list[JobReturn]] = []
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
-            lost = None
-            try:
-                results = list(self.launcher.launch([job.overrides for job in batch],
-                                                    initial_job_idx=0 if skipped else batch[0].number))
-            except Exception as err:  # a lost worker, a refused submission: the jobs' dirs tell the rest
-                lost = f"the launcher stopped: {type(err).__name__}: {one_line(err)}"
-                log.error(lost)
-                results = [None] * len(batch)
-            for job, result in zip(batch, results):
-                job.state, job.error = outcome(job, result, lost)
-            returns.append([r for r in results if r is not None])
-        report(jobs, sweep_dir, self.config)
-        return returns
+def run(launcher, loader, master: DictConfig, arguments: list[str], max_batch_size: int | None = None) -> list:
+    """The sweep (hydra_plugins/pii/sweeper.py's JobSweeper.sweep): plan its jobs, skip the finished ones,
+    give the rest to `launcher` (max_batch_size at once; None: all), then `report`. Returns Hydra's
+    records of the jobs that came back, by batch."""
+    jobs = plan(loader, master, list(arguments))
+    bad = [f"job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in jobs if job.error]
+    if bad:  # the entry point's preflight says so first; a caller that skipped it
+        raise ConfigError("; ".join(bad))
+    sweep_dir = Path(str(master.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not master.get("resume"):
+        OmegaConf.save(master, sweep_dir / MULTIRUN)
+    skipped = [job.number for job in jobs if job.state == FINISHED]
+    if skipped:
+        log.info("resume: finished jobs skipped: %s", ", ".join(map(str, skipped)))
+    todo = [job for job in jobs if job.state != FINISHED]
+    size = max_batch_size or len(todo) or 1
+    returns: list[list[JobReturn]] = []
+    for start in range(0, len(todo), size):
+        batch = todo[start:start + size]
+        lost = None
+        try:
+            results = list(launcher.launch([job.overrides for job in batch],
+                                           initial_job_idx=0 if skipped else batch[0].number))
+        except Exception as err:  # a lost worker, a refused submission: the jobs' dirs tell the rest
+            lost = f"the launcher stopped: {type(err).__name__}: {one_line(err)}"
+            log.error(lost)
+            results = [None] * len(batch)
+        for job, result in zip(batch, results):
+            job.state, job.error = outcome(job, result, lost)
+        returns.append([r for r in results if r is not None])
+    report(jobs, sweep_dir, master)
+    return returns
 
 
 def outcome(job: Job, result: JobReturn | None, lost: str | None = None) -> tuple[str, str | None]:
