@@ -31,8 +31,8 @@ from pii.models.classes import parse_class_ids  # noqa: E402
 from pii.run.cli import script_main  # noqa: E402
 from pii.run.compose import compose  # noqa: E402
 
-LAUNCHERS = {"ray": ["hydra/launcher=ray"], "parallel": ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={os.cpu_count()}"],
-             "submitit_local": ["hydra/launcher=submitit_local"], "basic": []}
+LAUNCHERS = {"ray": ["hydra/launcher=ray"], "submitit_local": ["hydra/launcher=submitit_local"], "basic": [],
+             "parallel": ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={os.cpu_count()}"]}
 
 
 def timed(cmd: list[str], env: dict, log: Path) -> float:

@@ -168,7 +168,8 @@ def test_the_readme_slurm_recipe_submits_an_array_with_its_settings(tmp_path):
     assert proc.returncode == 1 and "jobs 0, 1, 2, 3, 4, 5, 6 not started: the launcher stopped" in proc.stderr, \
         proc.stderr[-3000:]
     options = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script.read_text()))
-    given = {o.split("=")[0].rsplit(".", 1)[-1]: o.split("=")[1] for o in recipe if o.startswith(("hydra.launcher.", "+hydra"))}
+    given = {o.split("=")[0].rsplit(".", 1)[-1]: o.split("=")[1] for o in recipe
+             if o.startswith(("hydra.launcher.", "+hydra.launcher."))}
     assert options["partition"] == given["partition"] and options["time"] == given["timeout_min"]
     assert options["gpus-per-node"] == given["gpus_per_node"] and options["cpus-per-task"] == given["cpus_per_task"]
     assert options["account"] == given["account"]  # additional_parameters reach sbatch

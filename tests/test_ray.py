@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def cluster() -> str:
     """The address of a local Ray cluster with 2 CPUs and 1 (logical) GPU, owned by this process."""
     try:
-        import ray
         import hydra_plugins.hydra_ray_launcher  # noqa: F401
+        import ray
     except ImportError:
         if os.environ.get("CI") == "true":
             pytest.fail("CI: the Ray tests need the ray extra (pip install -e '.[ray]'; make install does)")
@@ -40,7 +40,8 @@ def test_a_sweep_runs_on_a_running_ray_cluster_one_gpu_per_job(cluster, tmp_path
            *RANDOM_TINY, "seed=0,1", "verifier=none", f"hydra.sweep.dir={sweep_dir}",
            "hydra.sweep.subdir=${hydra.job.num}_job",
            "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordVisibleDevices"]
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}  # Ray's workers import pii and tests from here
+    # Ray's workers import pii and tests from this checkout
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Connecting to existing Ray cluster at address: {cluster}" in proc.stderr  # joined, started none

@@ -162,7 +162,8 @@ def merge(parts: list[tuple[Path, RunResult]]) -> RunResult:
     computed as one run computes its own (time: the chunks' inversion seconds added)."""
     parts = sorted(parts, key=lambda part: part[1].config.get("class_chunk") or 0)
     runs = [run for _, run in parts]
-    classes = [replace(entry, image=str(Path(run_dir) / entry.image)) for run_dir, run in parts for entry in run.classes]
+    classes = [replace(entry, image=str(Path(run_dir) / entry.image))
+               for run_dir, run in parts for entry in run.classes]
     n, first, seconds = len(classes), runs[0], sum(run.seconds for run in runs)
     judges = {}
     for name in (first.judge or {}):

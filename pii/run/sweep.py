@@ -239,8 +239,7 @@ def run(launcher, loader, master: DictConfig, arguments: list[str], max_batch_si
         batch = todo[start:start + size]
         lost = None
         try:
-            results = list(launcher.launch([job.overrides for job in batch],
-                                           initial_job_idx=0 if skipped else batch[0].number))
+            results = list(launcher.launch([job.overrides for job in batch], initial_job_idx=batch[0].number))
         except Exception as err:  # a lost worker, a refused submission: the jobs' dirs tell the rest
             lost = f"the launcher stopped: {type(err).__name__}: {one_line(err)}"
             log.error(lost)
@@ -288,8 +287,8 @@ def report(jobs: list[Job], sweep_dir: Path, master: DictConfig) -> None:
         alike: dict[tuple[str, str | None], list[str]] = {}
         for job in bad:
             alike.setdefault((job.state, job.error), []).append(str(job.number))
-        names = "; ".join(f"job{'s' if len(numbers) > 1 else ''} {', '.join(numbers)} {kind}" + (f": {error}" if error else "")
-                          for (kind, error), numbers in alike.items())
+        names = "; ".join(f"job{'s' if len(numbers) > 1 else ''} {', '.join(numbers)} {kind}"
+                          + (f": {error}" if error else "") for (kind, error), numbers in alike.items())
         print(f"error: {len(bad)} of the sweep's {len(jobs)} jobs did not finish ({names}); the others' results are "
               f"in {sweep_dir} ({SUMMARY}); continue it with: python {Path(sys.argv[0]).name} "
               f"{' '.join(again)} {resume_argument(str(sweep_dir))}", file=sys.stderr)

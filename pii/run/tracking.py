@@ -180,7 +180,8 @@ def init_run(cfg: DictConfig, out_dir: Path, resume: bool, job_type: str = "inve
     config["choices"] = hydra_choices()
     kwargs = dict(project=logger.project, entity=logger.entity, group=logger.group or group or hydra_group,
                   # a continued run keeps its name (a resumed sweep numbers the jobs it launches anew)
-                  name=name or logger.run_name or (None if run_id else hydra_name), tags=list(logger.tags), job_type=job_type,
+                  name=name or logger.run_name or (None if run_id else hydra_name), tags=list(logger.tags),
+                  job_type=job_type,
                   dir=str(out_dir), config=config, id=run_id, resume="allow" if run_id else None,
                   reinit="create_new",  # train_invert keeps one run per condition open at once
                   settings=wandb.Settings(init_timeout=float(logger.init_timeout), silent=True))
