@@ -79,6 +79,7 @@ def main(argv: list[str]) -> None:
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("OMP_NUM_THREADS", None)  # each side uses the cores as it would: the single run all, a job its share
     seconds: dict[str, list[float]] = {"single": [], "sweep": []}
+    load = []  # the machine's 1-minute load average before and after each run (other users' work shows here)
     dirs: dict[str, Path] = {}
     for k, kind in enumerate(order):
         target = out / f"{k}_{kind}"
@@ -87,9 +88,12 @@ def main(argv: list[str]) -> None:
         else:
             cmd = [sys.executable, "invert.py", "-m", *args.overrides, f"classes_per_job={per_job}",
                    *LAUNCHERS[args.launcher], f"hydra.sweep.dir={target}", "hydra.sweep.subdir=${hydra.job.num}"]
+        before = os.getloadavg()[0]
         seconds[kind].append(timed(cmd, env, out / f"{k}_{kind}.log"))
+        load.append([before, os.getloadavg()[0]])
         dirs[kind] = target
-        print(f"{k}: {kind:6s} {seconds[kind][-1]:7.1f} s", flush=True)
+        print(f"{k}: {kind:6s} {seconds[kind][-1]:7.1f} s (load average {load[-1][0]:.1f} -> {load[-1][1]:.1f})",
+              flush=True)
     single = results.read(dirs["single"] / results.METRICS)
     (sweep_dir, sweep), = results.gather(find_runs([dirs["sweep"]]))
     mean = {kind: sum(v) / len(v) for kind, v in seconds.items()}
@@ -97,7 +101,7 @@ def main(argv: list[str]) -> None:
         "classes": classes, "jobs": math.ceil(classes / per_job), "classes_per_job": per_job,
         "launcher": args.launcher, "cores": os.cpu_count(), "overrides": args.overrides, "order": order,
         "seconds": seconds, "mean_seconds": mean, "sweep_over_single": mean["sweep"] / mean["single"],
-        "order_ratios": [s / t for s, t in zip(seconds["sweep"], seconds["single"])],
+        "order_ratios": [s / t for s, t in zip(seconds["sweep"], seconds["single"])], "load_average": load,
         "inversion_seconds": {"single": single.seconds, "sweep_jobs_added": sweep.seconds},
         "judged": {"single": judged(single), "sweep": judged(sweep)},
         "images": image_gap(single, dirs["single"], sweep),
