@@ -15,14 +15,15 @@ def test_a_non_editable_install_finds_its_configs_outside_the_repo(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):  # only what the build reads: no build/ left in the repo
         shutil.copy(ROOT / name, src / name)
-    for name in ("pii", "conf"):
+    for name in ("pii", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                               "--no-compile", "--quiet", "--target", str(site), str(src)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
-    installed = {p.relative_to(site).as_posix() for p in (site / "pii").rglob("*") if p.suffix in (".py", ".yaml")}
-    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pii").rglob("*.py")}
+    installed = {p.relative_to(site).as_posix() for top in ("pii", "hydra_plugins") for p in (site / top).rglob("*")
+                 if p.suffix in (".py", ".yaml")}
+    expected = {p.relative_to(ROOT).as_posix() for top in ("pii", "hydra_plugins") for p in (ROOT / top).rglob("*.py")}
     expected |= {f"pii/conf/{p}" for p in glob.glob("**/*.yaml", root_dir=ROOT / "conf", recursive=True)}
     assert installed == expected
 
@@ -41,5 +42,6 @@ def test_a_non_editable_install_finds_its_configs_outside_the_repo(tmp_path):
     assert module == str(site / "pii" / "__init__.py") and conf == str(site / "pii" / "conf")
     assert (model, data) == ("vit_base_patch32_224.augreg_in21k_ft_in1k", "digits")
     assert "name: tf_efficientnet_lite2" in run(str(site / "bin" / "pii-invert"), "--cfg", "job")
+    assert "JobSweeper" in run(str(site / "bin" / "pii-invert"), "--info", "plugins")  # Hydra finds pii's sweeper
     assert "name: digits" in run(str(site / "bin" / "pii-train-invert"), "--cfg", "job")
     assert sorted(p.name for p in elsewhere.iterdir()) == []  # --cfg runs nothing

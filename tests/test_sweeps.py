@@ -42,19 +42,19 @@ def test_every_sweep_preset_combines_with_the_fast_preset(name):
 
 
 def test_the_sweep_preflight_splits_jobs_as_hydra_does():
-    """pii.run.cli.sweep_jobs reaches into hydra._internal (BasicSweeper.split_arguments), which Hydra may
+    """pii.run.compose.sweep_jobs reaches into hydra._internal (BasicSweeper.split_arguments), which Hydra may
     change in any release: if it did, this fails and says where."""
     import hydra
     from hydra.core.global_hydra import GlobalHydra
 
-    from pii.run.cli import sweep_jobs
+    from pii.run.compose import sweep_jobs
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         try:
             jobs = sweep_jobs(GlobalHydra.instance().config_loader(),
                               ["augmentation.alpha=0,1", "seed=3", "augmentation.alpha=0.5,2", "model=a,b"])
         except Exception as err:  # noqa: BLE001 - any failure here is the upgrade's
-            pytest.fail(f"hydra-core {hydra.__version__} broke pii.run.cli.sweep_jobs, the sweep preflight's use of "
+            pytest.fail(f"hydra-core {hydra.__version__} broke pii.run.compose.sweep_jobs, the sweep preflight's use of "
                         f"hydra._internal.core_plugins.basic_sweeper.BasicSweeper.split_arguments: {err!r}")
     # the later value of a key wins (the command line over the sweeper's params), in the order Hydra launches
     assert jobs == [["augmentation.alpha=0.5", "seed=3", "model=a"], ["augmentation.alpha=0.5", "seed=3", "model=b"],

@@ -47,7 +47,8 @@ class Job:
 
 
 def collect(multirun_dir: Path) -> list[Job]:
-    """The sweep's jobs (sub-directories with .hydra/overrides.yaml), in job order."""
+    """The sweep's jobs (sub-directories with .hydra/overrides.yaml), in job order; the finished chunks of
+    one class list (classes_per_job) as one job, which has every class of them."""
     root = Path(multirun_dir)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory; pass a multirun dir such as outputs/sweeps/<time>_<name>")
@@ -73,7 +74,13 @@ def collect(multirun_dir: Path) -> list[Job]:
         head = job.dir.name.split("_", 1)[0]
         return (int(head), "") if head.isdigit() else (1 << 30, job.dir.name)
 
-    return sorted(jobs, key=order)
+    jobs = sorted(jobs, key=order)
+    finished = {job.dir: job for job in jobs if job.result is not None}
+    merged = {run_dir: run for run_dir, run in results.gather([(job.dir, job.result) for job in finished.values()])}
+    chunk = "class_chunk="
+    return [Job(job.dir, [o for o in job.overrides if not o.startswith(chunk)] if job.dir in merged else job.overrides,
+                merged[job.dir] if job.dir in merged else job.result)
+            for job in jobs if job.result is None or job.dir in merged]
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:

@@ -133,16 +133,7 @@ def check_class_ids(classifier: Classifier, class_ids) -> None:
 
 def summary(classifier: Classifier, classes: list[Verdict]) -> JudgeSummary:
     """A judge's overall top-1 / top-5 accuracy and mean target probability over judged classes."""
-    n = len(classes)
-    return JudgeSummary(
-        model=classifier.name,
-        input_size=classifier.input_size,
-        images=n,
-        top1=sum(c.top1 for c in classes) / n,
-        top5=sum(c.top5 for c in classes) / n,
-        mean_probability=sum(c.probability for c in classes) / n,
-        spectral_slope=sum(nan_if_none(c.spectral_slope) for c in classes) / n,
-    )
+    return JudgeSummary.of(classifier.name, classifier.input_size, classes)
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -84,7 +84,7 @@ def class_ids(run: RunResult) -> frozenset[int]:
 def leaderboard(roots: list[Path]) -> tuple[list[dict], list[tuple[Path, RunResult]]]:
     lists = class_lists()
     rows: dict[tuple[str, str], Row] = {}
-    runs = find_runs(roots)
+    runs = results.gather(find_runs(roots))  # the chunks of a class list (classes_per_job) as one run
     for _, run in runs:
         ids = class_ids(run)
         key = (run.method, lists.get(ids, f"{len(ids)} classes"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pii.errors import ConfigError
@@ -76,6 +76,16 @@ class JudgeSummary:
     spectral_slope: float | None = None  # the images' mean
 
 
+    @classmethod
+    def of(cls, model: str, input_size: int, verdicts: list[Verdict]) -> JudgeSummary:
+        """The figures over `verdicts`: the shares of top-1 / top-5 hits, the mean target probability and slope."""
+        n = len(verdicts)
+        return JudgeSummary(model=model, input_size=input_size, images=n, top1=sum(v.top1 for v in verdicts) / n,
+                            top5=sum(v.top5 for v in verdicts) / n,
+                            mean_probability=sum(v.probability for v in verdicts) / n,
+                            spectral_slope=sum(nan_if_none(v.spectral_slope) for v in verdicts) / n)
+
+
 @dataclass
 class JudgeResult(JudgeSummary):
     """A judge's figures and its verdict on each image, in the order of the classes."""
@@ -133,6 +143,54 @@ class RunResult:
         if not all(isinstance(c.class_id, int) and isinstance(c.image, str) for c in result.classes):
             raise TypeError("a class entry without an integer class_id and an image name")
         return result
+
+
+# What differs between the jobs that are chunks of one class list, besides their classes
+PER_JOB_KEYS = ("class_chunk", "output_dir", "resume")
+
+
+def chunk_key(run: RunResult) -> str | None:
+    """The same for every chunk of one class list (a sweep with classes_per_job): the run's config but for
+    PER_JOB_KEYS; None for a run that inverted its whole class list."""
+    if run.config.get("class_chunk") is None:
+        return None
+    return json.dumps({k: v for k, v in run.config.items() if k not in PER_JOB_KEYS}, sort_keys=True, default=str)
+
+
+def merge(parts: list[tuple[Path, RunResult]]) -> RunResult:
+    """The run that chunks of one class list add up to (each (run dir, result), in any order): every class
+    in the list's order, with its image as a path from the chunk's dir, and the figures over all of them
+    computed as one run computes its own (time: the chunks' inversion seconds added)."""
+    parts = sorted(parts, key=lambda part: part[1].config.get("class_chunk") or 0)
+    runs = [run for _, run in parts]
+    classes = [replace(entry, image=str(Path(run_dir) / entry.image))
+               for run_dir, run in parts for entry in run.classes]
+    n, first, seconds = len(classes), runs[0], sum(run.seconds for run in runs)
+    judges = {}
+    for name in (first.judge or {}):
+        if all(name in (run.judge or {}) for run in runs):
+            verdicts = [v for run in runs for v in run.judge[name].classes]
+            judged = first.judge[name]
+            judges[name] = JudgeResult(**vars(JudgeSummary.of(judged.model, judged.input_size, verdicts)),
+                                       classes=verdicts)
+    slopes = [entry.spectral_slope for entry in classes]
+    return RunResult(model=first.model, device=first.device, seconds=seconds, seconds_per_class=seconds / n,
+                     steps=first.steps, stage_sizes=first.stage_sizes, ensemble_size=first.ensemble_size,
+                     param=first.param, spectral_slope=None if None in slopes else sum(slopes) / n,
+                     mean_probability=sum(e.probability for e in classes) / n,
+                     top1_rate=sum(e.top1 for e in classes) / n, classes=classes,
+                     config={**first.config, "class_chunk": None, "resume": None},
+                     judge=judges if first.judge is not None else None)
+
+
+def gather(runs: list[tuple[Path, RunResult]]) -> list[tuple[Path, RunResult]]:
+    """`runs` (run dir, result) with the chunks of each class list merged into one (`merge`; its dir: the
+    first chunk's), in the order first seen; other runs as they are."""
+    groups: dict[object, list[tuple[Path, RunResult]]] = {}
+    for index, (run_dir, run) in enumerate(runs):
+        groups.setdefault(chunk_key(run) or index, []).append((run_dir, run))
+    return [parts[0] if len(parts) == 1 and chunk_key(parts[0][1]) is None else (parts[0][0], merge(parts))
+            for parts in groups.values()]
 
 
 @dataclass

@@ -28,6 +28,32 @@ def parse_class_ids(value, num_classes: int) -> list[int]:
     return ids
 
 
+def class_chunks(ids: list[int], per_job: int) -> list[list[int]]:
+    """`ids` cut into consecutive chunks of `per_job` classes (the last may be shorter)."""
+    if isinstance(per_job, bool) or not isinstance(per_job, int) or per_job < 1:
+        raise ConfigError(f"classes_per_job must be a number of classes >= 1, got {per_job!r}; "
+                          f"e.g. classes_per_job=5")
+    return [ids[i:i + per_job] for i in range(0, len(ids), per_job)]
+
+
+def job_classes(class_id, num_classes: int, per_job: int | None = None, chunk: int | None = None) -> list[int]:
+    """The classes one run inverts: all of `class_id`, or with classes_per_job=N the chunk number
+    `chunk` (class_chunk) of N consecutive classes; a sweep (-m) makes one job per chunk."""
+    ids = parse_class_ids(class_id, num_classes)
+    if per_job is None:
+        if chunk is not None:
+            raise ConfigError(f"class_chunk={chunk} needs classes_per_job=<classes per chunk>")
+        return ids
+    chunks = class_chunks(ids, per_job)
+    if chunk is None:
+        raise ConfigError(f"classes_per_job={per_job} splits the {len(ids)} classes into {len(chunks)} jobs: run it as "
+                          f"a sweep (-m), or pick one chunk with class_chunk=0..{len(chunks) - 1}")
+    if isinstance(chunk, bool) or not 0 <= chunk < len(chunks):
+        raise ConfigError(f"class_chunk must be 0..{len(chunks) - 1} ({len(ids)} classes, {per_job} per job), "
+                          f"got {chunk!r}")
+    return chunks[chunk]
+
+
 @lru_cache(maxsize=1)
 def _imagenet():
     from timm.data import ImageNetInfo

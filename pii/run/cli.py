@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pii import CONF_DIR, files
 from pii.errors import ConfigError, WriteError, few
 from pii.eval.results import RunResult
-from pii.run.compose import hydra_arg, one_line
+from pii.run.compose import hydra_arg, one_line, quoted
 from pii.run.config import check_invert, check_stages
 
 log = logging.getLogger(__name__)
@@ -109,45 +109,30 @@ def preflight(argv: list[str], config_dir: str, config_name: str,
             cfg = loader.load_configuration(config_name, [a for a in argv if not a.startswith("-")],
                                             run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
             task = list(cfg.hydra.overrides.task)
-            if not multirun or not cfg.hydra.sweeper._target_.endswith(".BasicSweeper"):
+            if not multirun:
+                check(cfg, task)
+                return cfg
+            sweeper = cfg.hydra.sweeper._target_
+            if not sweeper.endswith((".BasicSweeper", ".JobSweeper")):
                 check(cfg, task)  # Optuna and the like draw each job's values as they go: check the rest
                 return cfg
-            params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-            jobs = sweep_jobs(loader, params + task)
+            from pii.run.sweep import plan
+
+            jobs = plan(loader, cfg, task, extended=sweeper.endswith(".JobSweeper"))
         except (HydraException, OmegaConfBaseException) as err:
             raise ConfigError(one_line(err)) from None
         bad = []
-        for number, job in enumerate(jobs):
+        for job in jobs:
             try:
-                check(loader.load_sweep_config(cfg, job), job)
+                if job.error:
+                    raise ConfigError(job.error)
+                check(job.config, job.overrides)
             except (ConfigError, HydraException, OmegaConfBaseException) as err:
-                bad.append(f"job {number} ({' '.join(job)}): {err if isinstance(err, ConfigError) else one_line(err)}")
+                bad.append(f"job {job.number} ({' '.join(job.overrides)}): "
+                           f"{err if isinstance(err, ConfigError) else one_line(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {few(bad, 2)}")
     return cfg
-
-
-def sweep_jobs(loader, overrides: list[str]) -> list[list[str]]:
-    """Each job's overrides in a sweep of `overrides` (the sweeper's params, then the command line's),
-    split as Hydra's BasicSweeper splits them when it launches. Hydra has no public API for this:
-    BasicSweeper lives in hydra._internal, and this is the one place that reaches in;
-    tests/test_sweeps.py fails by name on a Hydra release that moves or changes it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-        split = BasicSweeper.split_arguments
-    except (ImportError, AttributeError) as err:
-        raise RuntimeError(f"hydra-core {hydra.__version__} moved BasicSweeper.split_arguments, which the sweep "
-                           f"preflight (pii.run.cli.sweep_jobs) uses: {err}; install hydra-core 1.3") from None
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-    return [list(job) for batch in split(parsed, None) for job in batch]
-
-
-def quoted(value: str) -> str:
-    """A value as Hydra's override grammar reads it back unchanged."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def pin(key: str, value: str) -> None:
@@ -166,7 +151,7 @@ def launch(cfg: DictConfig, app: Callable[[], object], resume_hint: Callable[[st
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     directory = str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     pin(key, quoted(directory))
-    if continuing:
+    if continuing and not multirun:  # a sweep's jobs keep their own .hydra/ (pii.run.sweep continues them)
         pin("hydra.output_subdir", "null")
     with run_directory(directory, key, None if multirun else resume_hint, continuing):
         app()
@@ -243,12 +228,17 @@ def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
 
 def invert_main() -> None:
     """`python invert.py ...` / `pii-invert`: preflight, claim the run's directory, then the Hydra app."""
+    from pii.run.sweep import register_plugins
+
+    register_plugins()
     with ending():
         cfg = preflight(sys.argv[1:], CONF_DIR, "config", check_invert_job)
         if cfg is None:
             return _invert_main()
         if not cfg.get("resume"):
             return launch(cfg, _invert_main, resume_hint=lambda d: hydra_arg("resume", d))
+        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):  # resume=<sweep dir> (pii.run.sweep)
+            return launch(cfg, _invert_main, continuing=True)
         # A resumed run logs into its own directory (appending to invert.log) and keeps the .hydra/
         # of the run it continues: that config is what resume= reads.
         run_dir = str(Path(str(cfg.resume)).expanduser().absolute())

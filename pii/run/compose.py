@@ -11,6 +11,7 @@ import re
 import shlex
 from pathlib import Path
 
+import hydra
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -41,6 +42,11 @@ def one_line(err: Exception) -> str:
     return text
 
 
+def quoted(value: str) -> str:
+    """A value as Hydra's override grammar reads it back unchanged (a sweep job's dir holds '=' and ',')."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def hydra_arg(key: str, value: str) -> str:
     """`key=value` as typed in a shell so that Hydra reads `value` back unchanged: plain where it holds
     only letters, digits and . / ~ + - _, else quoted for Hydra (a sweep job's directory holds = and ,)
@@ -49,6 +55,24 @@ def hydra_arg(key: str, value: str) -> str:
         return f"{key}={value}"
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return shlex.quote(f'{key}="{escaped}"')
+
+
+def sweep_jobs(loader, overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides in a sweep of `overrides` (the sweeper's params, then the command line's),
+    split as Hydra's BasicSweeper splits them when it launches. Hydra has no public API for this:
+    BasicSweeper lives in hydra._internal, and this is the one place that reaches in;
+    tests/test_sweeps.py fails by name on a Hydra release that moves or changes it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        split = BasicSweeper.split_arguments
+    except (ImportError, AttributeError) as err:
+        raise RuntimeError(f"hydra-core {hydra.__version__} moved BasicSweeper.split_arguments, which the sweep "
+                           f"preflight (pii.run.compose.sweep_jobs) uses: {err}; install hydra-core 1.3") from None
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    return [list(job) for batch in split(parsed, None) for job in batch]
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -139,6 +139,8 @@ class InvertConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     verifier: Dict[str, ModelConfig] = MISSING
     class_id: Any = MISSING
+    classes_per_job: Optional[int] = MISSING
+    class_chunk: Optional[int] = MISSING
     seed: int = MISSING
     device: str = MISSING
     precision: str = MISSING
@@ -343,7 +345,7 @@ def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
 
 def check_invert(cfg: DictConfig) -> None:
     """Ranges and choices of an invert.py config (types are the schema's); ConfigError naming every bad key."""
-    from pii.models.classes import parse_class_ids
+    from pii.models.classes import job_classes
 
     problems = Problems()
     problems.finite(cfg)
@@ -380,7 +382,8 @@ def check_invert(cfg: DictConfig) -> None:
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
     problems.raise_any()
-    parse_class_ids(cfg.class_id, cfg.model.num_classes)  # after the model's num_classes is known to be sane
+    # after the model's num_classes is known to be sane
+    job_classes(cfg.class_id, cfg.model.num_classes, cfg.get("classes_per_job"), cfg.get("class_chunk"))
     # last, once the cheap checks pass: loading a target imports its module (torch)
     target(cfg.param, "param", "batch", "device")
     target(cfg.optimizer, "optimizer", "params")

@@ -137,12 +137,13 @@ def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
 
 def check_files(cfg: DictConfig) -> None:
     """Read what `resume=` or `init_from=` names, so that a damaged file fails before a run starts."""
-    from pii.models.classes import parse_class_ids
+    from pii.models.classes import job_classes
 
     if cfg.get("resume"):
         load_checkpoint(Path(str(cfg.resume)).expanduser())
     if cfg.get("init_from"):
-        load_images(cfg.init_from, parse_class_ids(cfg.class_id, int(cfg.model.num_classes)))
+        load_images(cfg.init_from, job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"),
+                                               cfg.get("class_chunk")))
 
 
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,

@@ -16,7 +16,7 @@ from pii.core.observers import Observer, Observers
 from pii.eval import judge as judge_lib
 from pii.eval import results
 from pii.eval.results import METRICS, RunResult, StageTime
-from pii.models.classes import class_key, parse_class_ids
+from pii.models.classes import class_key, job_classes
 from pii.models.device import resolve_device, views_per_chunk
 from pii.run import build, resume, tracking
 from pii.run.config import check_invert, check_stages
@@ -66,7 +66,7 @@ class StageTimer(Observer):
 
 
 def run(cfg: DictConfig) -> RunResult:
-    """Invert `cfg.class_id` of `cfg.model`; write outputs to `cfg.output_dir`; return what metrics.json holds.
+    """Invert `cfg.class_id` (or its chunk `class_chunk`) of `cfg.model`; write outputs to `cfg.output_dir`; return what metrics.json holds.
 
     `resume=<dir>` continues that run at its last completed stage; `init_from=<dir>` starts from its images.
     """
@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> RunResult:
             return finished
     check_invert(cfg)
     tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
-    class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))
+    class_ids = job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"), cfg.get("class_chunk"))
     augment = build.augmentation(cfg)
     stages = models.plan_stages(cfg)
     check_stages(cfg, [stage.size for stage in stages])

@@ -129,9 +129,10 @@ class WandbTracker(Tracker):
         run_id = id_file.read_text().strip() if config.get("resume") and id_file.is_file() else None
         logged = OmegaConf.to_container(config, resolve=True)
         logged["choices"] = hydra_choices()
-        name = run_name or job_name or hydra_name
+        # a continued run keeps its name (a resumed sweep numbers the jobs it launches anew)
+        name = run_name or job_name or (None if run_id else hydra_name)
         if condition:
-            name, logged["condition"] = f"{name}/{condition}", condition
+            name, logged["condition"] = f"{name}/{condition}" if name else condition, condition
         kwargs = dict(project=project, entity=entity, group=group or job_group or hydra_group, name=name,
                       tags=list(tags), job_type=job_type, dir=str(out_dir), config=logged, id=run_id,
                       resume="allow" if run_id else None,
@@ -186,6 +187,12 @@ class WandbTracker(Tracker):
                  step=self.offsets[index] + stage.steps - 1)
 
     def run_done(self, image, result: RunResult):
+        self.log_results(image, result)
+        self._log_images(result)
+
+    def log_results(self, image: torch.Tensor, result: RunResult):
+        """The per-class table, each class's final image, and the summary (also a sweep's classes gathered:
+        pii.run.sweep)."""
         judges = result.judge or {}
         columns = ["class_id", "name", "image", "probability", "start_probability", "top1", "top1_name"]
         for name in judges:
@@ -202,7 +209,6 @@ class WandbTracker(Tracker):
         self.log({"results": table, **final})
         self.summary(summary(result))
         self.summary({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
-        self._log_images(result)
 
     def _log_images(self, result: RunResult):
         out_dir = Path(result.config["output_dir"])
