@@ -232,7 +232,7 @@ def test_bad_input_is_one_line_and_exit_2(earlier, entry, args, names):
         args.append(f"hydra.run.dir={earlier / 'earlier'}")  # the earlier run's dir: it must stay untouched
     if entry == "train" and not any(a.startswith(("hydra.run.dir", "-m")) for a in args):
         args.append(f"hydra.run.dir={earlier / 'earlier'}")
-    proc = run_cli(ENTRY[entry], *args, timeout=60)
+    proc = run_cli(*ENTRY[entry], *args, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
