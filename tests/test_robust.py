@@ -2,6 +2,7 @@
 attacks within its budget, adversarial training runs, and natural vs robust is one sweepable key."""
 
 import argparse
+import json
 
 import pytest
 import timm
@@ -124,3 +125,160 @@ def test_adversarially_trained_inception_entry_needs_no_network_to_configure():
     cfg = compose_config(["model=inception_v3_adv", "output_dir=/x"]).model
     assert cfg.name == "inception_v3.tf_adv_in1k" and cfg.weights == "pretrained"
     assert models.model_spec(cfg)["input_size"] == 299
+
+
+# --- PGD and adversarial training ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_data():
+    from pii.models.digits import load_digits, split
+
+    return split(*load_digits())
+
+
+@pytest.fixture(scope="module")
+def natural_linear(digits_data):
+    """A naturally trained classifier of digits, small enough to train in a second: one linear layer."""
+    (x, y), _ = digits_data
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    clf = models.Classifier(net, name="linear", input_size=32, fixed_size=False, mean=[0.5] * 3, std=[0.5] * 3,
+                            num_classes=10)
+    net.requires_grad_(True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(clf(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return clf.requires_grad_(False)
+
+
+@pytest.mark.parametrize("norm, epsilon", [("linf", 0.1), ("l2", 3.0)])
+def test_pgd_drops_a_natural_models_accuracy_within_epsilon(natural_linear, digits_data, norm, epsilon):
+    from pii.models.digits import accuracy
+    from pii.models.robust import PGD, distance, robust_accuracy
+
+    _, (x, y) = digits_data
+    attack = PGD(norm, epsilon, steps=10, step_size=2.5 * epsilon / 10)
+    clean = accuracy(natural_linear, x, y)
+    attacked = robust_accuracy(natural_linear, x, y, attack)
+    assert clean > 0.9 and attacked < clean / 3, (clean, attacked)
+    torch.manual_seed(0)
+    x_adv = attack(natural_linear, x, y)
+    assert distance(x, x_adv, norm).max() <= epsilon * (1 + 1e-5)
+    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    noise = PGD(norm, epsilon, steps=0, step_size=0.0)  # the random start alone: the ascent does the damage
+    assert robust_accuracy(natural_linear, x, y, noise) > attacked + 0.3
+    assert not any(p.grad is not None for p in natural_linear.parameters())
+
+
+def test_the_evaluation_attack_is_stronger_at_the_same_epsilon():
+    from pii.models.robust import PGD
+
+    robust = compose_config(["robust=linf", "output_dir=/x"]).robust
+    train, evaluate = PGD.training(robust), PGD.evaluation(robust)
+    assert evaluate.epsilon == train.epsilon and evaluate.steps > train.steps and evaluate.norm == train.norm
+    assert PGD.training(compose_config(["output_dir=/x"]).robust) is None  # robust=none: natural training
+
+
+class CountingPGD:
+    """A PGD that counts the batches it attacks."""
+
+    def __init__(self, attack):
+        self.attack, self.calls = attack, 0
+
+    def __call__(self, model, x, y):
+        self.calls += 1
+        return self.attack(model, x, y)
+
+
+def test_a_tiny_robust_training_step_trains_on_attacked_batches(digits_data):
+    from pii.models.digits import train
+    from pii.models.robust import PGD
+    from pii.run.digits import model_config
+
+    (x, y), _ = digits_data
+    cfg = model_config("digits_cnn")
+    attack = CountingPGD(PGD("linf", 0.1, steps=2, step_size=0.08))
+    robust = train(cfg, x[:32], y[:32], epochs=1, seed=0, batch_size=16, attack=attack)
+    natural = train(cfg, x[:32], y[:32], epochs=1, seed=0, batch_size=16)
+    assert attack.calls == 2  # every batch
+    weights = dict(robust.net.named_parameters())
+    assert all(torch.isfinite(p).all() for p in weights.values())
+    assert any(not torch.equal(p, weights[name]) for name, p in natural.net.named_parameters())
+
+
+def test_a_robust_small_cnn_is_cached_apart_from_the_natural_one(tmp_path):
+    from pii.feedforward import classifier as classifier_lib
+    from pii.feedforward import data as data_lib
+    from pii.run.compose import compose_train_invert
+
+    paths = {}
+    for robust in ("linf", "none"):
+        cfg = compose_train_invert(["output_dir=unused", "generator.resolution=8", "classifier.width=4",
+                                    "classifier.epochs=1", f"classifier.cache_dir={tmp_path}", f"robust={robust}"])
+        paths[robust] = classifier_lib.checkpoint_path(cfg.classifier, cfg.data, 8, cfg.robust)
+        if robust == "linf":  # trains adversarially and records how
+            classifier_lib.build(cfg.classifier, None, data_lib.build(cfg.data, 8), 8, torch.device("cpu"),
+                                 data_cfg=cfg.data, robust_cfg=cfg.robust)
+    assert paths["none"] != paths["linf"] and paths["linf"].is_file()
+
+    record = json.loads(paths["linf"].with_suffix(".json").read_text())["settings"]["robust"]
+    assert record == {"norm": "linf", "epsilon": 0.1, "steps": 2, "step_size": 0.125}
+    # robust=none keys the file as before robust training existed: cached natural classifiers stay valid
+    assert paths["none"] == classifier_lib.checkpoint_path(cfg.classifier, cfg.data, 8)
+
+
+# --- natural vs robust: one key, swept and grouped ---------------------------------------------
+
+def test_natural_vs_robust_is_one_key_in_an_invert_sweep_grouped_in_wandb(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from wandb_file import run_record
+
+    digits_dir = tmp_path / "digits"
+    digits_dir.mkdir()
+    tag = compose_config(["robust=linf", "output_dir=/x"]).robust.tag
+    for seed, name in enumerate(["cnn.pt", f"cnn{tag}.pt"]):  # stand-ins for the natural and robust CNN
+        torch.manual_seed(seed)
+        torch.save(timm.create_model("resnet10t", num_classes=10).state_dict(), digits_dir / name)
+    sweep = tmp_path / "sweep"
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "invert.py", "-m", "robust=none,linf", "model=digits_cnn", "class_id=[1]",
+           "schedule.stages=1", "schedule.steps=2", "augmentation.ensemble_size=2", "verifier=none", "device=cpu",
+           "logger=wandb", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]
+    env = {**os.environ, "PII_DIGITS_DIR": str(digits_dir), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = {}
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        (wandb_file,) = (sweep / job).glob("wandb/offline-run-*/run-*.wandb")
+        run = run_record(wandb_file)
+        config = {u.key: json.loads(u.value_json) for u in run.config.update}
+        seen[config["choices"]["robust"]] = (Path(metrics["config"]["model"]["weights"]).name, run.run_group)
+    assert seen == {"none": ("cnn.pt", "sweep"), "linf": (f"cnn{tag}.pt", "sweep")}
+
+
+def test_a_robust_job_of_a_model_without_a_robust_version_is_refused_before_the_sweep_runs():
+    from pii import CONF_DIR
+    from pii.run.cli import check_invert_job, preflight
+
+    with pytest.raises(ConfigError, match=r"1 of the sweep's 2 jobs are bad.*robust=linf.*model=resnet50_robust"):
+        preflight(["-m", "robust=none,linf", "model=efficientnet_lite0"], CONF_DIR, "config", check_invert_job)
+
+
+def test_train_invert_sweeps_natural_against_robust_with_one_key():
+    from pii.feedforward.classifier import checkpoint_path
+    from pii.feedforward.cli import check_job
+    from pii.run.cli import preflight
+    from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR, compose_train_invert
+
+    assert preflight(["-m", "robust=none,linf,l2", SEARCHPATH], TRAIN_INVERT_CONF_DIR, "config", check_job) is None
+    jobs = [compose_train_invert(["output_dir=unused", f"robust={r}"]) for r in ("none", "linf", "l2")]
+    assert len({checkpoint_path(c.classifier, c.data, 32, c.robust) for c in jobs}) == 3  # three classifiers

@@ -22,6 +22,7 @@ from torch import nn
 from pii import models
 from pii.errors import ConfigError
 from pii.feedforward.data import Data, load_all
+from pii.models.robust import PGD, robust_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,12 @@ def wrap(net: nn.Module, num_classes: int, resolution: int) -> models.Classifier
 
 def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution: int,
           device: torch.device, is_main: bool = True, barrier=lambda: None,
-          data_cfg: DictConfig | None = None) -> models.Classifier:
+          data_cfg: DictConfig | None = None, robust_cfg: DictConfig | None = None) -> models.Classifier:
     """The classifier named by `cfg.kind`; ConfigError if its class count differs from the data's.
 
     The small CNN is trained once and reused from `checkpoint_path(...)`; `data_cfg` (the `data`
-    group) is part of that file's name, so a classifier trained on other data is never reused.
+    group) and `robust_cfg` (the `robust` group: adversarial training) are part of that file's
+    name, so a classifier trained on other data or otherwise is never reused.
     """
     if cfg.kind == "model":
         if model_cfg is None:
@@ -78,16 +80,16 @@ def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution:
         raise ConfigError(f"classifier.kind={cfg.kind!r} unknown; use classifier=small_cnn or classifier=model")
     num_classes = int(cfg.num_classes) if cfg.get("num_classes") is not None else data.num_classes
     check_classes(num_classes, data)
-    path = checkpoint_path(cfg, data_cfg, resolution)
+    path = checkpoint_path(cfg, data_cfg, resolution, robust_cfg)
     record = path.with_suffix(".json")  # how it was trained and how well it did
     net = SmallCNN(num_classes, int(cfg.width))
     if not path.exists() and is_main:
-        accuracy = train_small_cnn(net, data, cfg, resolution)
+        accuracy = train_small_cnn(net, data, cfg, resolution, robust_cfg)
         path.parent.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-        record.write_text(json.dumps({"settings": shaping_settings(cfg, data_cfg, resolution),
+        record.write_text(json.dumps({"settings": shaping_settings(cfg, data_cfg, resolution, robust_cfg),
                                       "held_out_accuracy": accuracy}, indent=2) + "\n")
         log.info("saved the classifier to %s", path)
     barrier()  # other processes wait for the main one to train and save it
@@ -99,22 +101,29 @@ def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution:
     return classifier
 
 
-def shaping_settings(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int) -> dict:
-    """Everything that shapes the small CNN's weights: the data, the resolution, its training settings."""
+def shaping_settings(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int,
+                     robust_cfg: DictConfig | None = None) -> dict:
+    """Everything that shapes the small CNN's weights: the data, the resolution, its training settings,
+    the adversarial training's attack (absent for natural training: those files keep their names)."""
     data = OmegaConf.to_container(data_cfg, resolve=True) if data_cfg is not None else None
     if isinstance(data, dict):
         data.pop("download", None)  # where the data came from, not what it is
         data.pop("_target_", None)  # how it is built (name says which): files named before it keep their names
-    return {"data": data, "resolution": resolution,
-            **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
+    settings = {"data": data, "resolution": resolution,
+                **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
+    attack = PGD.training(robust_cfg)
+    if attack is not None:
+        settings["robust"] = vars(attack)
+    return settings
 
 
-def checkpoint_path(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int) -> Path:
+def checkpoint_path(cfg: DictConfig, data_cfg: DictConfig | None, resolution: int,
+                    robust_cfg: DictConfig | None = None) -> Path:
     """`classifier.checkpoint` when set; else a file in `classifier.cache_dir` named by a hash of
     `shaping_settings`, so a classifier is reused only by runs that would train the same one."""
     if cfg.get("checkpoint"):
         return Path(str(cfg.checkpoint)).expanduser()
-    settings = shaping_settings(cfg, data_cfg, resolution)
+    settings = shaping_settings(cfg, data_cfg, resolution, robust_cfg)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     name = (settings["data"] or {}).get("name", "data")
     return Path(str(cfg.cache_dir)).expanduser() / f"{name}_{resolution}px_small_cnn_{digest}.safetensors"
@@ -126,8 +135,10 @@ def check_classes(num_classes: int, data: Data) -> None:
                           f"pick a classifier trained on these classes (or a matching data folder)")
 
 
-def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int) -> float:
-    """Plain supervised training with Adam and a cosine schedule; returns (and logs) held-out accuracy."""
+def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int,
+                    robust_cfg: DictConfig | None = None) -> float:
+    """Supervised training with Adam and a cosine schedule, adversarial where `robust_cfg` says
+    (each batch replaced by its PGD attack); returns (and logs) held-out accuracy."""
     x, y = load_all(data.train)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     model = wrap(net, data.num_classes, resolution)
@@ -136,12 +147,15 @@ def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int)
     steps = int(cfg.epochs) * (len(x) // int(cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     net.requires_grad_(True)
+    attack = PGD.training(robust_cfg)
     for step in range(steps):
         idx = torch.randint(len(x), (int(cfg.batch_size),), generator=gen)
         xb = x[idx]
         # small random shifts: a classifier that generalises, not one that memorises pixels
         shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
         xb = torch.roll(xb, shifts=shift, dims=(2, 3))
+        if attack is not None:
+            xb = attack(model, xb, y[idx])
         loss = F.cross_entropy(net((xb - model.mean) / model.std), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,6 +166,9 @@ def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int)
     with torch.no_grad():
         acc = (model(xt).argmax(-1) == yt).float().mean().item()
     log.info("trained the small CNN classifier: %d steps, held-out accuracy %.3f", steps, acc)
+    if attack is not None:
+        log.info("held-out accuracy under PGD-%s at epsilon %g: %.3f", attack.norm, attack.epsilon,
+                 robust_accuracy(model, xt, yt, PGD.evaluation(robust_cfg)))
     return acc
 
 

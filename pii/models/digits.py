@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pii import models
+from pii.models.robust import PGD
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 
 
 def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
           shift: int = 2, colour: float = 0.0, polarity: float = 0.0, lr: float = 2e-3,
-          batch_size: int = 64) -> models.Classifier:
+          batch_size: int = 64, attack: PGD | None = None) -> models.Classifier:
     """Train the classifier of `model_cfg` from scratch (AdamW, cosine decay) through pii's Classifier,
-    so training sees the same normalisation and resizing as inversion."""
+    so training sees the same normalisation and resizing as inversion. `attack`: adversarial
+    training, each augmented batch replaced by its PGD attack (pii.models.robust)."""
     torch.manual_seed(seed)
     clf = models.build(model_cfg)
     net = clf.net.train().requires_grad_(True)  # Classifier keeps itself frozen; train the network inside
@@ -69,7 +71,10 @@ def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, 
         total = 0.0
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            loss = F.cross_entropy(clf(augment_batch(x[idx], shift, colour, polarity)), y[idx])
+            xb = augment_batch(x[idx], shift, colour, polarity)
+            if attack is not None:
+                xb = attack(clf, xb, y[idx])
+            loss = F.cross_entropy(clf(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

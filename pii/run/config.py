@@ -25,7 +25,8 @@ from omegaconf import MISSING, DictConfig
 from pii.errors import ConfigError
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
-OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.core.schedule.OPTIMIZERS maps them to torch.optim classes
+OPTIMIZERS = ("adam", "nadam")
+ROBUST_NORMS = ("linf", "l2")  # robust.norm; pii.models.robust.PGD  # schedule.optimizer; pii.core.schedule.OPTIMIZERS maps them to torch.optim classes
 
 
 @dataclass
@@ -102,6 +103,17 @@ class LoggerConfig:
 
 
 @dataclass
+class RobustConfig:
+    """conf/robust/: none (natural) | linf | l2, PGD adversarial training of the classifiers trained here."""
+    norm: Optional[str] = None
+    epsilon: float = 0.0
+    steps: int = 0
+    step_size: float = 0.0
+    eval_steps: int = 20
+    tag: str = ""
+
+
+@dataclass
 class InvertConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -109,6 +121,7 @@ class InvertConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     verifier: Dict[str, ModelConfig] = field(default_factory=dict)
     class_id: Any = 980
     seed: int = 0
@@ -195,6 +208,7 @@ class TrainInvertConfig:
     loss: GanLossConfig = field(default_factory=GanLossConfig)
     schedule: TrainScheduleConfig = field(default_factory=TrainScheduleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     model: Optional[ModelConfig] = None
     mode: str = "train"
     conditions: List[str] = field(default_factory=lambda: ["logits", "onehot"])
@@ -266,6 +280,25 @@ def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
                             f"got {list(values)}")
 
 
+def _robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
+    """The `robust` group; `model_key`: the model whose weights it picks (None: one trained in the run)."""
+    robust = cfg.get("robust")
+    if robust is None or robust.norm is None:
+        return
+    if robust.norm not in ROBUST_NORMS:
+        problems.append(f"robust.norm must be one of {', '.join(ROBUST_NORMS)} (or robust=none), got {robust.norm!r}")
+    for key in ("epsilon", "step_size"):
+        problems.at_least(cfg, f"robust.{key}", 0, strict=True)
+    for key in ("steps", "eval_steps"):
+        problems.at_least(cfg, f"robust.{key}", 1)
+    if model_key and robust.tag not in str(cfg_get(cfg, f"{model_key}.weights")):
+        # only the models trained here have a robust version to pick; it would be a silent no-op
+        problems.append(f"robust={robust.norm} picks the robust weights of a digits model (model=digits_cnn, "
+                        f"digits_vit, digits_mixer; their files end in {robust.tag}.pt), but {model_key}.weights is "
+                        f"{cfg_get(cfg, f'{model_key}.weights')}; for an ImageNet model use model=resnet50_robust "
+                        f"model.weights=<file>, and leave robust=none")
+
+
 def check_invert(cfg: DictConfig) -> None:
     """Ranges and choices of an invert.py config (types are the schema's); ConfigError naming every bad key."""
     from pii.models.classes import parse_class_ids
@@ -300,6 +333,7 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append(f"precision must be fp32 or bf16, got {cfg.precision!r}")
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
+    _robust(problems, cfg, "model")
     problems.raise_any()
     parse_class_ids(cfg.class_id, cfg.model.num_classes)  # after the model's num_classes is known to be sane
 
@@ -331,4 +365,5 @@ def check_train_invert(cfg: DictConfig) -> None:
         problems.append(f"conditions lists one twice: {list(cfg.conditions)}")
     if cfg.get("model") is not None:
         _model(problems, cfg, "model")
+    _robust(problems, cfg, "model" if cfg.classifier.kind == "model" else None)
     problems.raise_any()

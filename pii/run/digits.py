@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from pii import models
 from pii.models.digits import accuracy, load_digits, split, train
+from pii.models.robust import PGD
 from pii.run.compose import compose
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,12 @@ def model_config(model: str, weights: str = "random") -> DictConfig:
     return compose([f"model={model}", f"model.weights={weights}"]).model
 
 
-def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None) -> dict[str, float]:
+def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None,
+              robust: str = "none") -> dict[str, float]:
     """Train the three architectures and the judge (or those in `which`); save state_dicts as
-    <out_dir>/<short>.pt; return their test accuracies.
+    <out_dir>/<short>.pt; return their test accuracies. `robust`: an option of conf/robust/; other
+    than none, the architectures are trained adversarially, with the same settings otherwise, and
+    saved as <out_dir>/<short><robust.tag>.pt (the judge is natural only).
 
     All are trained with random shifts and a random per-channel gain and offset:
     models trained on clean grey digits only are not robust to colour or shift,
@@ -66,13 +70,17 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
     accuracies = {}
     recipes = {short: (name, seed, 2, 0.5) for short, name in ARCHITECTURES.items()}
     recipes[JUDGE] = ("digits_judge", seed + 1000, 3, 0.5)  # apart: other architecture, seed, shifts
+    robust_cfg = compose([f"robust={robust}"]).robust
+    attack = PGD.training(robust_cfg)
     for short, (name, model_seed, shift, colour) in recipes.items():
-        if which and short not in which:
+        if (which and short not in which) or (attack and short == JUDGE):
             continue
-        clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour)
-        torch.save(clf.net.state_dict(), out_dir / f"{short}.pt")
+        clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour,
+                    attack=attack)
+        path = out_dir / f"{short}{robust_cfg.tag}.pt"
+        torch.save(clf.net.state_dict(), path)
         accuracies[short] = accuracy(clf, x_test, y_test)
-        log.info("%s: test accuracy %.3f -> %s", short, accuracies[short], out_dir / f"{short}.pt")
+        log.info("%s: test accuracy %.3f -> %s", short, accuracies[short], path)
     return accuracies
 
 
@@ -85,19 +93,21 @@ def test_accuracies(out_dir: Path) -> dict[str, float]:
 
 
 def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, list[str]] = METHODS,
-               architectures: dict[str, str] = ARCHITECTURES) -> dict[str, dict[str, dict]]:
-    """Invert digits 0-9 of every architecture with every method; judged metrics per (architecture, method)."""
+               architectures: dict[str, str] = ARCHITECTURES, robust: str = "none") -> dict[str, dict[str, dict]]:
+    """Invert digits 0-9 of every architecture with every method; judged metrics per (architecture, method).
+    `robust`: which version of each architecture (train_all's), its runs in runs/<short><robust.tag>/."""
     from pii.run.runner import run
 
     out_dir = Path(out_dir)
+    tag = compose([f"robust={robust}"]).robust.tag
     results: dict[str, dict[str, dict]] = {}
     for short, name in architectures.items():
         for method, method_overrides in methods.items():
             cfg = compose([
-                f"model={name}", f"model.weights={out_dir / (short + '.pt')}",
+                f"model={name}", f"robust={robust}", f"model.weights={out_dir / (short + tag + '.pt')}",
                 "verifier=digits_judge", f"verifier.digits_judge.weights={out_dir / (JUDGE + '.pt')}",
                 "class_id=[0,1,2,3,4,5,6,7,8,9]", "device=cpu",
-                f"output_dir={out_dir / 'runs' / short / method}",
+                f"output_dir={out_dir / 'runs' / (short + tag) / method}",
                 *SCHEDULE, *method_overrides, *overrides])
             result = run(cfg)
             judged = result.judge["digits_judge"]
@@ -106,6 +116,7 @@ def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, list
                 "judge_mean_probability": judged.mean_probability,
                 "model_probability": result.mean_probability,
                 "model_start_probability": sum(c.start_probability for c in result.classes) / 10,
+                "spectral_slope": result.spectral_slope,
                 "seconds": result.seconds,
             }
             log.info("%s / %s: judged top-1 %.0f%%", short, method, 100 * judged.top1)
