@@ -25,8 +25,8 @@ from omegaconf import MISSING, DictConfig
 from pii.errors import ConfigError
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
-OPTIMIZERS = ("adam", "nadam")
-ROBUST_NORMS = ("linf", "l2")  # robust.norm; pii.models.robust.PGD  # schedule.optimizer; pii.core.schedule.OPTIMIZERS maps them to torch.optim classes
+OPTIMIZERS = ("adam", "nadam")  # schedule.optimizer; pii.core.schedule.OPTIMIZERS maps them to torch.optim classes
+ROBUST_NORMS = ("linf", "l2")  # robust.norm; pii.models.robust.PGD attacks in either
 
 
 @dataclass
