@@ -7,9 +7,9 @@ with the same settings on both sides.
 
 Parts (--parts, in this order; each reports its wall time):
   train        the natural and the robust (--robust, an option of conf/robust/) digits CNN, ViT and Mixer,
-               and the natural judge, each only where its file in --out is missing (the robust ones are
-               named by their attack's settings: cnn_linf_eps0.1_....pt; conf/model/digits_*.yaml load
-               them with robust=linf)
+               and the natural judge, each only where --out lacks it trained with these settings (its
+               record <file>.json; the robust files are named by their attack's settings,
+               cnn_linf_eps0.1_....pt, which conf/model/digits_*.yaml load with robust=linf)
   accuracy     held-out clean accuracy and robust accuracy (PGD with robust.eval_steps steps at the
                training epsilon) of both versions of each architecture
   pii          digits 0-9 of both versions inverted with the digits claim's methods (pii/run/digits.py),
@@ -69,11 +69,11 @@ def weights(out: Path, short: str, tag: str) -> Path:
 
 
 def train_missing(out: Path, robust: str, tag: str, architectures: dict, epoch_scale: float) -> dict:
-    """Train the natural models (and the natural judge), then the robust ones, whose files are missing;
-    per version the files trained and the seconds it took."""
+    """Train the natural models (and the natural judge), then the robust ones, that --out lacks with
+    these settings (pii.run.digits.is_trained); per version the files trained and the seconds it took."""
     epochs = {k: max(1, round(v * epoch_scale)) for k, v in EPOCHS.items()}
-    missing = {"natural": [s for s in [*architectures, digits.JUDGE] if not weights(out, s, "").is_file()],
-               "robust": [s for s in architectures if not weights(out, s, tag).is_file()]}
+    missing = {"natural": [s for s in [*architectures, digits.JUDGE] if not digits.is_trained(out, s, epochs)],
+               "robust": [s for s in architectures if not digits.is_trained(out, s, epochs, robust=robust)]}
     trained = {}
     for version, option in zip(VERSIONS, ("none", robust)):
         started = time.perf_counter()

@@ -210,6 +210,20 @@ def test_a_tiny_robust_training_step_trains_on_attacked_batches(digits_data):
     assert any(not torch.equal(p, weights[name]) for name, p in natural.net.named_parameters())
 
 
+def test_a_robust_digits_model_is_reused_only_by_runs_that_would_train_the_same_one(tmp_path):
+    from pii.run import digits
+
+    epochs = {"vit": 1}
+    digits.train_all(tmp_path, epochs, which=["vit"], robust="linf")  # the fastest architecture, one epoch
+    tag = compose_config(["robust=linf", "output_dir=/x"]).robust.tag
+    assert [p.name for p in tmp_path.glob("*.pt")] == [f"vit{tag}.pt"]  # the name the model config loads
+    assert digits.is_trained(tmp_path, "vit", epochs, robust="linf")
+    assert not digits.is_trained(tmp_path, "vit", epochs)  # no natural one
+    assert not digits.is_trained(tmp_path, "vit", {"vit": 2}, robust="linf")  # other epochs
+    assert not digits.is_trained(tmp_path, "vit", epochs, seed=1, robust="linf")
+    assert not digits.is_trained(tmp_path, "vit", epochs, robust="l2")
+
+
 def test_a_robust_small_cnn_is_cached_apart_from_the_natural_one(tmp_path):
     from pii.feedforward import classifier as classifier_lib
     from pii.feedforward import data as data_lib

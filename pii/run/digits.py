@@ -9,6 +9,7 @@ the judge scores the inversions.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -68,11 +69,9 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
     out_dir.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_test, y_test) = split(*load_digits())
     accuracies = {}
-    recipes = {short: (name, seed, 2, 0.5) for short, name in ARCHITECTURES.items()}
-    recipes[JUDGE] = ("digits_judge", seed + 1000, 3, 0.5)  # apart: other architecture, seed, shifts
     robust_cfg = compose([f"robust={robust}"]).robust
     attack = PGD.training(robust_cfg)
-    for short, (name, model_seed, shift, colour) in recipes.items():
+    for short, (name, model_seed, shift, colour) in recipes(seed).items():
         if (which and short not in which) or (attack and short == JUDGE):
             continue
         clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour,
@@ -80,8 +79,35 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
         path = out_dir / f"{short}{robust_cfg.tag}.pt"
         torch.save(clf.net.state_dict(), path)
         accuracies[short] = accuracy(clf, x_test, y_test)
+        path.with_suffix(".json").write_text(json.dumps({"settings": shaping_settings(short, epochs, seed, attack),
+                                                         "test_accuracy": accuracies[short]}, indent=2) + "\n")
         log.info("%s: test accuracy %.3f -> %s", short, accuracies[short], path)
     return accuracies
+
+
+def recipes(seed: int = 0) -> dict[str, tuple[str, int, int, float]]:
+    """Per model: (model config, seed, shift in px, colour jitter) of its training."""
+    table = {short: (name, seed, 2, 0.5) for short, name in ARCHITECTURES.items()}
+    table[JUDGE] = ("digits_judge", seed + 1000, 3, 0.5)  # apart: other architecture, seed, shifts
+    return table
+
+
+def shaping_settings(short: str, epochs: dict[str, int], seed: int, attack: PGD | None) -> dict:
+    """Everything that shapes a digits model's weights, recorded beside its file (<file>.json)."""
+    name, model_seed, shift, colour = recipes(seed)[short]
+    return {"model": name, "epochs": epochs[short], "seed": model_seed, "shift": shift, "colour": colour,
+            "robust": vars(attack) if attack else None}
+
+
+def is_trained(out_dir: Path, short: str, epochs: dict[str, int], seed: int = 0, robust: str = "none") -> bool:
+    """Whether <out_dir> holds `short`'s file (robust: the one its tag names) with a record of the same
+    settings: the cache test of a script that trains only what it lacks (robust_claim.py)."""
+    robust_cfg = compose([f"robust={robust}"]).robust
+    record = Path(out_dir) / f"{short}{robust_cfg.tag}.json"
+    if not record.with_suffix(".pt").is_file() or not record.is_file():
+        return False
+    return json.loads(record.read_text()).get("settings") == shaping_settings(short, epochs, seed,
+                                                                              PGD.training(robust_cfg))
 
 
 def test_accuracies(out_dir: Path) -> dict[str, float]:
