@@ -25,6 +25,7 @@ from pii import models
 from pii.errors import ConfigError
 from pii.feedforward.data import Data, load_all
 from pii.files import write_atomic, write_json
+from pii.models.robust import PGD, robust_accuracy
 from pii.models.training import accuracy, fit
 from pii.run.compose import TRAIN_INVERT_CONF_DIR
 from pii.run.config import target
@@ -67,7 +68,7 @@ def wrap(net: nn.Module, num_classes: int, resolution: int) -> models.Classifier
                              num_classes=num_classes)
 
 
-RUN_ARGUMENTS = ("data", "resolution", "device", "model_cfg", "data_cfg", "is_main", "barrier")
+RUN_ARGUMENTS = ("data", "resolution", "device", "model_cfg", "data_cfg", "robust_cfg", "is_main", "barrier")
 
 
 def builder(cfg: DictConfig) -> Callable[..., models.Classifier]:
@@ -78,16 +79,17 @@ def builder(cfg: DictConfig) -> Callable[..., models.Classifier]:
 
 def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution: int,
           device: torch.device, is_main: bool = True, barrier=lambda: None,
-          data_cfg: DictConfig | None = None) -> models.Classifier:
+          data_cfg: DictConfig | None = None, robust_cfg: DictConfig | None = None) -> models.Classifier:
     """The classifier of the `classifier` group; ConfigError if its class count differs from the data's.
-    `data_cfg` (the `data` group) names the small CNN's file (`checkpoint_path`); `is_main` and `barrier`:
-    under DDP only the main process trains it, the others wait and load it."""
+    `data_cfg` (the `data` group) and `robust_cfg` (the `robust` group: adversarial training) are part
+    of the small CNN's file name (`checkpoint_path`), so one trained on other data or otherwise is never
+    reused; `is_main` and `barrier`: under DDP only the main process trains it, the others wait and load it."""
     return builder(cfg)(data=data, resolution=resolution, device=device, model_cfg=model_cfg, data_cfg=data_cfg,
-                        is_main=is_main, barrier=barrier)
+                        robust_cfg=robust_cfg, is_main=is_main, barrier=barrier)
 
 
 def model_group(*, data: Data, resolution: int, device: torch.device, model_cfg: DictConfig | None,
-                data_cfg=None, is_main=True, barrier=None, **small_cnn_keys) -> models.Classifier:
+                data_cfg=None, robust_cfg=None, is_main=True, barrier=None, **small_cnn_keys) -> models.Classifier:
     """classifier=model: the model of the `model` group, built by `pii.models.build` at its own input size.
     The schema gives every classifier option the small CNN's keys; they are unused here."""
     if model_cfg is None:
@@ -97,6 +99,7 @@ def model_group(*, data: Data, resolution: int, device: torch.device, model_cfg:
 
 
 def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: DictConfig | None = None,
+              robust_cfg: DictConfig | None = None,
               is_main: bool = True, barrier=lambda: None, model_cfg=None, num_classes: int | None, width: int,
               epochs: int, batch_size: int, lr: float, seed: int, checkpoint: str | None,
               cache_dir: str) -> models.Classifier:
@@ -107,7 +110,7 @@ def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: Di
                     checkpoint=checkpoint, cache_dir=cache_dir)
     num_classes = int(num_classes) if num_classes is not None else data.num_classes
     check_classes(num_classes, data)
-    path = checkpoint_path(settings, data_cfg, resolution)
+    path = checkpoint_path(settings, data_cfg, resolution, robust_cfg)
     check_named_checkpoint(settings)
     record = path.with_suffix(".json")  # how it was trained and how well it did
     net = SmallCNN(num_classes, int(width))
@@ -115,14 +118,19 @@ def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: Di
         classifier = wrap(net, num_classes, resolution)
         with torch.random.fork_rng(devices=[]):  # loading draws too (DataLoader's seed): all inside
             torch.manual_seed(int(seed))
-            fit(classifier, *load_all(data.train), int(epochs), lr=float(lr), batch_size=int(batch_size))
+            attack = PGD.training(robust_cfg)
+            fit(classifier, *load_all(data.train), int(epochs), lr=float(lr), batch_size=int(batch_size),
+                attack=attack)
             held_out = accuracy(classifier, *load_all(data.test))
         log.info("trained the small CNN classifier: %d epochs, held-out accuracy %.3f", int(epochs), held_out)
+        if attack is not None:
+            log.info("held-out accuracy under PGD-%s at epsilon %g: %.3f", attack.norm, attack.epsilon,
+                     robust_accuracy(classifier, *load_all(data.test), PGD.evaluation(robust_cfg)))
         path.parent.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save
 
         write_atomic(path, lambda f: f.write(save({k: v.contiguous() for k, v in net.state_dict().items()})))
-        write_json(record, {"settings": shaping_settings(settings, data_cfg, resolution), "held_out_accuracy": held_out})
+        write_json(record, {"settings": shaping_settings(settings, data_cfg, resolution, robust_cfg), "held_out_accuracy": held_out})
         log.info("saved the classifier to %s", path)
     barrier()  # other processes wait for the main one to train and save it
     models.load_weights(net, path, key="classifier.checkpoint")
@@ -138,22 +146,29 @@ def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: Di
 TRAINED_BY = "pii.models.training.fit"
 
 
-def shaping_settings(cfg: Mapping, data_cfg: DictConfig | None, resolution: int) -> dict:
-    """Everything that shapes the small CNN's weights: the data, the resolution, its training settings."""
+def shaping_settings(cfg: Mapping, data_cfg: DictConfig | None, resolution: int,
+                     robust_cfg: DictConfig | None = None) -> dict:
+    """Everything that shapes the small CNN's weights: the data, the resolution, its training settings,
+    the adversarial training's attack (absent for natural training)."""
     data = OmegaConf.to_container(data_cfg, resolve=True) if data_cfg is not None else None
     if isinstance(data, dict):
         data.pop("download", None)  # where the data came from, not what it is
         data.pop("_target_", None)  # how it is built (name says which): files named before it keep their names
-    return {"data": data, "resolution": resolution, "trained_by": TRAINED_BY,
-            **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
+    settings = {"data": data, "resolution": resolution, "trained_by": TRAINED_BY,
+                **{k: cfg.get(k) for k in ("num_classes", "width", "epochs", "batch_size", "lr", "seed")}}
+    attack = PGD.training(robust_cfg)
+    if attack is not None:
+        settings["robust"] = vars(attack)
+    return settings
 
 
-def checkpoint_path(cfg: Mapping, data_cfg: DictConfig | None, resolution: int) -> Path:
+def checkpoint_path(cfg: Mapping, data_cfg: DictConfig | None, resolution: int,
+                    robust_cfg: DictConfig | None = None) -> Path:
     """`classifier.checkpoint` when set; else a file in `classifier.cache_dir` named by a hash of
     `shaping_settings`, so a classifier is reused only by runs that would train the same one."""
     if cfg.get("checkpoint"):
         return Path(str(cfg["checkpoint"])).expanduser()
-    settings = shaping_settings(cfg, data_cfg, resolution)
+    settings = shaping_settings(cfg, data_cfg, resolution, robust_cfg)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     name = (settings["data"] or {}).get("name", "data")
     return Path(str(cfg["cache_dir"])).expanduser() / f"{name}_{resolution}px_small_cnn_{digest}.safetensors"

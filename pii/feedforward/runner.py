@@ -158,7 +158,8 @@ def _run(cfg: DictConfig, dinfo: Dist) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = data_lib.build(cfg.data, res)
     classifier = classifier_lib.build(cfg.classifier, cfg.get("model"), data, res, dinfo.device,
-                                      is_main=dinfo.is_main, barrier=dinfo.barrier, data_cfg=cfg.data)
+                                      is_main=dinfo.is_main, barrier=dinfo.barrier, data_cfg=cfg.data,
+                                      robust_cfg=cfg.get("robust"))
     g_loss = losses.build(cfg.loss, classifier)
     x_test, y_test = data_lib.load_all(data.test, workers=int(cfg.schedule.workers))
     # Training-set logit statistics: G standardises its input with them; the edits scale by them.

@@ -3,7 +3,8 @@
 Weight sources (`model.weights`):
   pretrained          timm's own pretrained weights (needs the network, or a warm cache)
   package:<module>    a checkpoint shipped inside an installed Python package (offline)
-  <path>              a local .pth/.pt/.safetensors file, loaded without running code
+  <path>              a local .pth/.pt/.safetensors file, loaded without running code: a state dict, a
+                      training checkpoint or the robustness library's (pii.models.weights)
   random / null       random initialisation (tests, or training from scratch)
 """
 
@@ -94,7 +95,10 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
             f"could not fetch pretrained weights for {name!r} (offline? {type(err).__name__}); "
             f"download them on a machine with network and pass {key}.weights=/path/to/weights.pth") from None
     if path is not None:
-        load_weights(net, path, remap=bool(cfg.get("remap", False)), key=f"{key}.weights")
+        normalisation = load_weights(net, path, remap=bool(cfg.get("remap", False)), key=f"{key}.weights")
+        if normalisation:  # a layer of the saved model (robustness library): it wins over the config's
+            log.info("%s: mean %s, std %s from the checkpoint", name, normalisation["mean"], normalisation["std"])
+            spec.update(normalisation)
     classifier = Classifier(net, name=name, num_classes=int(cfg.num_classes), precision=precision,
                             channels_last=channels_last, **spec)
     if path is not None and (layer := nonfinite_layer(classifier)) is not None:

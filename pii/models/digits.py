@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pii import models
+from pii.models.robust import PGD
 from pii.models.training import fit, split
 
 SIZE = 32
@@ -35,8 +36,9 @@ def digits_split():
 
 def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
           shift: int = 2, colour: float = 0.0, polarity: float = 0.0, lr: float = 2e-3,
-          batch_size: int = 64) -> models.Classifier:
-    """The classifier of `model_cfg` built with seed `seed` and trained from scratch (pii.models.training.fit)."""
+          batch_size: int = 64, attack: PGD | None = None) -> models.Classifier:
+    """The classifier of `model_cfg` built with seed `seed` and trained from scratch (pii.models.training.fit);
+    `attack`: adversarially, each augmented batch replaced by its PGD attack (pii.models.robust)."""
     torch.manual_seed(seed)
     return fit(models.build(model_cfg), x, y, epochs, shift=shift, colour=colour, polarity=polarity, lr=lr,
-               batch_size=batch_size)
+               batch_size=batch_size, attack=attack)

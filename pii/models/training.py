@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +48,13 @@ def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 
 
 
 def fit(clf: Classifier, x: torch.Tensor, y: torch.Tensor, epochs: int, *, shift: int = 2, colour: float = 0.0,
-        polarity: float = 0.0, lr: float = 2e-3, batch_size: int = 64, weight_decay: float = 0.05) -> Classifier:
+        polarity: float = 0.0, lr: float = 2e-3, batch_size: int = 64, weight_decay: float = 0.05,
+        attack: Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Classifier:
     """Train the network inside `clf` on pixels `x` in [0, 1] and labels `y`: AdamW with one-cycle
     decay, every image once per epoch in shuffled batches, each batch augmented (`augment_batch`).
     Draws from torch's global random state: seed it before building the model (or fork it, as
-    the small CNN does, to leave the caller's draws alone). The network ends frozen again."""
+    the small CNN does, to leave the caller's draws alone). The network ends frozen again. `attack`:
+    adversarial training, each augmented batch replaced by its attack (pii.models.robust.PGD)."""
     net = clf.net.train().requires_grad_(True)  # Classifier keeps itself frozen; train the network inside
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
@@ -62,7 +65,10 @@ def fit(clf: Classifier, x: torch.Tensor, y: torch.Tensor, epochs: int, *, shift
         total = 0.0
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            loss = F.cross_entropy(clf(augment_batch(x[idx], shift, colour, polarity)), y[idx])
+            xb = augment_batch(x[idx], shift, colour, polarity)
+            if attack is not None:
+                xb = attack(clf, xb, y[idx])
+            loss = F.cross_entropy(clf(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,10 +1,21 @@
 """Where a classifier's weights come from on disk, read safely: torch's weights_only loader or
-safetensors, never pickled code; checked to be a state dict of finite tensors that fits the model."""
+safetensors, never pickled code; checked to be a state dict of finite tensors that fits the model.
+
+Checkpoint layouts read (timm's `load_state_dict` picks the weights out of a training checkpoint and
+drops DataParallel's `module.` prefix):
+  a plain state dict, or a safetensors file
+  a training checkpoint: the weights under `state_dict` or `model` (beside optimizer, epoch, ...),
+      e.g. a DataParallel model saved by the ImageNet example's training script
+  the robustness library's (Madry lab) AttackerModel: the classifier under `model.*`, the same
+      tensors again under `attacker.model.*`, its input normalisation in `normalizer.new_mean` /
+      `normalizer.new_std`, which the loaded model then uses
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,12 +83,13 @@ def check_weights(source, key: str = "model.weights") -> None:
         _CHECKED.add((path, stat.st_mtime_ns, stat.st_size, key))
 
 
-def load_weights(net: nn.Module, path: Path, remap: bool = False, key: str = "model.weights") -> None:
+def load_weights(net: nn.Module, path: Path, remap: bool = False, key: str = "model.weights") -> dict | None:
     """Load a state dict safely (torch weights_only or safetensors); refuse anything else.
-    `key`: the config key that named the file, for the error message."""
+    `key`: the config key that named the file, for the error message. Returns the input normalisation
+    the checkpoint stores ({"mean": [...], "std": [...]}), or None where it stores none."""
     from timm.models import remap_state_dict
 
-    state_dict = read_state_dict(path, key)
+    state_dict, normalisation = unwrap_attacker_model(read_state_dict(path, key))
     try:
         if remap:
             state_dict = remap_state_dict(state_dict, net)
@@ -88,6 +100,7 @@ def load_weights(net: nn.Module, path: Path, remap: bool = False, key: str = "mo
         misfit = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     if misfit:
         raise ConfigError(f"{key} {str(path)!r} does not fit model {type(net).__name__}: {misfit}")
+    return normalisation
 
 
 def mismatch(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -104,6 +117,20 @@ def mismatch(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
     return "; ".join(part for part in parts if part)
 
 
+NORMALIZER = "normalizer."  # the robustness library's InputNormalize: buffers new_mean, new_std of shape [3, 1, 1]
+
+
+def unwrap_attacker_model(state_dict: dict) -> tuple[dict, dict | None]:
+    """The classifier's own tensors of a robustness-library AttackerModel state dict, and its
+    normalisation; any other state dict unchanged, and None."""
+    if f"{NORMALIZER}new_mean" not in state_dict or not any(k.startswith("model.") for k in state_dict):
+        return state_dict, None
+    weights = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+    normalisation = {name: [float(v) for v in state_dict[f"{NORMALIZER}new_{name}"].flatten()]
+                     for name in ("mean", "std")}
+    return weights, normalisation
+
+
 def load_tensors(path: Path, key: str, map_location="cpu") -> dict:
     """A checkpoint of plain tensors (torch.load with weights_only=True, never code); a ConfigError
     naming `key` and the file when it is damaged or would run code when loaded."""
@@ -116,11 +143,23 @@ def load_tensors(path: Path, key: str, map_location="cpu") -> dict:
 
 
 def unloadable(path: Path, key: str, err: Exception) -> ConfigError:
-    """Why a checkpoint could not be read, for the user: it could run code, or it is damaged."""
+    """Why a checkpoint could not be read, for the user: it could run code (then what it holds
+    besides tensors), or it is damaged."""
     with open(path, "rb") as f:
         raw_pickle = f.read(1) == b"\x80"  # pickle's PROTO opcode: a pickled object, not torch's zip format
     if raw_pickle or "global" in str(err).lower():
-        return ConfigError(f"refusing to load {key} {str(path)!r}: it is a pickle of objects, not plain tensors, "
-                           f"and loading it could run code; save plain weights with torch.save(state_dict, path)")
+        objects = pickled_objects(path, err)
+        holds = f"besides tensors it holds {', '.join(objects)}" if objects else "it is a pickle of objects"
+        return ConfigError(f"refusing to load {key} {str(path)!r}: {holds}, not plain tensors, and loading it "
+                           f"could run code; save its weights alone with torch.save(state_dict, path)")
     return ConfigError(f"{key} {str(path)!r} is damaged or not a checkpoint ({type(err).__name__}: "
                        f"{(str(err).strip().splitlines() or [''])[0][:80]})")
+
+
+def pickled_objects(path: Path, err: Exception) -> list[str]:
+    """The classes and functions a checkpoint would import when loaded, read without loading it:
+    all of them for torch's zip format, else the first one torch's weights_only reader refused."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not torch's zip format (a legacy torch file or a bare pickle)
+        return re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))[:1]

@@ -32,6 +32,7 @@ from pii import CONF_DIR
 from pii.errors import ConfigError, few
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
+ROBUST_NORMS = ("linf", "l2")  # robust.norm; pii.models.robust.PGD attacks in either
 
 
 @dataclass
@@ -129,6 +130,17 @@ class LoggerConfig:
 
 
 @dataclass
+class RobustConfig:
+    """conf/robust/: none (natural) | linf | l2, PGD adversarial training of the classifiers trained here."""
+    norm: Optional[str] = MISSING
+    epsilon: float = MISSING
+    steps: int = MISSING
+    step_size: float = MISSING
+    eval_steps: int = MISSING
+    tag: str = MISSING
+
+
+@dataclass
 class InvertConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -137,6 +149,7 @@ class InvertConfig:
     optimizer: Any = MISSING  # each option's own schema (AdamParams, ...): its file's defaults name it
     loss: LossConfig = field(default_factory=LossConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     verifier: Dict[str, ModelConfig] = MISSING
     class_id: Any = MISSING
     classes_per_job: Optional[int] = MISSING
@@ -231,6 +244,7 @@ class TrainInvertConfig:
     loss: GanLossConfig = field(default_factory=GanLossConfig)
     schedule: TrainScheduleConfig = field(default_factory=TrainScheduleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     model: Optional[ModelConfig] = MISSING
     mode: str = MISSING
     conditions: List[str] = MISSING
@@ -343,6 +357,25 @@ def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
             problems.append(f"{key}.{name} must be 3 numbers (R, G, B), {rule}, got {list(values)}")
 
 
+def _robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
+    """The `robust` group; `model_key`: the model whose weights it picks (None: one trained in the run)."""
+    robust = cfg.get("robust")
+    if robust is None or robust.norm is None:
+        return
+    if robust.norm not in ROBUST_NORMS:
+        problems.append(f"robust.norm must be one of {', '.join(ROBUST_NORMS)} (or robust=none), got {robust.norm!r}")
+    for key in ("epsilon", "step_size"):
+        problems.at_least(cfg, f"robust.{key}", 0, strict=True)
+    for key in ("steps", "eval_steps"):
+        problems.at_least(cfg, f"robust.{key}", 1)
+    if model_key and robust.tag not in str(cfg_get(cfg, f"{model_key}.weights")):
+        # only the models trained here have a robust version to pick; it would be a silent no-op
+        problems.append(f"robust={robust.norm} picks the robust weights of a digits model (model=digits_cnn, "
+                        f"digits_vit, digits_mixer; their files end in {robust.tag}.pt), but {model_key}.weights is "
+                        f"{cfg_get(cfg, f'{model_key}.weights')}; for an ImageNet model use model=resnet50_robust "
+                        f"model.weights=<file>, and leave robust=none")
+
+
 def check_invert(cfg: DictConfig) -> None:
     """Ranges and choices of an invert.py config (types are the schema's); ConfigError naming every bad key."""
     from pii.models.classes import job_classes
@@ -381,6 +414,7 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append(f"precision must be fp32 or bf16, got {cfg.precision!r}")
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
+    _robust(problems, cfg, "model")
     problems.raise_any()
     # after the model's num_classes is known to be sane
     job_classes(cfg.class_id, cfg.model.num_classes, cfg.get("classes_per_job"), cfg.get("class_chunk"))
@@ -439,6 +473,7 @@ def check_train_invert(cfg: DictConfig) -> None:
         problems.append(f"conditions lists one twice: {list(cfg.conditions)}")
     if cfg.get("model") is not None:
         _model(problems, cfg, "model")
+    _robust(problems, cfg, "model" if cfg.classifier.kind == "model" else None)
     problems.raise_any()
 
 

@@ -9,13 +9,16 @@ the judge scores the inversions.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pii import models
+from pii.files import write_json
 from pii.models.digits import digits_split, train
+from pii.models.robust import PGD
 from pii.models.training import accuracy
 from pii.run.compose import compose
 from pii.run.config import options
@@ -36,9 +39,12 @@ def model_config(model: str, weights: str = "random") -> DictConfig:
     return compose([f"model={model}", f"model.weights={weights}"]).model
 
 
-def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None) -> dict[str, float]:
+def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None,
+              robust: str = "none") -> dict[str, float]:
     """Train the three architectures and the judge (or those in `which`); save state_dicts as
-    <out_dir>/<short>.pt; return their test accuracies.
+    <out_dir>/<short>.pt; return their test accuracies. `robust`: an option of conf/robust/; other
+    than none, the architectures are trained adversarially, with the same settings otherwise, and
+    saved as <out_dir>/<short><robust.tag>.pt (the judge is natural only).
 
     All are trained with random shifts and a random per-channel gain and offset:
     models trained on clean grey digits only are not robust to colour or shift,
@@ -47,16 +53,45 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
     out_dir.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_test, y_test) = digits_split()
     accuracies = {}
-    recipes = {short: (name, seed, 2, 0.5) for short, name in ARCHITECTURES.items()}
-    recipes[JUDGE] = ("digits_judge", seed + 1000, 3, 0.5)  # apart: other architecture, seed, shifts
-    for short, (name, model_seed, shift, colour) in recipes.items():
-        if which and short not in which:
+    robust_cfg = compose([f"robust={robust}"]).robust
+    attack = PGD.training(robust_cfg)
+    for short, (name, model_seed, shift, colour) in recipes(seed).items():
+        if (which and short not in which) or (attack and short == JUDGE):
             continue
-        clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour)
-        save_checkpoint(out_dir / f"{short}.pt", clf.net.state_dict())
+        clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour,
+                    attack=attack)
+        path = out_dir / f"{short}{robust_cfg.tag}.pt"
+        save_checkpoint(path, clf.net.state_dict())
         accuracies[short] = accuracy(clf, x_test, y_test)
-        log.info("%s: test accuracy %.3f -> %s", short, accuracies[short], out_dir / f"{short}.pt")
+        write_json(path.with_suffix(".json"), {"settings": shaping_settings(short, epochs, seed, attack),
+                                               "test_accuracy": accuracies[short]})
+        log.info("%s: test accuracy %.3f -> %s", short, accuracies[short], path)
     return accuracies
+
+
+def recipes(seed: int = 0) -> dict[str, tuple[str, int, int, float]]:
+    """Per model: (model config, seed, shift in px, colour jitter) of its training."""
+    table = {short: (name, seed, 2, 0.5) for short, name in ARCHITECTURES.items()}
+    table[JUDGE] = ("digits_judge", seed + 1000, 3, 0.5)  # apart: other architecture, seed, shifts
+    return table
+
+
+def shaping_settings(short: str, epochs: dict[str, int], seed: int, attack: PGD | None) -> dict:
+    """Everything that shapes a digits model's weights, recorded beside its file (<file>.json)."""
+    name, model_seed, shift, colour = recipes(seed)[short]
+    return {"model": name, "epochs": epochs[short], "seed": model_seed, "shift": shift, "colour": colour,
+            "robust": vars(attack) if attack else None}
+
+
+def is_trained(out_dir: Path, short: str, epochs: dict[str, int], seed: int = 0, robust: str = "none") -> bool:
+    """Whether <out_dir> holds `short`'s file (robust: the one its tag names) with a record of the same
+    settings: the cache test of a script that trains only what it lacks (robust_claim.py)."""
+    robust_cfg = compose([f"robust={robust}"]).robust
+    record = Path(out_dir) / f"{short}{robust_cfg.tag}.json"
+    if not record.with_suffix(".pt").is_file() or not record.is_file():
+        return False
+    return json.loads(record.read_text()).get("settings") == shaping_settings(short, epochs, seed,
+                                                                              PGD.training(robust_cfg))
 
 
 def test_accuracies(out_dir: Path) -> dict[str, float]:
@@ -68,20 +103,23 @@ def test_accuracies(out_dir: Path) -> dict[str, float]:
 
 
 def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, str] = METHODS,
-               architectures: dict[str, str] = ARCHITECTURES) -> dict[str, dict[str, dict]]:
+               architectures: dict[str, str] = ARCHITECTURES, robust: str = "none") -> dict[str, dict[str, dict]]:
     """Invert digits 0-9 of every architecture with every method (name -> its experiment preset);
-    judged metrics per (architecture, method)."""
+    judged metrics per (architecture, method). `robust`: which version of each architecture
+    (train_all's), its runs in runs/<short><robust.tag>/."""
     from pii.run.runner import run
 
     out_dir = Path(out_dir)
+    tag = compose([f"robust={robust}"]).robust.tag
     results: dict[str, dict[str, dict]] = {}
     for short, name in architectures.items():
         for method, preset in methods.items():
             cfg = compose([
-                f"experiment={preset}", f"model={name}", f"model.weights={out_dir / (short + '.pt')}",
+                f"experiment={preset}", f"model={name}", f"robust={robust}",
+                f"model.weights={out_dir / (short + tag + '.pt')}",
                 "verifier=digits_judge", f"verifier.digits_judge.weights={out_dir / (JUDGE + '.pt')}",
                 "class_id=[0,1,2,3,4,5,6,7,8,9]", "device=cpu",
-                f"output_dir={out_dir / 'runs' / short / method}", *overrides])
+                f"output_dir={out_dir / 'runs' / (short + tag) / method}", *overrides])
             result = run(cfg)
             judged = result.judge["digits_judge"]
             results.setdefault(short, {})[method] = {
@@ -89,6 +127,7 @@ def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, str]
                 "judge_mean_probability": judged.mean_probability,
                 "model_probability": result.mean_probability,
                 "model_start_probability": sum(c.start_probability for c in result.classes) / 10,
+                "spectral_slope": result.spectral_slope,
                 "seconds": result.seconds,
             }
             log.info("%s / %s: judged top-1 %.0f%%", short, method, 100 * judged.top1)
