@@ -22,6 +22,7 @@ the faster of default and compiled.
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> None:
         batched.append(speed.measure_path(OmegaConf.merge(cfg, {"compile": True}), class_ids, device, naive=False))
         batched[-1].name = "compiled"
     peaks = {"fp32": speed.peak_matmul_flops(device, torch.float32, args.peak_size)}
-    if cfg.precision == "bf16":
+    if any(r.precision == "bf16" for r in batched):
         peaks["bf16"] = speed.peak_matmul_flops(device, torch.bfloat16, args.peak_size)
     naive = speed.measure_path(cfg, class_ids[:args.naive_classes], device, naive=True)
     best = min(batched, key=lambda r: r.seconds_per_class)
@@ -80,6 +81,7 @@ def main(argv: list[str]) -> None:
     for name, flops in peaks.items():
         print(f"peak matmul {name}: {flops / 1e9:.1f} GFLOP/s")
     print(f"peak memory: {default.peak_memory_kind}")
+    print(speed.format_settings(default.settings))
     print(speed.format_report([*batched, naive], peaks))
     print(f"default: {default.seconds:.1f} s for {default.classes} classes in one run; "
           f"naive: {naive.seconds:.1f} s for {naive.classes} classes, one run each")
@@ -89,7 +91,8 @@ def main(argv: list[str]) -> None:
             "class_ids": class_ids, "peak_flops": peaks, "speedup_vs_naive": ratio, "fastest": best.name,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__,
-            "paths": [{**vars(r), "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
+            "paths": [{**vars(r), "settings": r.settings and asdict(r.settings),
+                       "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
                        "images_per_second": r.images_per_second, "flops_per_second": r.flops_per_second}
                       for r in (*batched, naive)]}, indent=2) + "\n")
     print(f"speedup_vs_naive={ratio:.2f}")

@@ -113,8 +113,8 @@ class InvertConfig:
     class_id: Any = 980
     seed: int = 0
     device: str = "auto"
-    precision: str = "bf16"
-    channels_last: bool = True
+    precision: str = MISSING  # fp32 | bf16 | auto
+    channels_last: Any = MISSING  # true, false, or auto (pii.models.calibration)
     fold_batchnorm: bool = True
     cudnn_benchmark: bool = False
     compile: Any = "auto"  # true, false, or auto (pii.models.device.wants_compile)
@@ -296,8 +296,10 @@ def check_invert(cfg: DictConfig) -> None:
     problems.at_least(cfg, "logger.init_timeout", 0, strict=True)
     _betas(problems, "schedule.betas", cfg.schedule.betas)
     _device(problems, cfg.device)
-    if cfg.precision not in ("fp32", "bf16"):
-        problems.append(f"precision must be fp32 or bf16, got {cfg.precision!r}")
+    if cfg.precision not in ("fp32", "bf16", "auto"):
+        problems.append(f"precision must be fp32, bf16 or auto, got {cfg.precision!r}")
+    if cfg.channels_last not in (True, False, "auto"):
+        problems.append(f"channels_last must be true, false or auto, got {cfg.channels_last!r}")
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
     problems.raise_any()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def run(cfg: DictConfig) -> RunResult:
     stages = models.plan_stages(cfg)
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
-    classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))
+    views = len(class_ids) * int(cfg.augmentation.ensemble_size)
+    settings = models.settings_for_run(cfg, device, stages, views)
+    log.info(settings.line())
+    classifier, compiled = models.build_for_run(cfg, device, stages, views, settings)
     loss_fn = losses.build(cfg.loss, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,10 +88,11 @@ def run(cfg: DictConfig) -> RunResult:
         observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
         image = invert(classifier, class_ids, augment, stages, loss_fn, cfg.schedule, observers, None, first_stage,
-                       log_every=int(cfg.log_every), chunk=partial(views_per_chunk, cfg.augmentation.get("chunk"), classifier),
+                       log_every=int(cfg.log_every), chunk=partial(views_per_chunk, settings.chunk, classifier),
                        param=param)
         seconds = time.perf_counter() - started
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
+        result.device_settings = asdict(settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
         save_results(out_dir, image, result)
