@@ -6,9 +6,11 @@
     python scripts/benchmark.py --compare-compile experiment=paper schedule.stages=1 schedule.steps=30  # GPU
 
 Takes the same overrides as invert.py. Inverts the classes along the default
-path (frozen weights, classes batched, the config's precision / channels_last /
-compile) and along a naive path like the paper's code (weights not frozen, one
-class per run, fp32, no channels_last; run for the first --naive-classes
+path (frozen weights, classes batched, precision / channels_last / views per
+chunk as invert.py settles them: `auto` ones calibrated on this CPU, or read from
+its cache (pii.models.calibration), printed with each candidate's time; compile)
+and along a naive path like the paper's code (weights not frozen, one class per
+run, fp32, no channels_last, all views at once; run for the first --naive-classes
 classes, each run alone, so its seconds per class is the mean of those runs).
 Reports seconds per class, steps/s, images/s (augmented views), peak memory,
 achieved FLOP/s (torch's FlopCounterMode, one step per stage size) against the

@@ -1,8 +1,8 @@
 """How fast an inversion runs, against the machine's own peak (scripts/benchmark.py).
 
 Two paths invert the same classes with the same stages, steps and ensemble:
-  default  this project: frozen weights, all classes in one batch, the config's
-           precision / channels_last / compile
+  default  this project: frozen weights, all classes in one batch, precision /
+           channels_last / views per chunk as a run settles them (pii.models.calibration), compile
   naive    what the paper's code does: weights NOT frozen (their gradients are
            computed at every step), one class per run, fp32, no channels_last,
            the loss read back every step and, on CUDA, the cache emptied every step

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,10 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 ROUNDS = 3  # timed calls of each candidate, in turn, after one untimed call each (oneDNN builds its kernels)
+# Before that, each precision and memory format runs one view: one that takes DROP times the fastest's is
+# not timed further. Without AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX2) a bf16 view took 20-80x fp32's, and
+# timing it in full would cost minutes.
+DROP = 3.0
 FORMAT_CHUNK = 16  # views per call while precision and memory format are compared
 CHUNKS = (8, 16, 32, 64)  # views per chunk timed; a run with more views splits them only if a smaller chunk won
 CACHE_FILE = "calibration.json"
@@ -98,21 +102,29 @@ def calibrate(precisions: list[str], layouts: list[bool], chunks: list[int], for
               rounds: int = ROUNDS) -> tuple[Candidate, dict[str, float]]:
     """The fastest candidate, and the medians it was chosen from (`known` plus those it timed).
 
-    Precision x memory format are compared at `format_chunk` views, then `chunks` with the fastest
-    of them. `seconds_per_view(candidate)` times one forward and backward (pii.models.calibration.StepTimer
-    on a real model; a table of figures in tests); medians already `known` (the cache) are not timed again,
-    and a choice with one option is not timed at all."""
+    Precision x memory format are compared at `format_chunk` views, after a one-view probe of each
+    (a candidate DROP times slower than the fastest probe goes no further), then `chunks` with the
+    fastest of them. `seconds_per_view(candidate)` times one forward and backward
+    (pii.models.calibration.StepTimer on a real model; a table of figures in tests); figures already
+    `known` (the cache) are not timed again, and a choice with one option is not timed at all."""
     known = dict(known or {})
 
-    def fastest(candidates: list[Candidate]) -> Candidate:
-        if len(candidates) > 1:
+    def fastest(candidates: list[Candidate], probe: bool) -> Candidate:
+        if len(candidates) > 1 and any(c.label not in known for c in candidates):
+            if probe:
+                one_view = {c: replace(c, chunk=1) for c in candidates}
+                for c in candidates:
+                    if one_view[c].label not in known:
+                        known[one_view[c].label] = seconds_per_view(one_view[c])
+                floor = min(known[one_view[c].label] for c in candidates)
+                candidates = [c for c in candidates if known[one_view[c].label] <= DROP * floor]
             missing = [c for c in candidates if c.label not in known]
-            if missing:
+            if len(candidates) > 1 and missing:
                 known.update(medians(missing, seconds_per_view, rounds))
-        return min(candidates, key=lambda c: known.get(c.label, 0.0))
+        return min(candidates, key=lambda c: known.get(c.label, math.inf))
 
-    best = fastest([Candidate(p, cl, format_chunk) for p in precisions for cl in layouts])
-    best = fastest([Candidate(best.precision, best.channels_last, c) for c in chunks])
+    best = fastest([Candidate(p, cl, format_chunk) for p in precisions for cl in layouts], probe=True)
+    best = fastest([Candidate(best.precision, best.channels_last, c) for c in chunks], probe=False)
     return best, known
 
 
