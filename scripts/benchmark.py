@@ -6,9 +6,11 @@
     python scripts/benchmark.py --compare-compile experiment=paper schedule.stages=1 schedule.steps=30  # GPU
 
 Takes the same overrides as invert.py. Inverts the classes along the default
-path (frozen weights, classes batched, the config's precision / channels_last /
-compile) and along a naive path like the paper's code (weights not frozen, one
-class per run, fp32, no channels_last; run for the first --naive-classes
+path (frozen weights, classes batched, precision / channels_last / views per
+chunk as invert.py settles them: `auto` ones calibrated on this CPU, or read from
+its cache (pii.models.calibration), printed with each candidate's time; compile)
+and along a naive path like the paper's code (weights not frozen, one class per
+run, fp32, no channels_last, all views at once; run for the first --naive-classes
 classes, each run alone, so its seconds per class is the mean of those runs).
 Reports seconds per class, steps/s, images/s (augmented views), peak memory,
 achieved FLOP/s (torch's FlopCounterMode, one step per stage size) against the
@@ -21,6 +23,7 @@ manifest.json beside it (command, commit, date, hardware).
 """
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -66,7 +69,7 @@ def main(argv: list[str]) -> None:
         batched.append(speed.measure_path(OmegaConf.merge(cfg, {"compile": True}), class_ids, device, naive=False))
         batched[-1].name = "compiled"
     peaks = {"fp32": speed.peak_matmul_flops(device, torch.float32, args.peak_size)}
-    if cfg.precision == "bf16":
+    if any(r.precision == "bf16" for r in batched):
         peaks["bf16"] = speed.peak_matmul_flops(device, torch.bfloat16, args.peak_size)
     naive = speed.measure_path(cfg, class_ids[:args.naive_classes], device, naive=True)
     best = min(batched, key=lambda r: r.seconds_per_class)
@@ -78,6 +81,7 @@ def main(argv: list[str]) -> None:
     for name, flops in peaks.items():
         print(f"peak matmul {name}: {flops / 1e9:.1f} GFLOP/s")
     print(f"peak memory: {default.peak_memory_kind}")
+    print(speed.format_settings(default.settings))
     print(speed.format_report([*batched, naive], peaks))
     print(f"default: {default.seconds:.1f} s for {default.classes} classes in one run; "
           f"naive: {naive.seconds:.1f} s for {naive.classes} classes, one run each")
@@ -87,7 +91,8 @@ def main(argv: list[str]) -> None:
             "class_ids": class_ids, "peak_flops": peaks, "speedup_vs_naive": ratio, "fastest": best.name,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__,
-            "paths": [{**vars(r), "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
+            "paths": [{**vars(r), "settings": r.settings and asdict(r.settings),
+                       "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
                        "images_per_second": r.images_per_second, "flops_per_second": r.flops_per_second}
                       for r in (*batched, naive)]})
         provenance.record([Path(args.json)], device)

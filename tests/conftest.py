@@ -11,6 +11,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import tempfile  # noqa: E402
 
 os.environ.setdefault("PII_CLASSIFIER_CACHE", tempfile.mkdtemp(prefix="pii-test-classifiers-"))
+# precision=auto's timings (pii.models.calibration): the tests' runs never read or write the user's
+os.environ["PII_CACHE"] = tempfile.mkdtemp(prefix="pii-test-cache-")
 
 import subprocess
 import sys

@@ -124,6 +124,10 @@ class RunResult:
     first_stage: int = 1  # the stage this process started at (> 1: resumed)
     stage_seconds: list[StageTime] | None = None  # the stages this process ran
     judge: dict[str, JudgeResult] | None = None  # by judge name ({}: no judge); None until judged
+    # precision, channels_last and views per chunk as the run used them, and where they came from (config,
+    # the CUDA policy, a calibration on this CPU or its cache) with the candidates' seconds per view
+    # (pii.models.calibration.DeviceSettings); None in runs made before it was recorded
+    device_settings: dict | None = None
 
     @property
     def method(self) -> str:

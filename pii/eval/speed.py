@@ -1,8 +1,8 @@
 """How fast an inversion runs, against the machine's own peak (scripts/benchmark.py).
 
 Two paths invert the same classes with the same stages, steps and ensemble:
-  default  this project: frozen weights, all classes in one batch, the config's
-           precision / channels_last / compile
+  default  this project: frozen weights, all classes in one batch, precision /
+           channels_last / views per chunk as a run settles them (pii.models.calibration), compile
   naive    what the paper's code does: weights NOT frozen (their gradients are
            computed at every step), one class per run, fp32, no channels_last,
            the loss read back every step and, on CUDA, the cache emptied every step
@@ -28,6 +28,7 @@ from pii.core.inversion import invert
 from pii.core.observers import Observer
 from pii.core.schedule import Stage
 from pii.models import cpu
+from pii.models.calibration import DeviceSettings
 from pii.models.device import views_per_chunk
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class PathResult:
     warmup_seconds: float = 0.0
     run_seconds: list[float] = field(default_factory=list)
     stage_sizes: list[int] = field(default_factory=list)
+    settings: DeviceSettings | None = None  # the default path's precision, format and chunk, and how chosen
 
     @property
     def seconds_per_class(self) -> float:
@@ -156,12 +158,14 @@ def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn
 
 
 def build_path(cfg: DictConfig, device: torch.device, naive: bool, stages: list[Stage],
-               views: int) -> tuple[models.Classifier, bool]:
-    if naive:  # the paper's code: unfolded, fp32, weight gradients at every step
+               views: int) -> tuple[models.Classifier, bool, DeviceSettings | None]:
+    if naive:  # the paper's code: unfolded, fp32, weight gradients at every step, all views at once
         classifier = models.build(cfg.model, device, precision="fp32", channels_last=False)
         classifier.net.requires_grad_(True)
-        return classifier, False
-    return models.build_for_run(cfg, device, stages, views)  # as invert.py builds it
+        return classifier, False, None
+    settings = models.settings_for_run(cfg, device, stages, views)  # as invert.py settles and builds it
+    log.info(settings.line())
+    return *models.build_for_run(cfg, device, stages, views, settings), settings
 
 
 def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, naive: bool) -> PathResult:
@@ -169,18 +173,19 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     torch.manual_seed(int(cfg.seed))
     per_run = 1 if naive else len(class_ids)
     stages = models.plan_stages(cfg)
-    classifier, compiled = build_path(cfg, device, naive, stages, views=per_run * int(cfg.augmentation.ensemble_size))
+    classifier, compiled, settings = build_path(cfg, device, naive, stages,
+                                                views=per_run * int(cfg.augmentation.ensemble_size))
     # the pieces as invert.py's runner builds them (pii.run.build; eval sits below run)
     augment = augment_lib.build(**{k: v for k, v in OmegaConf.to_container(cfg.augmentation).items() if k != "chunk"})
     loss_fn = losses.build(classifier, **cfg.loss)
     make_optimizer = instantiate(cfg.optimizer, _partial_=True, _convert_="all")
     runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
-                        classifier.channels_last, compiled)
+                        classifier.channels_last, compiled, settings=settings)
     flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
     # one step per stage size before timing: compiles (and, with cudnn_benchmark, autotunes) every shape
     log_every, observer = (1, PaperHabits()) if naive else (int(cfg.log_every), None)
-    chunk = None if naive else partial(views_per_chunk, cfg.augmentation.get("chunk"), classifier)
+    chunk = None if naive else partial(views_per_chunk, settings.chunk, classifier)
     warm_up = [Stage(s.size, 1, s.paste) for s in stages]
     _sync(device)
     start = time.perf_counter()
@@ -207,14 +212,26 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     return result
 
 
+def format_settings(settings: DeviceSettings) -> str:
+    """What precision=auto (and the rest) chose, and each timed candidate's median, fastest first."""
+    lines = [settings.line().split("; ms per view")[0]]
+    if settings.seconds_per_view:
+        lines.append(f"{'candidate':<18} {'ms/view':>8} {'vs chosen':>9}  (one forward+backward at {settings.size} px)")
+        chosen = min(settings.seconds_per_view.values())
+        for label, seconds in sorted(settings.seconds_per_view.items(), key=lambda item: item[1]):
+            lines.append(f"{label:<18} {seconds * 1e3:>8.2f} {seconds / chosen:>8.2f}x")
+    return "\n".join(lines)
+
+
 def format_report(results: list[PathResult], peaks: dict[str, float]) -> str:
-    head = (f"{'path':<8} {'classes/run':>11} {'precision':>9} {'ch_last':>7} {'compile':>7} {'s/class':>8} "
+    head = (f"{'path':<8} {'classes/run':>11} {'precision':>9} {'ch_last':>7} {'compile':>7} {'chunk':>5} {'s/class':>8} "
             f"{'steps/s':>8} {'images/s':>9} {'peak MB':>8} {'GFLOP/s':>8} {'% peak':>7} {'warm-up s':>9}")
     lines = [head]
     for r in results:
         share = r.flops_per_second / peaks[r.precision]
         lines.append(f"{r.name:<8} {r.classes_per_run:>11} {r.precision:>9} {str(r.channels_last):>7} "
-                     f"{str(r.compile):>7} {r.seconds_per_class:>8.2f} {r.steps_per_second:>8.2f} "
+                     f"{str(r.compile):>7} {str(r.settings.chunk if r.settings else 'all'):>5} "
+                     f"{r.seconds_per_class:>8.2f} {r.steps_per_second:>8.2f} "
                      f"{r.images_per_second:>9.1f} {r.peak_memory_mb:>8.0f} {r.flops_per_second / 1e9:>8.1f} "
                      f"{share:>7.1%} {r.warmup_seconds:>9.1f}")
     return "\n".join(lines)

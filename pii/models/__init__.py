@@ -4,8 +4,17 @@
 torchvision by name, weights from an installed package, timm's hub or a local file.
 """
 
-from pii.models.classifier import SPEC_KEYS, Classifier, build, build_for_run, fold_batchnorm, model_spec, plan_stages
+from pii.models.classifier import (
+                                   SPEC_KEYS,
+                                   Classifier,
+                                   build,
+                                   build_for_run,
+                                   fold_batchnorm,
+                                   model_spec,
+                                   plan_stages,
+                                   settings_for_run,
+)
 from pii.models.weights import load_weights, resolve_weights
 
 __all__ = ["SPEC_KEYS", "Classifier", "build", "build_for_run", "fold_batchnorm", "load_weights", "model_spec",
-           "plan_stages", "resolve_weights"]
+           "plan_stages", "resolve_weights", "settings_for_run"]

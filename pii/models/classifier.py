@@ -24,8 +24,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pii.core import losses, schedule
 from pii.errors import ConfigError
+from pii.models import (
+    calibration,
+    timm_extra,  # noqa: F401  (registers pii_* architectures with timm)
+)
 from pii.models import device as device_policy
-from pii.models import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.models.weights import load_weights, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -121,17 +124,36 @@ def plan_stages(cfg: DictConfig) -> list[schedule.Stage]:
                          centering=s.centering)
 
 
-def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int) -> tuple[Classifier, bool]:
+def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int,
+                  settings: calibration.DeviceSettings | None = None) -> tuple[Classifier, bool]:
     """The classifier an inversion run of `cfg` optimises against, and whether it is compiled: the
-    config's precision and channels_last, compiled where `compile` asks or (auto) where it pays
-    for `stages` x `views` (pii.models.device.wants_compile), BatchNorm folded by `fold_batchnorm` unless
-    the loss reads BatchNorm statistics."""
+    precision and channels_last of `settings` (default: `settings_for_run`), compiled where `compile`
+    asks or (auto) where it pays for `stages` x `views` (pii.models.device.wants_compile), BatchNorm
+    folded by `fold_batchnorm` unless the loss reads BatchNorm statistics."""
+    settings = settings or settings_for_run(cfg, device, stages, views)
     spec = model_spec(cfg.model)
     compiled = device_policy.wants_compile(cfg.compile, device, stages, views,
                                            fixed_size=spec["input_size"] if spec["fixed_size"] else None)
-    fold = cfg.fold_batchnorm and not losses.reads_batchnorm(cfg.loss.bn_weight)
-    return build(cfg.model, device, precision=cfg.precision, channels_last=cfg.channels_last, compile=compiled,
-                 fold=fold), compiled
+    return build(cfg.model, device, precision=settings.precision, channels_last=settings.channels_last,
+                 compile=compiled, fold=_folds(cfg)), compiled
+
+
+def settings_for_run(cfg: DictConfig, device: torch.device, stages, views: int,
+                     seconds_per_view=None) -> calibration.DeviceSettings:
+    """`precision`, `channels_last` and `augmentation.chunk` for a run of `cfg` with `views` views per
+    step: as set, and each `auto` one by the device policy (CUDA) or a calibration of this classifier
+    on this CPU (pii.models.calibration; `seconds_per_view` replaces its timer in tests)."""
+    fold = _folds(cfg)
+    model = f"{cfg.model.name} ({cfg.model.get('weights')}{', BatchNorm folded' if fold else ''})"
+    return calibration.settle(
+        str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, stages, views,
+        lambda precision, channels_last: build(cfg.model, device, precision=precision, channels_last=channels_last,
+                                               fold=fold),
+        splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
+
+
+def _folds(cfg: DictConfig) -> bool:
+    return bool(cfg.fold_batchnorm) and not losses.reads_batchnorm(cfg.loss.bn_weight)
 
 
 def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:

@@ -156,8 +156,8 @@ class InvertConfig:
     class_chunk: Optional[int] = MISSING
     seed: int = MISSING
     device: str = MISSING
-    precision: str = MISSING
-    channels_last: bool = MISSING
+    precision: str = MISSING  # fp32 | bf16 | auto
+    channels_last: Any = MISSING  # true, false, or auto (pii.models.calibration)
     fold_batchnorm: bool = MISSING
     cudnn_benchmark: bool = MISSING
     compile: Any = MISSING  # true, false, or auto (pii.models.device.wants_compile)
@@ -410,8 +410,10 @@ def check_invert(cfg: DictConfig) -> None:
     problems.seed(cfg, "seed")
     _betas(problems, "schedule.betas", cfg.schedule.betas)
     _device(problems, cfg.device)
-    if cfg.precision not in ("fp32", "bf16"):
-        problems.append(f"precision must be fp32 or bf16, got {cfg.precision!r}")
+    if cfg.precision not in ("fp32", "bf16", "auto"):
+        problems.append(f"precision must be fp32, bf16 or auto, got {cfg.precision!r}")
+    if cfg.channels_last not in (True, False, "auto"):
+        problems.append(f"channels_last must be true, false or auto, got {cfg.channels_last!r}")
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
     _robust(problems, cfg, "model")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -84,7 +85,10 @@ def run(cfg: DictConfig) -> RunResult:
     check_stages(cfg, [stage.size for stage in stages])
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
-    classifier, compiled = models.build_for_run(cfg, device, stages, len(class_ids) * int(cfg.augmentation.ensemble_size))
+    views = len(class_ids) * int(cfg.augmentation.ensemble_size)
+    settings = models.settings_for_run(cfg, device, stages, views)
+    log.info(settings.line())
+    classifier, compiled = models.build_for_run(cfg, device, stages, views, settings)
     # the judges load before the inversion, so one that cannot load costs no inversion; their random
     # initialisation (before their weights load) leaves what the inversion draws as it was
     with torch.random.fork_rng(devices=[]):
@@ -109,9 +113,10 @@ def run(cfg: DictConfig) -> RunResult:
         started = time.perf_counter()
         image = invert(classifier, class_ids, augment, stages, loss_fn, build.optimizer(cfg), observers, None,
                        first_stage, log_every=int(cfg.log_every),
-                       chunk=partial(views_per_chunk, cfg.augmentation.chunk, classifier), param=param)
+                       chunk=partial(views_per_chunk, settings.chunk, classifier), param=param)
         seconds = time.perf_counter() - started
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
+        result.device_settings = asdict(settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
         save_results(out_dir, image, result)  # before judging: the images are kept whatever judging meets

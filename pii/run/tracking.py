@@ -207,6 +207,8 @@ class WandbTracker(Tracker):
             table.add_data(*row)
         final = {f"final/{key}": self._image(img, "final") for key, img in zip(self.keys, image)}
         self.log({"results": table, **final})
+        if result.device_settings:  # what precision=auto and the rest became on this machine
+            self.run.config.update({"device_settings": result.device_settings}, allow_val_change=True)
         self.summary(summary(result))
         self.summary({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
 
@@ -234,6 +236,7 @@ def summary(result: RunResult) -> dict:
     row = {f"judge/{name}/{key}": getattr(judged, key) for name, judged in (result.judge or {}).items()
            for key in ("top1", "top5", "mean_probability")}
     row.update({k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))})
+    row.update({f"device/{k}": v for k, v in (result.device_settings or {}).items() if isinstance(v, (int, float, str))})
     return row
 
 

@@ -1,0 +1,244 @@
+"""`precision=auto`, `channels_last=auto` and `augmentation.chunk=auto`, settled on the machine that runs.
+
+Which settings are fastest is a property of the CPU, not of the code: bf16 autocast is 2x faster
+than fp32 on one AVX512-BF16 CPU and slower on another, and slower again where oneDNN is held to
+AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`). So on the CPU a short calibration times the run's own classifier,
+forward and backward at one stage size, for each candidate in turn over a few rounds (median
+seconds per view): first precision x memory format at one chunk of views, then views per chunk
+with the fastest format. The medians are cached in a small JSON file per CPU model, instruction
+set, threads, torch version and model (`$PII_CACHE`, else ~/.cache/pii): a second run pays nothing.
+
+An explicit setting always wins; the calibration then only chooses the others. On CUDA the device
+policy stays: bf16, channels_last, and as many views per chunk as fit the free memory
+(pii.models.device.views_per_chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 3  # timed calls of each candidate, in turn, after one untimed call each (oneDNN builds its kernels)
+# Before that, each precision and memory format runs one view: one that takes DROP times the fastest's is
+# not timed further. Without AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX2) a bf16 view took 20-80x fp32's, and
+# timing it in full would cost minutes.
+DROP = 3.0
+FORMAT_CHUNK = 16  # views per call while precision and memory format are compared
+CHUNKS = (8, 16, 32, 64)  # views per chunk timed; a run with more views splits them only if a smaller chunk won
+CACHE_FILE = "calibration.json"
+PRECISIONS = ("bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the classifier: autocast precision, memory format and views per forward/backward."""
+    precision: str
+    channels_last: bool
+    chunk: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}/{'nhwc' if self.channels_last else 'nchw'}/{self.chunk}"
+
+
+@dataclass
+class DeviceSettings:
+    """What a run uses, and where it came from (metrics.json's `device_settings`)."""
+    precision: str
+    channels_last: bool
+    chunk: int | str  # views per forward/backward, or "auto" (pii.models.device.views_per_chunk decides)
+    source: str  # config: every choice set explicitly | policy: CUDA's | measured: calibrated by this run |
+    #              cache: calibrated by an earlier run on this machine
+    machine: str = ""  # the cache key: CPU model, instruction set, threads, torch version
+    size: int | None = None  # the stage size the candidates were timed at
+    seconds_per_view: dict[str, float] = field(default_factory=dict)  # each candidate's median (Candidate.label)
+    calibration_seconds: float = 0.0  # spent calibrating in this run (0 from the cache)
+
+    def line(self) -> str:
+        """The one log line that says what was chosen and why."""
+        chosen = f"precision={self.precision} channels_last={str(self.channels_last).lower()} chunk={self.chunk}"
+        if self.source not in ("measured", "cache"):
+            return f"device settings ({self.source}): {chosen}"
+        timings = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in sorted(self.seconds_per_view.items(), key=lambda i: i[1]))
+        how = f"calibrated in {self.calibration_seconds:.1f} s" if self.source == "measured" else "cached calibration"
+        return f"device settings ({how}; {self.machine}; {self.size} px): {chosen}; ms per view: {timings}"
+
+
+def chunk_candidates(views: int) -> list[int]:
+    """Views per chunk worth timing for a step of `views` views: CHUNKS below it, and all of them
+    while that is no more than the largest of CHUNKS."""
+    return [c for c in CHUNKS if c < views] + ([views] if views <= CHUNKS[-1] else [])
+
+
+def medians(candidates: list[Candidate], seconds_per_view: Callable[[Candidate], float],
+            rounds: int = ROUNDS) -> dict[str, float]:
+    """Median seconds per view of each candidate: one untimed call each, then `rounds` calls of
+    each in turn, so that a machine whose speed drifts (shared cores) slows them all alike."""
+    for candidate in candidates:
+        seconds_per_view(candidate)
+    times: dict[str, list[float]] = {c.label: [] for c in candidates}
+    for _ in range(rounds):
+        for candidate in candidates:
+            times[candidate.label].append(seconds_per_view(candidate))
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
+def calibrate(precisions: list[str], layouts: list[bool], chunks: list[int], format_chunk: int,
+              seconds_per_view: Callable[[Candidate], float], known: dict[str, float] | None = None,
+              rounds: int = ROUNDS) -> tuple[Candidate, dict[str, float]]:
+    """The fastest candidate, and the medians it was chosen from (`known` plus those it timed).
+
+    Precision x memory format are compared at `format_chunk` views, after a one-view probe of each
+    (a candidate DROP times slower than the fastest probe goes no further), then `chunks` with the
+    fastest of them. `seconds_per_view(candidate)` times one forward and backward
+    (pii.models.calibration.StepTimer on a real model; a table of figures in tests); figures already
+    `known` (the cache) are not timed again, and a choice with one option is not timed at all."""
+    known = dict(known or {})
+
+    def fastest(candidates: list[Candidate], probe: bool) -> Candidate:
+        if len(candidates) > 1 and any(c.label not in known for c in candidates):
+            if probe:
+                one_view = {c: replace(c, chunk=1) for c in candidates}
+                for c in candidates:
+                    if one_view[c].label not in known:
+                        known[one_view[c].label] = seconds_per_view(one_view[c])
+                floor = min(known[one_view[c].label] for c in candidates)
+                candidates = [c for c in candidates if known[one_view[c].label] <= DROP * floor]
+            missing = [c for c in candidates if c.label not in known]
+            if len(candidates) > 1 and missing:
+                known.update(medians(missing, seconds_per_view, rounds))
+        return min(candidates, key=lambda c: known.get(c.label, math.inf))
+
+    best = fastest([Candidate(p, cl, format_chunk) for p in precisions for cl in layouts], probe=True)
+    best = fastest([Candidate(best.precision, best.channels_last, c) for c in chunks], probe=False)
+    return best, known
+
+
+class StepTimer:
+    """Seconds per view of one forward and backward of the classifier at `size` px (the image
+    gradient, as an inversion step takes it), built by `build(precision, channels_last)`."""
+
+    def __init__(self, build: Callable[[str, bool], nn.Module], size: int, device: torch.device):
+        self.build, self.size, self.device = build, size, device
+        self.classifiers: dict[tuple[str, bool], nn.Module] = {}
+
+    def __call__(self, candidate: Candidate) -> float:
+        key = (candidate.precision, candidate.channels_last)
+        if key not in self.classifiers:
+            self.classifiers[key] = self.build(*key)
+        views = torch.rand(candidate.chunk, 3, self.size, self.size, device=self.device, requires_grad=True)
+        start = time.perf_counter()
+        self.classifiers[key](views).logsumexp(-1).sum().backward()
+        return (time.perf_counter() - start) / candidate.chunk
+
+
+def machine() -> str:
+    """The cache key's machine part: CPU model, the instruction set torch and oneDNN may use,
+    threads and torch version (any of them changes which candidate is fastest)."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if limit:
+        isa += f", oneDNN<={limit}"
+    return f"{cpu_model()}; {isa}; {torch.get_num_threads()} threads; torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("PII_CACHE") or Path.home() / ".cache" / "pii") / CACHE_FILE
+
+
+def read_cache(key: str) -> dict:
+    try:
+        entry = json.loads(cache_path().read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return entry if isinstance(entry, dict) and isinstance(entry.get("seconds_per_view"), dict) else {}
+
+
+def write_cache(key: str, entry: dict) -> None:
+    """Add `key` to the cache file (replaced in one rename: a sweep's jobs may write at once)."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}
+        table = {**(table if isinstance(table, dict) else {}), key: entry}
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+            json.dump(table, f, indent=1, sort_keys=True)
+        os.replace(f.name, path)
+    except OSError as err:  # a read-only home costs the next run a calibration, not this run
+        log.warning("calibration not cached (%s: %s)", type(err).__name__, err)
+
+
+def timed_size(stages) -> int:
+    """The stage size to time at: the one at which half of the run's pixels x steps are done."""
+    work = [stage.size**2 * stage.steps for stage in stages]
+    total, done = sum(work), 0
+    for stage, w in zip(stages, work):
+        done += w
+        if done >= total / 2:
+            return stage.size
+    return stages[-1].size
+
+
+def even_chunk(views: int, chunk: int) -> int:
+    """Views per chunk when `views` are split into chunks of at most `chunk`, all of one size (one
+    shape for the kernels, and for torch.compile)."""
+    return math.ceil(views / math.ceil(views / chunk))
+
+
+def settle(precision: str, channels_last: bool | str, chunk: int | str, device: torch.device, model: str,
+           stages, views: int, build: Callable[[str, bool], nn.Module], splits: bool = True,
+           seconds_per_view: Callable[[Candidate], float] | None = None) -> DeviceSettings:
+    """The run's precision, memory format and views per chunk: each set value kept, each `auto` one
+    chosen (CUDA: the device policy; CPU: calibrated, or from the cache). `model` names the
+    classifier in the cache key (with everything else that changes its speed: fold, ...);
+    `build(precision, channels_last)` makes it for timing; `splits`: the loss allows views in
+    several chunks; `seconds_per_view` replaces the real timer (tests)."""
+    explicit = precision != "auto" and channels_last != "auto" and (chunk != "auto" or not splits)
+    if device.type != "cpu" or explicit:
+        source = "config" if explicit else "policy"
+        return DeviceSettings("bf16" if precision == "auto" else precision,
+                              True if channels_last == "auto" else bool(channels_last), chunk, source)
+    size, where = timed_size(stages), machine()
+    key = f"{where}; {model}; {size} px"
+    known = read_cache(key).get("seconds_per_view", {})
+    started = time.perf_counter()
+    best, timings = calibrate(
+        PRECISIONS if precision == "auto" else [precision],
+        [True, False] if channels_last == "auto" else [bool(channels_last)],
+        chunk_candidates(views) if chunk == "auto" and splits else [views if chunk == "auto" else min(int(chunk), views)],
+        min(views, FORMAT_CHUNK), seconds_per_view or StepTimer(build, size, device), known)
+    measured = set(timings) - set(known)
+    if measured:
+        write_cache(key, {"seconds_per_view": timings, "date": time.strftime("%Y-%m-%d")})
+    if chunk != "auto" or not splits:
+        chosen = chunk if splits else "auto"
+    else:  # the largest chunk timed won: more views were never seen to lose, so no split
+        chosen = views if best.chunk >= max(chunk_candidates(views)) else even_chunk(views, best.chunk)
+    return DeviceSettings(best.precision, best.channels_last, chosen, "measured" if measured else "cache", where,
+                          size, timings,
+                          time.perf_counter() - started if measured else 0.0)

@@ -1,0 +1,134 @@
+"""One inversion step on the CPU, measured: per-class time against classes per run and views per
+chunk, the candidates of precision=auto, or torch.profiler's per-operator CPU time.
+
+    python scripts/cpu_step.py batching --classes 1,4,8,20 --chunks all,16,32 experiment=pii augmentation.ensemble_size=8
+    python scripts/cpu_step.py profile --size 224 --classes 8 experiment=pii precision=bf16 channels_last=true
+
+Takes the same overrides as invert.py. A step is what the loop does (pii.core.inversion): augment the
+classes' images, forward and backward the views (`chunk` at a time), one optimiser step.
+
+`batching` times one step at every stage size of the schedule for each (classes per run, views per
+chunk), each in turn over --rounds rounds (median), and prints the seconds per class of a whole run
+(each stage's step time x its steps, over the classes), and each against the first row: the same
+budget as a full run, at a fraction of its time.
+
+`profile` runs --warmup steps, then one step under torch.profiler, and prints the operators by their
+own (self) CPU time, --top of them.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+
+import torch  # noqa: E402
+
+from pii import models  # noqa: E402
+from pii.core import augment as augment_lib  # noqa: E402
+from pii.core import losses  # noqa: E402
+from pii.core.inversion import forward_backward  # noqa: E402
+from pii.errors import ConfigError  # noqa: E402
+from pii.models.device import resolve_device  # noqa: E402
+from pii.run.cli import script_main  # noqa: E402
+from pii.run.compose import compose  # noqa: E402
+
+
+class Step:
+    """One inversion step of `classes` images at `size` px, `chunk` views at a time."""
+
+    def __init__(self, cfg, classifier, classes: int, size: int, chunk: int | None):
+        self.augment = augment_lib.build(cfg.augmentation)
+        self.loss_fn = losses.build(cfg.loss, classifier)
+        self.classifier, self.classes = classifier, classes
+        self.image = torch.rand(classes, 3, size, size, requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.image], lr=0.01)
+        self.targets = torch.arange(classes)
+        self.chunk = chunk
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        views = self.augment(self.image)
+        targets = self.targets.repeat_interleave(len(views) // self.classes)
+        self.optimizer.zero_grad(set_to_none=True)
+        forward_backward(self.classifier, self.loss_fn, views, targets, self.image, min(self.chunk or len(views), len(views)))
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def classifier_for(cfg, device, stages, views):
+    settings = models.settings_for_run(cfg, device, stages, views)
+    print(settings.line(), flush=True)
+    return models.build_for_run(cfg, device, stages, views, settings)[0], settings
+
+
+def batching(cfg, device, args) -> None:
+    stages = models.plan_stages(cfg)
+    ensemble = int(cfg.augmentation.ensemble_size)
+    classes = [int(c) for c in args.classes.split(",")]
+    chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
+    classifier, _ = classifier_for(cfg, device, stages, max(classes) * ensemble)
+    rows = [(n, c) for n in classes for c in chunks if c is None or c < n * ensemble]
+    steps = {(n, c, s.size): Step(cfg, classifier, n, s.size, c) for n, c in rows for s in stages}
+    for step in steps.values():  # untimed: oneDNN makes its kernels for each shape
+        step()
+    times = {key: [] for key in steps}
+    for _ in range(args.rounds):
+        for key, step in steps.items():
+            times[key].append(step())
+    print(f"\n{cfg.model.name}, ensemble {ensemble}, stages {[s.size for s in stages]} x {stages[0].steps} steps; "
+          f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, alternating")
+    print(f"{'classes/run':>11} {'views':>5} {'chunk':>5} {'s/class':>8} {'vs first':>8}  ms per view at each size")
+    first = None
+    for n, c in rows:
+        per_class = sum(statistics.median(times[n, c, s.size]) * s.steps for s in stages) / n
+        first = first or per_class
+        sizes = " ".join(f"{statistics.median(times[n, c, s.size]) / (n * ensemble) * 1e3:.1f}" for s in stages)
+        print(f"{n:>11} {n * ensemble:>5} {str(c or 'all'):>5} {per_class:>8.2f} {first / per_class:>7.2f}x  {sizes}",
+              flush=True)
+
+
+def profile(cfg, device, args) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    classes = int(args.classes.split(",")[0])
+    views = classes * int(cfg.augmentation.ensemble_size)
+    stages = models.plan_stages(cfg)
+    classifier, settings = classifier_for(cfg, device, stages, views)
+    chunk = None if settings.chunk == "auto" else int(settings.chunk)
+    step = Step(cfg, classifier, classes, args.size, chunk)
+    for _ in range(args.warmup):
+        step()
+    seconds = [step() for _ in range(args.warmup)]
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(f"\none step: {classes} classes x {views // classes} views at {args.size} px, chunk {settings.chunk}; "
+          f"unprofiled steps {', '.join(f'{s:.2f}' for s in seconds)} s; profiled self CPU total {total / 1e6:.2f} s")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["batching", "profile"])
+    parser.add_argument("--classes", default="1,4,8,20", help="classes per run (profile: the first)")
+    parser.add_argument("--chunks", default="all", help="views per chunk to time, e.g. all,16,32 (batching)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (batching)")
+    parser.add_argument("--size", type=int, default=224, help="image size (profile)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the profiled one (profile)")
+    parser.add_argument("--top", type=int, default=15, help="operators listed (profile)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
+    args = parser.parse_intermixed_args(argv)
+    cfg = compose(["device=cpu", *args.overrides])
+    if args.rounds < 1:
+        raise ConfigError("--rounds must be >= 1")
+    device = resolve_device(str(cfg.device))
+    torch.manual_seed(int(cfg.seed))
+    (batching if args.mode == "batching" else profile)(cfg, device, args)
+
+
+if __name__ == "__main__":
+    script_main(main)
