@@ -22,14 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # this checkout's pii, not an installed one
-
-from pii.errors import ConfigError  # noqa: E402
-from pii.eval import results  # noqa: E402
-from pii.eval.leaderboard import find_runs  # noqa: E402
-from pii.models.classes import parse_class_ids  # noqa: E402
-from pii.run.cli import script_main  # noqa: E402
-from pii.run.compose import compose  # noqa: E402
+from pii.errors import ConfigError
+from pii.eval import results
+from pii.eval.leaderboard import find_runs
+from pii.models.classes import parse_class_ids
+from pii.run.cli import script_main
+from pii.run.compose import compose
 
 LAUNCHERS = {"ray": ["hydra/launcher=ray"], "submitit_local": ["hydra/launcher=submitit_local"], "basic": [],
              "parallel": ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={os.cpu_count()}"]}

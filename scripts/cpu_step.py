@@ -18,30 +18,25 @@ own (self) CPU time, --top of them.
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pii, not an installed one
+import torch
 
-import torch  # noqa: E402
-
-from pii import models  # noqa: E402
-from pii.core import augment as augment_lib  # noqa: E402
-from pii.core import losses  # noqa: E402
-from pii.core.inversion import forward_backward  # noqa: E402
-from pii.errors import ConfigError  # noqa: E402
-from pii.models.device import resolve_device  # noqa: E402
-from pii.run.cli import script_main  # noqa: E402
-from pii.run.compose import compose  # noqa: E402
+from pii import models
+from pii.core.inversion import forward_backward
+from pii.errors import ConfigError
+from pii.models.device import resolve_device
+from pii.run import build
+from pii.run.cli import script_main
+from pii.run.compose import compose
 
 
 class Step:
     """One inversion step of `classes` images at `size` px, `chunk` views at a time."""
 
     def __init__(self, cfg, classifier, classes: int, size: int, chunk: int | None):
-        self.augment = augment_lib.build(cfg.augmentation)
-        self.loss_fn = losses.build(cfg.loss, classifier)
+        self.augment = build.augmentation(cfg)
+        self.loss_fn = build.loss(cfg, classifier)
         self.classifier, self.classes = classifier, classes
         self.image = torch.rand(classes, 3, size, size, requires_grad=True)
         self.optimizer = torch.optim.Adam([self.image], lr=0.01)

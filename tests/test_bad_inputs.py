@@ -302,10 +302,11 @@ def test_a_diverging_inversion_stops_at_the_step_it_diverged():
     """A loss or an image that becomes nan or inf stops the run with the stage and step; the stage
     is not saved. (schedule.lr=1e37 is refused by the checks: the loop is driven directly.)"""
     from pii import models
-    from pii.core import augment, losses, schedule
+    from pii.core import schedule
     from pii.core.inversion import invert
     from pii.core.observers import Observer
     from pii.core.param import Fourier
+    from pii.run import build
 
     class Stages(Observer):
         done = []
@@ -318,8 +319,8 @@ def test_a_diverging_inversion_stops_at_the_step_it_diverged():
     stages = schedule.plan(classifier.input_size, cfg.schedule)
     observer = Stages()
     with pytest.raises(ConfigError, match=r"became nan or inf at stage 1 of 3 \(16 px\), step \d+.*lower schedule.lr"):
-        invert(classifier, [1, 2], augment.build(cfg.augmentation), stages, losses.build(cfg.loss, classifier),
-               cfg.schedule, observer, param=Fourier(2))
+        invert(classifier, [1, 2], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg),
+               observer, param=Fourier(2))
     assert observer.done == []
 
 
