@@ -135,6 +135,21 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_diverging_gan_stops_at_the_first_nonfinite_loss_before_saving_it(tmp_path, tiny):
+    """D's weights turned to nan: the first step's losses are not finite. The run stops naming the
+    losses and the step before the step-2 checkpoint is written (the losses are read back then,
+    though log_every is 4)."""
+    cfg = tiny("schedule.log_every=4")
+    data, clf = parts(cfg)
+    G, D = fresh(cfg, data, clf)
+    with torch.no_grad():
+        next(D.parameters()).fill_(float("nan"))
+    with pytest.raises(ConfigError, match=r"^logits: d_loss.* became nan or inf at step 1 of 4: the training diverged; "
+                                          r"lower schedule.lr_g and schedule.lr_d \(the checkpoint keeps step 0\)$"):
+        train(G, D, clf, data.train, losses.build(cfg.loss, clf), cfg.schedule, tmp_path / "run", tag="logits")
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
 def test_train_invert_writes_eval_json_for_both_models(tmp_path, tiny):
     cfg = tiny("analyses=[reconstructions,edits]", "logger=wandb", "logger.mode=offline")
     metrics = train_invert(cfg)
