@@ -21,13 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 from pii.errors import ConfigError
 from pii.eval import results
 from pii.eval.leaderboard import find_runs
 from pii.models.classes import parse_class_ids
 from pii.run.cli import script_main
 from pii.run.compose import compose
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LAUNCHERS = {"ray": ["hydra/launcher=ray"], "submitit_local": ["hydra/launcher=submitit_local"], "basic": [],
              "parallel": ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={os.cpu_count()}"]}
