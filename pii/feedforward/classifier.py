@@ -89,9 +89,8 @@ def build(cfg: DictConfig, model_cfg: DictConfig | None, data: Data, resolution:
 
 
 def model_group(*, data: Data, resolution: int, device: torch.device, model_cfg: DictConfig | None,
-                data_cfg=None, robust_cfg=None, is_main=True, barrier=None, **small_cnn_keys) -> models.Classifier:
-    """classifier=model: the model of the `model` group, built by `pii.models.build` at its own input size.
-    The schema gives every classifier option the small CNN's keys; they are unused here."""
+                data_cfg=None, robust_cfg=None, is_main=True, barrier=None) -> models.Classifier:
+    """classifier=model: the model of the `model` group, built by `pii.models.build` at its own input size."""
     if model_cfg is None:
         raise ConfigError("classifier=model needs a model from the model group, e.g. model=resnet50")
     check_classes(int(model_cfg.num_classes), data)

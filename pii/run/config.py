@@ -117,16 +117,22 @@ class LossConfig:
 
 
 @dataclass
-class LoggerConfig:
-    """conf/logger/: none or wandb; `_target_` is the tracker class (pii/run/tracking.py)."""
-    _target_: str = "pii.run.tracking.Tracker"
-    mode: str = "online"
-    project: str = "pii"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    run_name: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-    init_timeout: float = 30.0
+class NoLoggerConfig:
+    """conf/logger/none.yaml: `_target_` is the tracker class that tracks nothing (pii/run/tracking.py)."""
+    _target_: str = MISSING
+
+
+@dataclass
+class WandbLoggerConfig:
+    """conf/logger/wandb.yaml: `_target_` is the W&B tracker class, the other keys its arguments."""
+    _target_: str = MISSING
+    mode: str = MISSING
+    project: str = MISSING
+    entity: Optional[str] = MISSING
+    group: Optional[str] = MISSING
+    run_name: Optional[str] = MISSING
+    tags: List[str] = MISSING
+    init_timeout: float = MISSING
 
 
 @dataclass
@@ -148,7 +154,7 @@ class InvertConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: Any = MISSING  # each option's own schema (AdamParams, ...): its file's defaults name it
     loss: LossConfig = field(default_factory=LossConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: Any = MISSING  # each option's own schema (NoLoggerConfig, WandbLoggerConfig): its file's defaults name it
     robust: RobustConfig = field(default_factory=RobustConfig)
     verifier: Dict[str, ModelConfig] = MISSING
     class_id: Any = MISSING
@@ -171,17 +177,22 @@ class InvertConfig:
 
 @dataclass
 class SmallCNNConfig:
-    """conf/train_invert/classifier/: small_cnn, or model (`_target_` pii.feedforward.classifier.model_group,
-    which leaves the other keys unused)."""
-    _target_: str = "pii.feedforward.classifier.small_cnn"
-    num_classes: Optional[int] = None
-    width: int = 32
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.003
-    seed: int = 0
-    checkpoint: Optional[str] = None
-    cache_dir: str = "outputs/train_invert/classifiers"
+    """conf/train_invert/classifier/small_cnn.yaml: `_target_` is its builder, the other keys its arguments."""
+    _target_: str = MISSING
+    num_classes: Optional[int] = MISSING
+    width: int = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    seed: int = MISSING
+    checkpoint: Optional[str] = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class ModelClassifierConfig:
+    """conf/train_invert/classifier/model.yaml: the `model` group's model (its builder takes no keys)."""
+    _target_: str = MISSING
 
 
 @dataclass
@@ -238,12 +249,12 @@ class TrainScheduleConfig:
 @dataclass
 class TrainInvertConfig:
     data: Any = MISSING  # digits, cifar10 and folder have different keys
-    classifier: SmallCNNConfig = field(default_factory=SmallCNNConfig)
+    classifier: Any = MISSING  # each option's own schema (SmallCNNConfig, ModelClassifierConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: GanLossConfig = field(default_factory=GanLossConfig)
     schedule: TrainScheduleConfig = field(default_factory=TrainScheduleConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: Any = MISSING  # each option's own schema (NoLoggerConfig, WandbLoggerConfig): its file's defaults name it
     robust: RobustConfig = field(default_factory=RobustConfig)
     model: Optional[ModelConfig] = MISSING
     mode: str = MISSING
@@ -269,6 +280,10 @@ STORE.store(name="train_invert_schema", node=TrainInvertConfig)
 for _name, _schema in (("pixel", PixelParam), ("fourier", FourierParam), ("maco", MacoParam)):
     STORE.store(group="schema/param", name=_name, node=_schema)
 STORE.store(group="schema/optimizer", name="adam", node=AdamParams)
+STORE.store(group="schema/logger", name="none", node=NoLoggerConfig)
+STORE.store(group="schema/logger", name="wandb", node=WandbLoggerConfig)
+STORE.store(group="schema/classifier", name="small_cnn", node=SmallCNNConfig)
+STORE.store(group="schema/classifier", name="model", node=ModelClassifierConfig)
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -475,7 +490,7 @@ def check_train_invert(cfg: DictConfig) -> None:
         problems.append(f"conditions lists one twice: {list(cfg.conditions)}")
     if cfg.get("model") is not None:
         _model(problems, cfg, "model")
-    _robust(problems, cfg, "model" if cfg.classifier.kind == "model" else None)
+    _robust(problems, cfg, "model" if str(cfg.classifier._target_).endswith(".model_group") else None)
     problems.raise_any()
 
 

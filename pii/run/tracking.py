@@ -83,8 +83,7 @@ class Tracker(Observer):
     log / image / summary for train_invert's loop; `finish` ends its run (`opened` calls it)."""
 
     def __init__(self, **run_and_settings):
-        """Takes (and ignores) what a tracker is built with: the run's identity (`opened`) and the
-        logger group's keys, which the schema gives every logger option."""
+        """Takes (and ignores) what a tracker is built with: the run's identity (`opened`)."""
 
     def watch_inversion(self, class_ids: list[int], num_classes: int, stages: list[Stage]) -> Tracker:
         """Get ready for an inversion of `class_ids` in `stages` (its per-class keys and global step)."""
