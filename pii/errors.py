@@ -23,8 +23,8 @@ class WriteError(ConfigError):
         super().__init__(f"cannot write {self.path!r} ({self.reason})")
 
 
-def few(items: Iterable, shown: int = 3) -> str:
+def few(items: Iterable, shown: int = 3, sep: str = ", ") -> str:
     """A list for a one-line message: its first `shown` items and how many more ('a, b, c and 997 more')."""
     items = [str(item) for item in items]
-    head = ", ".join(items[:shown])
+    head = sep.join(items[:shown])
     return f"{head} and {len(items) - shown} more" if len(items) > shown else head

@@ -44,6 +44,20 @@ def timed(cmd: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
+def git_commit() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or platform.machine()
+
+
 def judged(run: results.RunResult) -> dict:
     return {name: {"top1": j.top1, "top5": j.top5, "mean_probability": j.mean_probability}
             for name, j in (run.judge or {}).items()}
@@ -97,6 +111,7 @@ def main(argv: list[str]) -> None:
     (sweep_dir, sweep), = results.gather(find_runs([dirs["sweep"]]))
     mean = {kind: sum(v) / len(v) for kind, v in seconds.items()}
     figures = {
+        "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "cpu": cpu_name(),
         "classes": classes, "jobs": math.ceil(classes / per_job), "classes_per_job": per_job,
         "launcher": args.launcher, "cores": os.cpu_count(), "overrides": args.overrides, "order": order,
         "seconds": seconds, "mean_seconds": mean, "sweep_over_single": mean["sweep"] / mean["single"],

@@ -42,9 +42,11 @@ def check_job(cfg: DictConfig, overrides: list[str]) -> None:
     """Preflight of one train_invert.py job: ranges, then the choices the code knows (conditions, ...),
     then the files it starts from."""
     from pii.feedforward.runner import check, check_files
+    from pii.models.device import available_device
 
     check_train_invert(cfg)
     check(cfg)
+    available_device(str(cfg.device))
     check_files(cfg, Path(str(cfg.hydra.run.dir)).expanduser())
 
 

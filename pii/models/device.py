@@ -31,6 +31,14 @@ PROBE_VIEWS = 4
 
 def resolve_device(name: str, cudnn_benchmark: bool = False) -> torch.device:
     """The device for `device=auto | cpu | cuda[:N]`, set up for this run (see `configure`)."""
+    device = available_device(name)
+    configure(device, cudnn_benchmark)
+    return device
+
+
+def available_device(name: str) -> torch.device:
+    """The device `device=auto | cpu | cuda[:N]` names, if this machine has it (the preflight asks
+    before a run starts); ConfigError otherwise."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if str(name).startswith("cuda") and not torch.cuda.is_available():
@@ -41,7 +49,9 @@ def resolve_device(name: str, cudnn_benchmark: bool = False) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use device=auto, device=cpu or device=cuda") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device={name} is not supported; use device=auto, device=cpu or device=cuda")
-    configure(device, cudnn_benchmark)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA devices; "
+                          f"use device=cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -131,7 +131,7 @@ def preflight(argv: list[str], config_dir: str, config_name: str,
                 bad.append(f"job {job.number} ({' '.join(job.overrides)}): "
                            f"{err if isinstance(err, ConfigError) else one_line(err)}")
     if bad:
-        raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {few(bad, 2)}")
+        raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {few(bad, 2, '; ')}")
     return cfg
 
 
@@ -206,8 +206,10 @@ def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
         cfg = resumed_config(cfg, overrides)
     check_invert(cfg)
     from pii import models
+    from pii.models.device import available_device
 
     check_stages(cfg, [stage.size for stage in models.plan_stages(cfg)])
+    available_device(str(cfg.device))
     if cfg.get("resume") or cfg.get("init_from"):
         from pii.run.resume import check_files
 

@@ -324,7 +324,7 @@ class Problems(list):
 
     def raise_any(self) -> None:
         if self:
-            raise ConfigError("; ".join(self) if len(self) <= 4 else f"{len(self)} problems: {few(self, 4)}")
+            raise ConfigError(few(self, 4, "; ") if len(self) <= 4 else f"{len(self)} problems: {few(self, 3, '; ')}")
 
 
 SEED_LIMIT = 2**32
