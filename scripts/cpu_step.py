@@ -65,7 +65,8 @@ def batching(cfg, device, args) -> None:
     classes = [int(c) for c in args.classes.split(",")]
     chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
     classifier, _ = classifier_for(cfg, device, stages, max(classes) * ensemble)
-    rows = [(n, c) for n in classes for c in chunks if c is None or c < n * ensemble]
+    rows = [(n, c) for n in classes for c in chunks
+            if (c is None and n * ensemble <= args.max_views) or (c is not None and c < n * ensemble)]
     steps = {(n, c, s.size): Step(cfg, classifier, n, s.size, c) for n, c in rows for s in stages}
     for step in steps.values():  # untimed: oneDNN makes its kernels for each shape
         step()
@@ -112,6 +113,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--classes", default="1,4,8,20", help="classes per run (profile: the first)")
     parser.add_argument("--chunks", default="all", help="views per chunk to time, e.g. all,16,32 (batching)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (batching)")
+    parser.add_argument("--max-views", type=int, default=10**6,
+                        help="no row with more views than this in one chunk (batching: bounds the memory)")
     parser.add_argument("--size", type=int, default=224, help="image size (profile)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the profiled one (profile)")
     parser.add_argument("--top", type=int, default=15, help="operators listed (profile)")

@@ -17,7 +17,7 @@ def test_benchmark_prints_every_figure(tmp_path):
     assert re.fullmatch(r"speedup_vs_naive=\d+\.\d+", lines[-1]), lines[-1]
     text = proc.stdout
     for figure in ("peak matmul fp32", "peak matmul bf16", "s/class", "steps/s", "images/s", "peak MB",
-                   "GFLOP/s", "% peak"):
+                   "GFLOP/s", "% peak", "device settings", "chunk"):
         assert figure in text, figure
     rows = {line.split()[0]: line.split() for line in lines if line.startswith(("default ", "naive "))}
     assert rows["default"][1:4] == ["2", "bf16", "True"] and rows["naive"][1:4] == ["1", "fp32", "False"]

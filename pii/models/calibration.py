@@ -33,12 +33,16 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 ROUNDS = 3  # timed calls of each candidate, in turn, after one untimed call each (oneDNN builds its kernels)
-# Before that, each precision and memory format runs one view: one that takes DROP times the fastest's is
-# not timed further. Without AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX2) a bf16 view took 20-80x fp32's, and
-# timing it in full would cost minutes.
-DROP = 3.0
-FORMAT_CHUNK = 16  # views per call while precision and memory format are compared
-CHUNKS = (8, 16, 32, 64)  # views per chunk timed; a run with more views splits them only if a smaller chunk won
+# Before that, each precision and memory format runs PROBE views: one that takes DROP times the fastest's is
+# not timed further. Without AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX2) bf16 convolutions leave oneDNN for
+# torch's reference kernels, 28x slower than fp32 (Lite0, 224 px), and timing them in full would cost
+# minutes; between usable candidates the probes differed by up to 2.4x on loaded cores.
+PROBE = 4
+DROP = 5.0
+# Views per chunk timed. Precision and memory format are compared at the largest that the run's views
+# allow (what the run uses unless a smaller chunk wins); a run with more views than the largest splits
+# them only where a smaller chunk won.
+CHUNKS = (8, 16, 32, 64)
 CACHE_FILE = "calibration.json"
 PRECISIONS = ("bf16", "fp32")
 
@@ -97,33 +101,33 @@ def medians(candidates: list[Candidate], seconds_per_view: Callable[[Candidate],
     return {label: statistics.median(t) for label, t in times.items()}
 
 
-def calibrate(precisions: list[str], layouts: list[bool], chunks: list[int], format_chunk: int,
+def calibrate(precisions: list[str], layouts: list[bool], chunks: list[int],
               seconds_per_view: Callable[[Candidate], float], known: dict[str, float] | None = None,
               rounds: int = ROUNDS) -> tuple[Candidate, dict[str, float]]:
     """The fastest candidate, and the medians it was chosen from (`known` plus those it timed).
 
-    Precision x memory format are compared at `format_chunk` views, after a one-view probe of each
-    (a candidate DROP times slower than the fastest probe goes no further), then `chunks` with the
-    fastest of them. `seconds_per_view(candidate)` times one forward and backward
+    Precision x memory format are compared at the largest of `chunks`, after a probe of PROBE views
+    each (a candidate DROP times slower than the fastest probe goes no further), then `chunks` with
+    the fastest of them. `seconds_per_view(candidate)` times one forward and backward
     (pii.models.calibration.StepTimer on a real model; a table of figures in tests); figures already
     `known` (the cache) are not timed again, and a choice with one option is not timed at all."""
     known = dict(known or {})
 
     def fastest(candidates: list[Candidate], probe: bool) -> Candidate:
         if len(candidates) > 1 and any(c.label not in known for c in candidates):
-            if probe:
-                one_view = {c: replace(c, chunk=1) for c in candidates}
+            if probe and max(c.chunk for c in candidates) > PROBE:
+                probe_of = {c: replace(c, chunk=PROBE) for c in candidates}
                 for c in candidates:
-                    if one_view[c].label not in known:
-                        known[one_view[c].label] = seconds_per_view(one_view[c])
-                floor = min(known[one_view[c].label] for c in candidates)
-                candidates = [c for c in candidates if known[one_view[c].label] <= DROP * floor]
+                    if probe_of[c].label not in known:
+                        known[probe_of[c].label] = seconds_per_view(probe_of[c])
+                floor = min(known[probe_of[c].label] for c in candidates)
+                candidates = [c for c in candidates if known[probe_of[c].label] <= DROP * floor]
             missing = [c for c in candidates if c.label not in known]
             if len(candidates) > 1 and missing:
                 known.update(medians(missing, seconds_per_view, rounds))
         return min(candidates, key=lambda c: known.get(c.label, math.inf))
 
-    best = fastest([Candidate(p, cl, format_chunk) for p in precisions for cl in layouts], probe=True)
+    best = fastest([Candidate(p, cl, max(chunks)) for p in precisions for cl in layouts], probe=True)
     best = fastest([Candidate(best.precision, best.channels_last, c) for c in chunks], probe=False)
     return best, known
 
@@ -231,7 +235,7 @@ def settle(precision: str, channels_last: bool | str, chunk: int | str, device: 
         PRECISIONS if precision == "auto" else [precision],
         [True, False] if channels_last == "auto" else [bool(channels_last)],
         chunk_candidates(views) if chunk == "auto" and splits else [views if chunk == "auto" else min(int(chunk), views)],
-        min(views, FORMAT_CHUNK), seconds_per_view or StepTimer(build, size, device), known)
+        seconds_per_view or StepTimer(build, size, device), known)
     measured = set(timings) - set(known)
     if measured:
         write_cache(key, {"seconds_per_view": timings, "date": time.strftime("%Y-%m-%d")})
@@ -239,6 +243,6 @@ def settle(precision: str, channels_last: bool | str, chunk: int | str, device: 
         chosen = chunk if splits else "auto"
     else:  # the largest chunk timed won: more views were never seen to lose, so no split
         chosen = views if best.chunk >= max(chunk_candidates(views)) else even_chunk(views, best.chunk)
-    return DeviceSettings(best.precision, best.channels_last, chosen, "measured" if measured else "cache", where,
-                          size, timings,
+    source = "measured" if measured else "cache" if timings else "config"  # config: one option each, nothing timed
+    return DeviceSettings(best.precision, best.channels_last, chosen, source, where, size, timings,
                           time.perf_counter() - started if measured else 0.0)
