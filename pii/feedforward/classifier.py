@@ -155,7 +155,7 @@ def train_small_cnn(net: SmallCNN, data: Data, cfg: DictConfig, resolution: int,
         shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
         xb = torch.roll(xb, shifts=shift, dims=(2, 3))
         if attack is not None:
-            xb = attack(model, xb, y[idx])
+            xb = attack.at(step / steps)(model, xb, y[idx])
         loss = F.cross_entropy(net((xb - model.mean) / model.std), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

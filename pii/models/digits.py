@@ -58,7 +58,7 @@ def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, 
           batch_size: int = 64, attack: PGD | None = None) -> models.Classifier:
     """Train the classifier of `model_cfg` from scratch (AdamW, cosine decay) through pii's Classifier,
     so training sees the same normalisation and resizing as inversion. `attack`: adversarial
-    training, each augmented batch replaced by its PGD attack (pii.models.robust)."""
+    training, each augmented batch replaced by its PGD attack (pii.models.robust), epsilon warmed up."""
     torch.manual_seed(seed)
     clf = models.build(model_cfg)
     net = clf.net.train().requires_grad_(True)  # Classifier keeps itself frozen; train the network inside
@@ -73,7 +73,7 @@ def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, 
             idx = order[start:start + batch_size]
             xb = augment_batch(x[idx], shift, colour, polarity)
             if attack is not None:
-                xb = attack(clf, xb, y[idx])
+                xb = attack.at(sched.last_epoch / steps)(clf, xb, y[idx])  # the scheduler counts the steps done
             loss = F.cross_entropy(clf(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -109,6 +109,7 @@ class RobustConfig:
     epsilon: float = 0.0
     steps: int = 0
     step_size: float = 0.0
+    warmup: float = 0.0
     eval_steps: int = 20
     tag: str = ""
 
@@ -291,6 +292,8 @@ def _robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
         problems.at_least(cfg, f"robust.{key}", 0, strict=True)
     for key in ("steps", "eval_steps"):
         problems.at_least(cfg, f"robust.{key}", 1)
+    if not 0 <= robust.warmup <= 1:
+        problems.append(f"robust.warmup must be a share of the training steps in [0, 1], got {robust.warmup}")
     if model_key and robust.tag not in str(cfg_get(cfg, f"{model_key}.weights")):
         # only the models trained here have a robust version to pick; it would be a silent no-op
         problems.append(f"robust={robust.norm} picks the robust weights of a digits model (model=digits_cnn, "
