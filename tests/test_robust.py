@@ -181,17 +181,21 @@ def test_the_evaluation_attack_is_stronger_at_the_same_epsilon():
     train, evaluate = PGD.training(robust), PGD.evaluation(robust)
     assert evaluate.epsilon == train.epsilon and evaluate.steps > train.steps and evaluate.norm == train.norm
     assert PGD.training(compose_config(["output_dir=/x"]).robust) is None  # robust=none: natural training
+    # epsilon (and the step with it) warms up over the first `warmup` share of training, then stays
+    assert train.at(0).epsilon == 0 and train.at(1.0) == train == train.at(train.warmup)
+    assert train.at(train.warmup / 2).epsilon == pytest.approx(train.epsilon / 2)
+    assert train.at(train.warmup / 2).step_size == pytest.approx(train.step_size / 2)
 
 
-class CountingPGD:
-    """A PGD that counts the batches it attacks."""
+class RecordingPGD:
+    """A PGD that records where in training each batch it attacks was."""
 
     def __init__(self, attack):
-        self.attack, self.calls = attack, 0
+        self.attack, self.progress = attack, []
 
-    def __call__(self, model, x, y):
-        self.calls += 1
-        return self.attack(model, x, y)
+    def at(self, progress):
+        self.progress.append(progress)
+        return self.attack.at(progress)
 
 
 def test_a_tiny_robust_training_step_trains_on_attacked_batches(digits_data):
@@ -201,10 +205,10 @@ def test_a_tiny_robust_training_step_trains_on_attacked_batches(digits_data):
 
     (x, y), _ = digits_data
     cfg = model_config("digits_cnn")
-    attack = CountingPGD(PGD("linf", 0.1, steps=2, step_size=0.08))
+    attack = RecordingPGD(PGD("linf", 0.1, steps=2, step_size=0.08, warmup=0.5))
     robust = train(cfg, x[:32], y[:32], epochs=1, seed=0, batch_size=16, attack=attack)
     natural = train(cfg, x[:32], y[:32], epochs=1, seed=0, batch_size=16)
-    assert attack.calls == 2  # every batch
+    assert attack.progress == [0.0, 0.5]  # every batch, at its share of the training
     weights = dict(robust.net.named_parameters())
     assert all(torch.isfinite(p).all() for p in weights.values())
     assert any(not torch.equal(p, weights[name]) for name, p in natural.net.named_parameters())
@@ -240,7 +244,7 @@ def test_a_robust_small_cnn_is_cached_apart_from_the_natural_one(tmp_path):
     assert paths["none"] != paths["linf"] and paths["linf"].is_file()
 
     record = json.loads(paths["linf"].with_suffix(".json").read_text())["settings"]["robust"]
-    assert record == {"norm": "linf", "epsilon": 0.1, "steps": 2, "step_size": 0.125}
+    assert record == {"norm": "linf", "epsilon": 0.1, "steps": 2, "step_size": 0.125, "warmup": 0.5}
     # robust=none keys the file as before robust training existed: cached natural classifiers stay valid
     assert paths["none"] == classifier_lib.checkpoint_path(cfg.classifier, cfg.data, 8)
 
@@ -293,6 +297,7 @@ def test_train_invert_sweeps_natural_against_robust_with_one_key():
     from pii.run.cli import preflight
     from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR, compose_train_invert
 
-    assert preflight(["-m", "robust=none,linf,l2", SEARCHPATH], TRAIN_INVERT_CONF_DIR, "config", check_job) is None
+    # every job checked, none bad: the sweep's config comes back (its hydra.sweep.dir is claimed next)
+    assert preflight(["-m", "robust=none,linf,l2", SEARCHPATH], TRAIN_INVERT_CONF_DIR, "config", check_job) is not None
     jobs = [compose_train_invert(["output_dir=unused", f"robust={r}"]) for r in ("none", "linf", "l2")]
     assert len({checkpoint_path(c.classifier, c.data, 32, c.robust) for c in jobs}) == 3  # three classifiers

@@ -4,13 +4,14 @@ PGD (projected gradient descent; Madry et al., Towards Deep Learning Models Resi
 Adversarial Attacks, ICLR 2018): from a random point of the epsilon-ball around an image, steps up
 the cross-entropy's gradient (its sign for L-inf, its direction for L2), each time projected back
 onto the ball and into [0, 1] pixels. Adversarial training replaces every training batch by its
-PGD attack (the `robust` config group: conf/robust/); robust accuracy is the accuracy on
-a stronger attack (more, smaller steps) at the training epsilon.
+PGD attack (the `robust` config group: conf/robust/), its epsilon rising from 0 over the first
+`warmup` share of the steps; robust accuracy is the accuracy on a stronger attack (more, smaller
+steps) at the training epsilon.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +27,22 @@ class PGD:
     epsilon: float  # the ball's radius, in [0, 1] pixels
     steps: int
     step_size: float
+    warmup: float = 0.0  # training: the share of the steps over which epsilon and step_size rise from 0
 
     @classmethod
     def training(cls, robust) -> PGD | None:
         """The training attack of a `robust` config; None for natural training (robust=none)."""
         if robust is None or robust.norm is None:
             return None
-        return cls(str(robust.norm), float(robust.epsilon), int(robust.steps), float(robust.step_size))
+        return cls(str(robust.norm), float(robust.epsilon), int(robust.steps), float(robust.step_size),
+                   float(robust.warmup))
+
+    def at(self, progress: float) -> PGD:
+        """The attack at `progress` (0 to 1) through training: epsilon and step size scaled by the warmup.
+        Adversarial training from the first step at full epsilon left the digits ViT at chance
+        (docs/robust.md); ramping epsilon up is the usual remedy for transformers."""
+        scale = min(1.0, progress / self.warmup) if self.warmup > 0 else 1.0
+        return replace(self, epsilon=self.epsilon * scale, step_size=self.step_size * scale)
 
     @classmethod
     def evaluation(cls, robust) -> PGD | None:

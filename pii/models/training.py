@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from pii.errors import ConfigError
 from pii.models.classifier import Classifier
+from pii.models.robust import PGD
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 
 
 def fit(clf: Classifier, x: torch.Tensor, y: torch.Tensor, epochs: int, *, shift: int = 2, colour: float = 0.0,
         polarity: float = 0.0, lr: float = 2e-3, batch_size: int = 64, weight_decay: float = 0.05,
-        attack: Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Classifier:
+        attack: PGD | None = None) -> Classifier:
     """Train the network inside `clf` on pixels `x` in [0, 1] and labels `y`: AdamW with one-cycle
     decay, every image once per epoch in shuffled batches, each batch augmented (`augment_batch`).
     Draws from torch's global random state: seed it before building the model (or fork it, as
     the small CNN does, to leave the caller's draws alone). The network ends frozen again. `attack`:
-    adversarial training, each augmented batch replaced by its attack (pii.models.robust.PGD)."""
+    adversarial training, each augmented batch replaced by its PGD attack (pii.models.robust)."""
     net = clf.net.train().requires_grad_(True)  # Classifier keeps itself frozen; train the network inside
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
@@ -66,8 +66,8 @@ def fit(clf: Classifier, x: torch.Tensor, y: torch.Tensor, epochs: int, *, shift
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
             xb = augment_batch(x[idx], shift, colour, polarity)
-            if attack is not None:
-                xb = attack(clf, xb, y[idx])
+            if attack is not None:  # its epsilon warms up over the first part of training (PGD.at)
+                xb = attack.at(sched.last_epoch / steps)(clf, xb, y[idx])  # the scheduler counts the steps done
             loss = F.cross_entropy(clf(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -142,6 +142,7 @@ class RobustConfig:
     epsilon: float = MISSING
     steps: int = MISSING
     step_size: float = MISSING
+    warmup: float = MISSING
     eval_steps: int = MISSING
     tag: str = MISSING
 
@@ -383,6 +384,8 @@ def _robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
         problems.at_least(cfg, f"robust.{key}", 0, strict=True)
     for key in ("steps", "eval_steps"):
         problems.at_least(cfg, f"robust.{key}", 1)
+    if not 0 <= robust.warmup <= 1:
+        problems.append(f"robust.warmup must be a share of the training steps in [0, 1], got {robust.warmup}")
     if model_key and robust.tag not in str(cfg_get(cfg, f"{model_key}.weights")):
         # only the models trained here have a robust version to pick; it would be a silent no-op
         problems.append(f"robust={robust.norm} picks the robust weights of a digits model (model=digits_cnn, "
