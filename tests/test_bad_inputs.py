@@ -302,10 +302,8 @@ def test_a_diverging_inversion_stops_at_the_step_it_diverged():
     """A loss or an image that becomes nan or inf stops the run with the stage and step; the stage
     is not saved. (schedule.lr=1e37 is refused by the checks: the loop is driven directly.)"""
     from pii import models
-    from pii.core import schedule
     from pii.core.inversion import invert
     from pii.core.observers import Observer
-    from pii.core.param import Fourier
     from pii.run import build
 
     class Stages(Observer):
@@ -316,11 +314,11 @@ def test_a_diverging_inversion_stops_at_the_step_it_diverged():
 
     cfg = tiny_cfg("unused", "param=fourier", "schedule.lr=1e37", "precision=fp32")
     classifier = models.build(cfg.model)
-    stages = schedule.plan(classifier.input_size, cfg.schedule)
+    stages = models.plan_stages(cfg)
     observer = Stages()
     with pytest.raises(ConfigError, match=r"became nan or inf at stage 1 of 3 \(16 px\), step \d+.*lower schedule.lr"):
         invert(classifier, [1, 2], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg),
-               observer, param=Fourier(2))
+               observer, param=build.param(cfg, 2, "cpu"))
     assert observer.done == []
 
 

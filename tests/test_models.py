@@ -205,11 +205,10 @@ def test_batchnorm_that_does_not_follow_its_convolution_stays_unfolded():
 
 
 def test_compile_auto_compiles_only_where_the_steps_saved_pay_for_compiling():
-    from pii.core import schedule
     from pii.models.device import wants_compile
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    paper = schedule.plan(224, compose_config(["experiment=paper", "output_dir=/x"]).schedule)  # 7 sizes x 400 steps
+    paper = models.plan_stages(compose_config(["experiment=paper", "output_dir=/x"]))  # Lite0: 7 sizes x 400 steps, 56-224 px
     # Lite0, 20 classes x 32 views: ~28 s saved for 7 sizes x 40 s of compiling
     assert not wants_compile("auto", cuda, paper, views=20 * 32)
     assert wants_compile("auto", cuda, paper, views=300 * 32)
