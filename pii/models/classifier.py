@@ -145,11 +145,14 @@ def settings_for_run(cfg: DictConfig, device: torch.device, stages, views: int,
     on this CPU (pii.models.calibration; `seconds_per_view` replaces its timer in tests)."""
     fold = _folds(cfg)
     model = f"{cfg.model.name} ({cfg.model.get('weights')}{', BatchNorm folded' if fold else ''})"
-    return calibration.settle(
-        str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, stages, views,
-        lambda precision, channels_last: build(cfg.model, device, precision=precision, channels_last=channels_last,
-                                               fold=fold),
-        splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
+    # the calibration builds and runs models (random draws) only when nothing is cached: its draws must
+    # not move the run's, or a run would differ from its own resumed or repeated self
+    with torch.random.fork_rng(devices=[]):
+        return calibration.settle(
+            str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, stages,
+            views, lambda precision, channels_last: build(cfg.model, device, precision=precision,
+                                                          channels_last=channels_last, fold=fold),
+            splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
 
 
 def _folds(cfg: DictConfig) -> bool:
