@@ -43,7 +43,7 @@ def test_a_real_run_writes_its_version_and_reads_back(tmp_path):
     written = json.loads((tmp_path / METRICS).read_text())
     assert list(written) == ["schema_version", "model", "device", "seconds", "seconds_per_class", "steps",
                              "stage_sizes", "ensemble_size", "param", "spectral_slope", "mean_probability",
-                             "top1_rate", "classes", "config", "first_stage", "stage_seconds", "judge"]
+                             "top1_rate", "classes", "config", "first_stage", "stage_seconds", "judge", "device_settings"]
     assert list(written["classes"][0]) == ["class_id", "name", "probability", "top1", "top5_classes",
                                            "start_probability", "image", "spectral_slope"]
     assert list(written["judge"]["timm"]["classes"][0]) == ["class_id", "name", "probability", "top1", "top5",
