@@ -28,7 +28,15 @@ from pii.feedforward import discriminator as d_lib
 from pii.feedforward import evaluate as eval_lib
 from pii.feedforward import generator as g_lib
 from pii.feedforward import logger as logger_lib
-from pii.feedforward.train import CHECKPOINT, CHECKPOINT_KEYS, Dist, load_checkpoint, load_module, train
+from pii.feedforward.train import (
+    CHECKPOINT,
+    CHECKPOINT_KEYS,
+    Dist,
+    load_checkpoint,
+    load_module,
+    resumable_step,
+    train,
+)
 from pii.models.device import resolve_device
 from pii.models.weights import check_weights
 from pii.run.config import check_train_invert
@@ -88,7 +96,7 @@ def check_files(cfg: DictConfig, out_dir: Path) -> None:
                               f"({few(f'{c}/{CHECKPOINT}' for c in cfg.conditions)}); pass the directory of the run "
                               f"to continue as hydra.run.dir=..., or drop resume=true to start a new run")
         for path in found:
-            read_checkpoint(path, "resume")
+            resumable_step(read_checkpoint(path, "resume"), path, int(cfg.schedule.steps))
 
 
 def read_checkpoint(path: Path, key: str) -> dict:
