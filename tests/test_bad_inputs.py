@@ -144,6 +144,7 @@ BAD = [
     ("train", "hydra.run.dir={d}/earlier", "continue it with resume=true hydra.run.dir={d}/earlier"),
     ("train", "resume=true hydra.run.dir={d}/earlier", "no generator checkpoint"),
     ("train", "resume=true hydra.run.dir={d}/train_damaged", "train_damaged/logits/checkpoint.pt"),
+    ("train", "resume=true schedule.steps=5 hydra.run.dir={d}/train_ahead", "is at step 10, past schedule.steps=5"),
     ("train", "classifier.checkpoint={d}/nowhere.safetensors", "classifier.checkpoint"),
     ("train", "mode=analyse", "run_dir"),
     ("train", "mode=analyse run_dir={d}/earlier", "run_dir"),
@@ -209,6 +210,10 @@ def earlier(tmp_path_factory) -> Path:
     (d / "train_damaged" / ".hydra" / "config.yaml").write_text("seed: 0\n")
     (d / "train_damaged" / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
     (d / "train_damaged" / "logits" / "checkpoint.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    shutil.copytree(d / "train_damaged" / ".hydra", d / "train_ahead" / ".hydra")  # its checkpoint is at step 10
+    (d / "train_ahead" / "logits").mkdir()
+    torch.save({"step": 10, **{key: {} for key in ("G", "D", "G_ema", "opt_g", "opt_d")}},
+               d / "train_ahead" / "logits" / "checkpoint.pt")
     (d / "weights").mkdir()
     import timm
 

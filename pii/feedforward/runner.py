@@ -26,7 +26,15 @@ from pii.feedforward import classifier as classifier_lib
 from pii.feedforward import data as data_lib
 from pii.feedforward import evaluate as eval_lib
 from pii.feedforward import generator as g_lib
-from pii.feedforward.train import CHECKPOINT, CHECKPOINT_KEYS, Dist, load_checkpoint, load_module, train
+from pii.feedforward.train import (
+    CHECKPOINT,
+    CHECKPOINT_KEYS,
+    Dist,
+    load_checkpoint,
+    load_module,
+    resumable_step,
+    train,
+)
 from pii.files import write_json
 from pii.models.device import resolve_device
 from pii.models.weights import check_weights
@@ -102,7 +110,7 @@ def check_files(cfg: DictConfig, out_dir: Path) -> None:
                               f"({few(f'{c}/{CHECKPOINT}' for c in cfg.conditions)}); pass the directory of the run "
                               f"to continue as hydra.run.dir=..., or drop resume=true to start a new run")
         for path in found:
-            read_checkpoint(path, "resume")
+            resumable_step(read_checkpoint(path, "resume"), path, int(cfg.schedule.steps))
 
 
 def read_checkpoint(path: Path, key: str) -> dict:

@@ -76,6 +76,16 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return load_tensors(path, "train_invert checkpoint", map_location)
 
 
+def resumable_step(state: dict, path: Path, steps: int) -> int:
+    """The step a checkpoint continues from; ConfigError if it is past `steps` (continuing would train
+    nothing and report no losses)."""
+    start = int(state["step"])
+    if start > steps:
+        raise ConfigError(f"resume: {str(path)!r} is at step {start}, past schedule.steps={steps}; "
+                          f"resume with schedule.steps >= {start}")
+    return start
+
+
 def load_module(module: nn.Module, state: dict, path: Path, key: str) -> None:
     """`state` into `module` (G, D or the EMA of G); ConfigError naming the first few keys that do not fit."""
     misfit = mismatch(module, state)
@@ -156,10 +166,7 @@ def train(G: nn.Module, D: nn.Module, classifier: nn.Module, dataset: Dataset, l
         for module, name in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             load_module(module, state[name], ckpt_path, "resume")
         opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
-        start = int(state["step"])
-        if start > steps:  # continuing would train nothing and report no losses
-            raise ConfigError(f"resume: {str(ckpt_path)!r} is at step {start}, past schedule.steps={steps}; "
-                              f"resume with schedule.steps >= {start}")
+        start = resumable_step(state, ckpt_path, steps)
         log.info("%s: resumed from %s at step %d", tag or "generator", ckpt_path, start)
     if dist_info.is_main:
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
