@@ -450,8 +450,7 @@ def test_ctrl_c_in_a_script_is_one_line(earlier, tmp_path):
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    err = "".join(lines) + err
-    assert proc.returncode in (0, 130), err  # 0: it finished before the signal came (a fast machine)
+    assert proc.returncode in (0, 130), "".join(lines) + err  # 0: it finished before the signal came (a fast machine)
     assert "Traceback" not in out + err
     if proc.returncode == 130:
         (line,) = err.strip().splitlines()
