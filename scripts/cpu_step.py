@@ -61,6 +61,10 @@ def classifier_for(cfg, device, stages, views):
 
 def batching(cfg, device, args) -> None:
     stages = models.plan_stages(cfg)
+    if args.sizes:  # a subset of the stages: the figures are then of those stages only
+        stages = [s for s in stages if s.size in {int(size) for size in args.sizes.split(",")}]
+        if not stages:
+            raise ConfigError(f"--sizes {args.sizes}: none of the schedule's stage sizes {[s.size for s in models.plan_stages(cfg)]}")
     ensemble = int(cfg.augmentation.ensemble_size)
     classes = [int(c) for c in args.classes.split(",")]
     chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
@@ -74,7 +78,7 @@ def batching(cfg, device, args) -> None:
     for _ in range(args.rounds):
         for key, step in steps.items():
             times[key].append(step())
-    print(f"\n{cfg.model.name}, ensemble {ensemble}, stages {[s.size for s in stages]} x {stages[0].steps} steps; "
+    print(f"\n{cfg.model.name}, ensemble {ensemble}, stages timed {[s.size for s in stages]} x {stages[0].steps} steps; "
           f"{torch.get_num_threads()} threads; median of {args.rounds} rounds, alternating")
     print(f"{'classes/run':>11} {'views':>5} {'chunk':>5} {'s/class':>8} {'vs first':>8}  ms per view at each size")
     first = None
@@ -113,6 +117,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--classes", default="1,4,8,20", help="classes per run (profile: the first)")
     parser.add_argument("--chunks", default="all", help="views per chunk to time, e.g. all,16,32 (batching)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (batching)")
+    parser.add_argument("--sizes", help="time only these stage sizes, e.g. 112,224 (batching; default: every stage)")
     parser.add_argument("--max-views", type=int, default=10**6,
                         help="no row with more views than this in one chunk (batching: bounds the memory)")
     parser.add_argument("--size", type=int, default=224, help="image size (profile)")
