@@ -8,7 +8,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 # train_invert's classifier cache: the tests' quick classifiers never land in the shared default one
-import tempfile  # noqa: E402
+import tempfile
 
 os.environ.setdefault("PII_CLASSIFIER_CACHE", tempfile.mkdtemp(prefix="pii-test-classifiers-"))
 # precision=auto's timings (pii.models.calibration): the tests' runs never read or write the user's
@@ -29,11 +29,69 @@ from pii import CONF_DIR
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Third-party modules a command imports at start. Each command runs in a fresh process forked from a
+# server that imported these once: starting the interpreter and importing torch cost seconds per
+# command on 2 cores, and the bad-input tests alone run over a hundred commands.
+PRELOAD = ["torch", "torchvision", "timm", "hydra", "hydra.core.global_hydra", "omegaconf", "numpy", "PIL.Image",
+           "tqdm", "yaml"]
+
+
 def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python <args>` in the checkout's root as a user types it (invert.py, train_invert.py,
-    scripts/<name>.py), importing this checkout's pii; stdout and stderr captured as text."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=cli_env(env), capture_output=True,
-                          text=True, timeout=timeout)
+    """`python <script> <args>` in the checkout's root as a user types it (invert.py, train_invert.py,
+    scripts/<name>.py), importing this checkout's pii; stdout and stderr captured as text. The script
+    runs as __main__ in a new process (its own exit code, signals, globals), forked from a server that
+    has imported the PRELOAD modules; the ctrl-c, lock and install tests start real interpreters."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    args = [str(a) for a in args]
+    with tempfile.TemporaryDirectory() as captured:
+        out, err = Path(captured) / "stdout", Path(captured) / "stderr"
+        out.touch()
+        err.touch()
+        process = context.Process(target=_run_script, args=(args, cli_env(env), out, err))
+        process.start()
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
+        return subprocess.CompletedProcess([sys.executable, *args], process.exitcode,
+                                           out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+def _run_script(args: list[str], env: dict, out: Path, err: Path) -> None:
+    """In the forked process: what `python <args>` does once the interpreter is up."""
+    import atexit
+    import runpy
+    import traceback
+
+    os.chdir(ROOT)
+    os.environ.clear()
+    os.environ.update(env)
+    # the interpreter puts the script's folder first, then PYTHONPATH
+    sys.path[:0] = [str((ROOT / args[0]).parent), *env.get("PYTHONPATH", "").split(os.pathsep)]
+    sys.argv = list(args)
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        os.dup2(stdout.fileno(), 1)
+        os.dup2(stderr.fileno(), 2)
+    code = 0
+    try:
+        runpy.run_path(args[0], run_name="__main__")
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: BLE001  (as the interpreter: the traceback, exit 1)
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()  # as the interpreter does at exit (W&B, logging); a forked child would skip them
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def cli_env(extra: dict | None = None) -> dict:

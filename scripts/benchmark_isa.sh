@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The pixel preset's benchmark under each instruction-set setting, for precision=auto and the
+# fixed settings it chooses among: what docs/performance.md's "Chosen on the machine that runs"
+# table reports. Each setting calibrates afresh (its own cache directory).
+#
+#   bash scripts/benchmark_isa.sh [out dir] [extra overrides...]
+#
+# Instruction sets: the CPU's own, and AVX2 (no AVX-512, no bf16 kernels), by oneDNN's and ATen's
+# dispatch variables. Settings per instruction set: auto; bf16 + channels_last + all views at once
+# (the fixed CPU default auto replaced); fp32 + channels_last + all views at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-outputs/benchmark_isa}
+shift || true
+mkdir -p "$out"
+python=${PYTHON:-python}
+common=(--naive-classes 1 experiment=pii schedule.steps=20 "$@")
+for isa in native avx2; do
+    env=()
+    [ "$isa" = avx2 ] && env=(ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
+    for setting in auto bf16 fp32; do
+        case $setting in
+            auto) overrides=() ;;
+            *) overrides=(precision=$setting channels_last=true augmentation.chunk=100000) ;;
+        esac
+        echo "== $isa $setting"
+        env "${env[@]}" PII_CACHE="$out/cache_$isa" "$python" scripts/benchmark.py "${common[@]}" "${overrides[@]}" \
+            --json "$out/${isa}_$setting.json" | tail -n 25
+    done
+done
