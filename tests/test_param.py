@@ -132,7 +132,9 @@ def papers_loop(classifier, class_ids, augment_views, stages, cfg, seed):
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=stage.steps, eta_min=0.0)
         for _ in range(stage.steps):
             views = augment_views(image, Draws(generators))
-            loss = F.cross_entropy(classifier(views), targets.repeat_interleave(len(views) // len(class_ids)))
+            copies = len(views) // len(class_ids)
+            # each image's mean cross-entropy over its copies, summed over the images
+            loss = F.cross_entropy(classifier(views), targets.repeat_interleave(copies), reduction="sum") / copies
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -145,8 +147,8 @@ def papers_loop(classifier, class_ids, augment_views, stages, cfg, seed):
 
 def test_pixel_param_is_the_papers_loop():
     # both loops run here, in one process, from the same seed: the same random draws in the same
-    # order. They may differ only in how a float sum is ordered (the loss is summed per view and
-    # divided, instead of averaged), a few ulps per step; Adam's step is at most about lr per pixel,
+    # order. They may differ only in how a float sum is ordered (the loss is summed per view,
+    # divided by all views and multiplied by the images), a few ulps per step; Adam's step is at most about lr per pixel,
     # so 9 steps cannot turn that into more than 1e-5. A change to the algorithm (a draw, an
     # operation, a step) moves pixels by ~lr = 1e-2.
     cfg = tiny_cfg(Path("/unused"))

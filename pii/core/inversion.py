@@ -97,7 +97,12 @@ def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch
                      image: torch.Tensor, per_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of all views, backpropagated into `image` `per_chunk` views at a time (gradients
     accumulate, so peak memory is one chunk's). Returns the loss and each view's target
-    probability, both detached and left on the device."""
+    probability, both detached and left on the device.
+
+    The loss is the mean over the batch; what is backpropagated is that times the batch size, the
+    sum of each image's own loss (the mean over its views, its priors), so that an image's
+    gradient does not shrink with the number of images beside it: Adam's step would (through its
+    eps), and a class's image would depend on its batch."""
     if per_chunk < len(views) and not loss_fn.splits_over_views:
         raise ConfigError("loss=deepinversion needs all views in one batch (its BatchNorm statistics are over the "
                           "batch); set augmentation.chunk to at least the number of views, or use fewer views")
@@ -110,7 +115,7 @@ def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch
         if start == 0:
             loss = loss + loss_fn.image_loss(image)
         # the augmentation's graph (views from image) is shared by every chunk: keep it until the last
-        loss.backward(retain_graph=start != starts[-1])
+        (loss * len(image)).backward(retain_graph=start != starts[-1])
         losses.append(loss.detach())
         probs.append(logits.detach().softmax(-1).gather(1, chunk_targets[:, None]).squeeze(1))
     return torch.stack(losses).sum(), torch.cat(probs)
