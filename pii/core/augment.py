@@ -166,7 +166,8 @@ class Noise(nn.Module):
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         here, shape = draws.on(x.device), (per_image(x, draws), *x.shape[1:])
-        return x + here.randn(*shape, device=x.device) * self.std + (here.rand(*shape, device=x.device) - 0.5) * self.std
+        gaussian, flat = here.randn(*shape, device=x.device), here.rand(*shape, device=x.device) - 0.5
+        return x + gaussian * self.std + flat * self.std
 
 
 def _pair(value) -> tuple[float, float]:
