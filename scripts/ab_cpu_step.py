@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pii import models
+from pii.core.draws import Draws
 from pii.eval import provenance
 from pii.models import cpu
 from pii.run.build import augmentation
@@ -33,6 +34,7 @@ def main() -> None:
         cpu.keep_freed_memory()
     cfg = compose(["augmentation.ensemble_size=4"])
     aug = augmentation(cfg)
+    draws = Draws.seeded(0, range(8), 0)
     variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
                 for p in ["fp32", "bf16"] for cl in [False, True]}
     variants["bf16_all_nhwc"] = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)
@@ -45,7 +47,7 @@ def main() -> None:
             for k, clf in variants.items():
                 x = torch.rand(8, 3, size, size, requires_grad=True)
                 t = time.perf_counter()
-                torch.nn.functional.cross_entropy(clf(aug(x)), torch.arange(8).repeat_interleave(4)).backward()
+                torch.nn.functional.cross_entropy(clf(aug(x, draws)), torch.arange(8).repeat_interleave(4)).backward()
                 if rep:  # the first pass warms up
                     times[k].append(time.perf_counter() - t)
     base = sum(times["fp32_nchw"])

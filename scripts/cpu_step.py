@@ -23,6 +23,7 @@ import time
 import torch
 
 from pii import models
+from pii.core.draws import Draws
 from pii.core.inversion import forward_backward
 from pii.errors import ConfigError
 from pii.models.device import resolve_device
@@ -41,11 +42,12 @@ class Step:
         self.image = torch.rand(classes, 3, size, size, requires_grad=True)
         self.optimizer = torch.optim.Adam([self.image], lr=0.01)
         self.targets = torch.arange(classes)
+        self.draws = Draws.seeded(int(cfg.seed), range(classes), 0)
         self.chunk = chunk
 
     def __call__(self) -> float:
         start = time.perf_counter()
-        views = self.augment(self.image)
+        views = self.augment(self.image, self.draws)
         targets = self.targets.repeat_interleave(len(views) // self.classes)
         self.optimizer.zero_grad(set_to_none=True)
         forward_backward(self.classifier, self.loss_fn, views, targets, self.image, min(self.chunk or len(views), len(views)))

@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from pii import CONF_DIR
 from pii.core import augment
+from pii.core.draws import Draws
 from pii.errors import ConfigError
 
 # conf/augmentation/pii.yaml's values, the arguments of augment.build (but `chunk`, the loop's)
@@ -17,13 +18,17 @@ def pieces(**changes):
     return [type(m) for m in augment.build(**{**PII, **changes})]
 
 
+def draws(images: int, stage: int = 0) -> Draws:
+    """The random streams of `images` images (classes 0, 1, ...), seed 0."""
+    return Draws.seeded(0, range(images), stage)
+
+
 def test_color_shift_ranges_per_copy_and_channel():
-    torch.manual_seed(0)
     alpha, beta = 0.5, 0.3
     # Half the pixels are 0 (output = mu), half are 1 (output = sigma + mu).
     x = torch.zeros(512, 3, 2, 2)
     x[..., 1, :] = 1
-    out = augment.ColorShift(alpha, beta)(x)
+    out = augment.ColorShift(alpha, beta)(x, draws(512))
     mu = out[..., 0, 0]
     sigma = out[..., 1, 0] - mu
     assert mu.abs().max() <= alpha and mu.min() < -0.45 and mu.max() > 0.45
@@ -35,30 +40,52 @@ def test_color_shift_ranges_per_copy_and_channel():
 
 def test_color_shift_is_redrawn_every_call_and_not_clamped():
     x = torch.full((4, 3, 8, 8), 0.5)
-    shift = augment.ColorShift(1.0, 1.0)
-    a, b = shift(x), shift(x)
+    shift, streams = augment.ColorShift(1.0, 1.0), draws(4)
+    a, b = shift(x, streams), shift(x, streams)
     assert not torch.allclose(a, b)
-    many = torch.cat([shift(x) for _ in range(20)])
+    many = torch.cat([shift(x, streams) for _ in range(20)])
     assert many.min() < 0 or many.max() > 1
 
 
-def test_jitter_wraps_around():
-    torch.manual_seed(1)
+def test_jitter_rolls_each_image_by_its_own_offset_wrapping_around():
     x = torch.arange(2 * 3 * 10 * 10, dtype=torch.float).view(2, 3, 10, 10)
-    jitter = augment.Jitter(4)
+    jitter, streams = augment.Jitter(4), draws(2)
     seen = set()
     for _ in range(30):
-        y = jitter(x)
-        matches = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
-                   if torch.equal(y, torch.roll(x, (dy, dx), (-2, -1)))]
-        assert len(matches) == 1  # a pure roll: every pixel kept, those pushed off one edge re-enter at the other
-        seen.add(matches[0])
-    assert len(seen) > 5
+        y = jitter(x, streams)
+        offsets = []
+        for image, rolled in zip(x, y):
+            matches = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                       if torch.equal(rolled, torch.roll(image, (dy, dx), (-2, -1)))]
+            assert len(matches) == 1  # a pure roll: every pixel kept, those pushed off one edge re-enter at the other
+            offsets.append(matches[0])
+        seen.add(tuple(offsets))
+    assert len({first for first, _ in seen}) > 5
+    assert any(first != second for first, second in seen)  # the images are rolled apart
+
+
+# every piece, each drawing something
+EVERYTHING = {**PII, "pad": 2, "shift": 2, "jitter": 3, "crops": [0.5, 1.0], "scale": [0.9, 1.1], "degrees": 10,
+              "flip": True, "noise": 0.1, "ensemble_size": 3}
+
+
+def test_an_image_draws_the_same_whatever_else_is_in_its_batch():
+    # the views of class 5 alone and of class 5 between classes 3 and 7: one stream per image,
+    # seeded from (seed, class, stage)
+    every = augment.build(**EVERYTHING)
+    assert len(every) == 8
+    x = torch.rand(3, 3, 16, 16)
+    together = every(x, Draws.seeded(0, [3, 5, 7], 0))
+    alone = every(x[1:2], Draws.seeded(0, [5], 0))
+    assert together.shape == (9, 3, 18, 18) and alone.shape == (3, 3, 18, 18)  # padded by 2, cropped by 2
+    torch.testing.assert_close(together[3:6], alone, atol=1e-6, rtol=0)
+    for other in (Draws.seeded(1, [5], 0), Draws.seeded(0, [5], 1), Draws.seeded(0, [6], 0)):  # seed, stage, class
+        assert (every(x[1:2], other) - alone).abs().max() > 0.1
 
 
 def test_ensemble_puts_copies_of_one_image_together():
     x = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 4, 4)
-    y = augment.Ensemble(3)(x)
+    y = augment.Ensemble(3)(x, draws(2))
     assert y.shape == (6, 3, 4, 4) and y[:3].eq(0).all() and y[3:].eq(1).all()
 
 
@@ -82,21 +109,21 @@ def test_lucent_and_maco_pieces_compose_in_order():
                               "degrees": 10, "ensemble_size": 4})
     assert [type(p).__name__ for p in lucent] == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
     x = torch.rand(2, 3, 40, 40, requires_grad=True)
-    views = lucent(x)
+    views = lucent(x, draws(2))
     assert views.shape == (8, 3, 52, 52)  # pad 12 a side, then a crop 12 px smaller (as lucent: 224 -> 236)
     views.sum().backward()
     assert x.grad.abs().sum() > 0
     maco = augment.build(**{**PII, "jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01,
                             "ensemble_size": 6})
     assert [type(p).__name__ for p in maco] == ["Crops", "Noise"]
-    views = maco(x)
+    views = maco(x, draws(2))
     assert views.shape == (12, 3, 40, 40)
     assert not torch.equal(views[0], views[1])  # each copy is its own crop
 
 
 def test_crops_of_the_whole_image_give_the_image_and_copies_stay_together():
     x = torch.rand(2, 3, 16, 16)
-    crops = augment.Crops(3, (1.0, 1.0), centre_std=0.0)(x)
+    crops = augment.Crops(3, (1.0, 1.0), centre_std=0.0)(x, draws(2))
     torch.testing.assert_close(crops, x.repeat_interleave(3, dim=0), atol=1e-5, rtol=0)
 
 
@@ -106,11 +133,10 @@ def test_crops_sample_what_roi_align_samples():
     from torchvision.ops import roi_align
 
     x = torch.rand(2, 3, 24, 24)
-    torch.manual_seed(0)
-    crops = augment.Crops(4, (0.5, 1.0), centre_std=0.15)(x)
-    torch.manual_seed(0)
-    centre = 0.5 + torch.randn(8, 2) * 0.15
-    side = torch.empty(8, 1).uniform_(0.5, 1.0)
+    crops = augment.Crops(4, (0.5, 1.0), centre_std=0.15)(x, draws(2))
+    streams = draws(2)
+    centre = 0.5 + streams.randn(4, 2) * 0.15
+    side = 0.5 + 0.5 * streams.rand(4, 1)
     index = torch.arange(2).repeat_interleave(4)[:, None].float()
     boxes = torch.cat([index, torch.cat([centre - side / 2, centre + side / 2], 1) * 24], 1)
     inside = ((centre - side / 2 >= 0) & (centre + side / 2 <= 1)).all(1)
@@ -129,7 +155,7 @@ def test_scale_rotate_identity_and_bad_ranges():
     from pii.run.config import check_invert
 
     x = torch.rand(2, 3, 16, 16)
-    torch.testing.assert_close(augment.ScaleRotate((1.0, 1.0), 0.0)(x), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(augment.ScaleRotate((1.0, 1.0), 0.0)(x, draws(2)), x, atol=1e-5, rtol=0)
     for key, bad in (("scale", "[1.1,0.9]"), ("crops", "[0,1]"), ("crops", "[0.5]")):  # at config time
         with pytest.raises(ConfigError, match=f"augmentation.{key} must be \\[low, high\\]"):
             check_invert(compose_config([f"augmentation.{key}={bad}", "output_dir=/x"]))

@@ -97,7 +97,7 @@ class Grey(Pixel):
         super().__init__(batch, device)
         self.level = level
 
-    def canvas(self, size):
+    def canvas(self, size, draws):
         return torch.full((self.batch, 3, size, size), self.level, device=self.device)
 
 
@@ -113,7 +113,7 @@ def test_a_new_parametrization_or_optimizer_is_a_class_and_a_yaml_file(tmp_path)
     cfg = compose_config(["optimizer=sgd", "param=grey", f"hydra.searchpath=[file://{tmp_path}]", "output_dir=/x"])
     check_invert(cfg)
     param = build.param(cfg, 2, "cpu")
-    assert torch.equal(param.canvas(4), torch.full((2, 3, 4, 4), 0.25)) and cfg.method == "grey"
+    assert torch.equal(param.canvas(4, draws=None), torch.full((2, 3, 4, 4), 0.25)) and cfg.method == "grey"
     opt = build.optimizer(cfg)([torch.zeros(1, requires_grad=True)])
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9 and opt.defaults["lr"] == 0.01
 

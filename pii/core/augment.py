@@ -1,6 +1,8 @@
 """The augmentations of PII (paper Section 3), and the pieces lucent's and MACO's
-recipes add: small pieces with one signature, `views = piece(views)`, composed
-in order. Each is drawn afresh at every call."""
+recipes add: small pieces with one signature, `views = piece(views, draws)`,
+composed in order. Each is drawn afresh at every call, every image's from its own
+stream (pii.core.draws): before the ensemble `views` holds one row per image,
+after it image i's copies are rows i * k .. (i + 1) * k - 1."""
 
 from __future__ import annotations
 
@@ -10,17 +12,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pii.core.draws import Draws
+
+
+def per_image(x: torch.Tensor, draws: Draws) -> int:
+    """Rows of `x` per image: 1 before the ensemble, its size after."""
+    return len(x) // len(draws)
+
+
+class Augmentation(nn.Sequential):
+    """The pieces in order: `views = augmentation(images, draws)`."""
+
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        for piece in self:
+            x = piece(x, draws)
+        return x
+
 
 class Jitter(nn.Module):
-    """Roll the batch by one random offset in [-max_shift, max_shift] per axis, wrapping around."""
+    """Roll each image by its own random offset in [-max_shift, max_shift] per axis, wrapping around
+    (for one image: the paper's jitter)."""
 
     def __init__(self, max_shift: int):
         super().__init__()
         self.max_shift = max_shift
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dy, dx = torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist()
-        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        offsets = draws.randint(-self.max_shift, self.max_shift + 1, 1, 2).tolist()
+        rows = x.split(per_image(x, draws))
+        return torch.cat([torch.roll(r, shifts=(dy, dx), dims=(-2, -1)) for r, (dy, dx) in zip(rows, offsets)])
 
 
 class Ensemble(nn.Module):
@@ -30,7 +50,7 @@ class Ensemble(nn.Module):
         super().__init__()
         self.size = size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         return x.repeat_interleave(self.size, dim=0)
 
 
@@ -41,8 +61,8 @@ class Flip(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        flip = draws.rand(per_image(x, draws), 1, 1, 1, device=x.device) < self.p
         return torch.where(flip, x.flip(-1), x)
 
 
@@ -56,10 +76,10 @@ class ColorShift(nn.Module):
         super().__init__()
         self.alpha, self.beta = alpha, beta
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[0], x.shape[1], 1, 1)
-        mu = (torch.rand(shape, device=x.device) * 2 - 1) * self.alpha
-        sigma = torch.exp((torch.rand(shape, device=x.device) * 2 - 1) * self.beta)
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        shape = (per_image(x, draws), x.shape[1], 1, 1)
+        mu = (draws.rand(*shape, device=x.device) * 2 - 1) * self.alpha
+        sigma = torch.exp((draws.rand(*shape, device=x.device) * 2 - 1) * self.beta)
         return sigma * x + mu
 
 
@@ -70,21 +90,22 @@ class Pad(nn.Module):
         super().__init__()
         self.pixels, self.value = pixels, value
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         return F.pad(x, (self.pixels,) * 4, mode="constant", value=self.value)
 
 
 class Shift(nn.Module):
-    """lucent's jitter: a random crop `pixels` px smaller in each axis (no wrap-around), one offset per batch."""
+    """lucent's jitter: a random crop `pixels` px smaller in each axis (no wrap-around), one offset per image."""
 
     def __init__(self, pixels: int):
         super().__init__()
         self.pixels = pixels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dy, dx = torch.randint(0, self.pixels + 1, (2,)).tolist()
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        offsets = draws.randint(0, self.pixels + 1, 1, 2).tolist()
         h, w = x.shape[-2] - self.pixels, x.shape[-1] - self.pixels
-        return x[..., dy:dy + h, dx:dx + w]
+        rows = x.split(per_image(x, draws))
+        return torch.cat([r[..., dy:dy + h, dx:dx + w] for r, (dy, dx) in zip(rows, offsets)])
 
 
 class ScaleRotate(nn.Module):
@@ -95,13 +116,18 @@ class ScaleRotate(nn.Module):
         super().__init__()
         self.scale, self.degrees = scale, degrees
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        s = torch.empty(n, device=x.device).uniform_(*self.scale)
-        a = torch.empty(n, device=x.device).uniform_(-self.degrees, self.degrees) * math.pi / 180
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        k = per_image(x, draws)
+        s = uniform(draws.rand(k, device=x.device), *self.scale)
+        a = uniform(draws.rand(k, device=x.device), -self.degrees, self.degrees) * math.pi / 180
         cos, sin = torch.cos(a) / s, torch.sin(a) / s  # output -> input coordinates: zoom in when s > 1
         zero = torch.zeros_like(s)
         return _resample(x, torch.stack([cos, -sin, zero, sin, cos, zero], 1), "reflection")
+
+
+def uniform(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """U[0, 1) draws `u` as U[low, high)."""
+    return low + (high - low) * u
 
 
 def _resample(x: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
@@ -121,24 +147,27 @@ class Crops(Ensemble):
         super().__init__(count)
         self.box, self.centre_std = box, centre_std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
-        n = x.shape[0]
-        offset = torch.randn(n, 2, device=x.device) * (2 * self.centre_std)  # centre - 0.5, in [-1, 1] units
-        side = torch.empty(n, device=x.device).uniform_(*self.box)
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        x = super().forward(x, draws)
+        k = per_image(x, draws)
+        offset = draws.randn(k, 2, device=x.device) * (2 * self.centre_std)  # centre - 0.5, in [-1, 1] units
+        side = uniform(draws.rand(k, device=x.device), *self.box)
         zero = torch.zeros_like(side)
         return _resample(x, torch.stack([side, zero, offset[:, 0], zero, side, offset[:, 1]], 1), "zeros")
 
 
 class Noise(nn.Module):
-    """MACO's noise: add N(0, std^2) and U(-std/2, std/2) to every pixel of every view."""
+    """MACO's noise: add N(0, std^2) and U(-std/2, std/2) to every pixel of every view (drawn on the
+    device: pii.core.draws.Draws.on)."""
 
     def __init__(self, std: float):
         super().__init__()
         self.std = std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.randn_like(x) * self.std + (torch.rand_like(x) - 0.5) * self.std
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        here, shape = draws.on(x.device), (per_image(x, draws), *x.shape[1:])
+        gaussian, flat = here.randn(*shape, device=x.device), here.rand(*shape, device=x.device) - 0.5
+        return x + gaussian * self.std + flat * self.std
 
 
 def _pair(value) -> tuple[float, float]:
@@ -148,7 +177,7 @@ def _pair(value) -> tuple[float, float]:
 
 def build(*, jitter: int, flip: bool, ensemble_size: int, color_shift: bool, alpha: float, beta: float, pad: int,
           shift: int, crops: tuple[float, float] | None, crop_centre_std: float, scale: tuple[float, float] | None,
-          degrees: float, noise: float) -> nn.Sequential:
+          degrees: float, noise: float) -> Augmentation:
     """Each piece switchable, in one order: pad, shift, jitter, ensemble (or crops), scale and
     rotation, flip, ColorShift, noise. The paper's set is jitter, ensemble, ColorShift. The
     arguments are the `augmentation` config group's keys (conf/augmentation/pii.yaml: what each does)."""
@@ -171,4 +200,4 @@ def build(*, jitter: int, flip: bool, ensemble_size: int, color_shift: bool, alp
         pieces.append(ColorShift(float(alpha), float(beta)))
     if noise > 0:
         pieces.append(Noise(float(noise)))
-    return nn.Sequential(*pieces)
+    return Augmentation(*pieces)

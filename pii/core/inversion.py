@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from pii.core import schedule
+from pii.core.augment import Augmentation
+from pii.core.draws import Draws
 from pii.core.losses import InversionLoss
 from pii.core.observers import Observer
 from pii.core.param import Param, Pixel
@@ -17,12 +19,12 @@ from pii.core.schedule import Stage
 from pii.errors import ConfigError
 
 
-def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stages: list[Stage],
+def invert(classifier: nn.Module, class_ids: list[int], augment: Augmentation, stages: list[Stage],
            loss_fn: InversionLoss, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
            observer: Observer | None = None,
            image: torch.Tensor | None = None, first_stage: int = 0, log_every: int = 10,
            chunk: int | Callable[[int, int], int] | None = None,
-           param: Param | None = None) -> torch.Tensor:
+           param: Param | None = None, seed: int = 0) -> torch.Tensor:
     """Optimise one image per class so that `classifier` puts it in that class.
 
     The image is a parametrization (pii.core.param; default: the pixels). For each
@@ -39,6 +41,11 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
     a function of (views, stage size) called at each stage's first step (the
     runner hands in pii.models.device.views_per_chunk); None: all of them. The
     gradient is the same as all at once.
+
+    Every random number of image i (its fresh canvas at each stage, its augmentations) comes from
+    its own stream, seeded from (`seed`, class_ids[i], stage index) at each stage's start
+    (pii.core.draws): a class's image does not depend on the other classes of the batch, up to the
+    rounding of batched kernels, and a run resumed at a stage draws what the whole run drew.
     """
     observer = observer or Observer()
     device = next(classifier.buffers()).device
@@ -48,14 +55,15 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: nn.Module, stag
         param.encode(image.to(device))
     for index in range(first_stage, len(stages)):
         stage = stages[index]
-        param.grow(stage)
+        draws = Draws.seeded(seed, class_ids, index)
+        param.grow(stage, draws)
         optimizer, lr_schedule = schedule.optimizer(param.parameters(), stage.steps, make_optimizer)
         observer.stage_started(index, stage, param.image())
         per_chunk = None
         first_nonfinite = torch.full((), -1, device=device)  # the first step whose loss was nan or inf, on the device
         for step in range(stage.steps):
             image = param.render()
-            views = augment(image)
+            views = augment(image, draws)
             view_targets = targets.repeat_interleave(views.shape[0] // len(class_ids))
             per_chunk = per_chunk or chunk_size(chunk, len(views), stage.size)
             optimizer.zero_grad(set_to_none=True)
@@ -89,7 +97,12 @@ def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch
                      image: torch.Tensor, per_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of all views, backpropagated into `image` `per_chunk` views at a time (gradients
     accumulate, so peak memory is one chunk's). Returns the loss and each view's target
-    probability, both detached and left on the device."""
+    probability, both detached and left on the device.
+
+    The loss is the mean over the batch; what is backpropagated is that times the batch size, the
+    sum of each image's own loss (the mean over its views, its priors), so that an image's
+    gradient does not shrink with the number of images beside it: Adam's step would (through its
+    eps), and a class's image would depend on its batch."""
     if per_chunk < len(views) and not loss_fn.splits_over_views:
         raise ConfigError("loss=deepinversion needs all views in one batch (its BatchNorm statistics are over the "
                           "batch); set augmentation.chunk to at least the number of views, or use fewer views")
@@ -102,7 +115,7 @@ def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch
         if start == 0:
             loss = loss + loss_fn.image_loss(image)
         # the augmentation's graph (views from image) is shared by every chunk: keep it until the last
-        loss.backward(retain_graph=start != starts[-1])
+        (loss * len(image)).backward(retain_graph=start != starts[-1])
         losses.append(loss.detach())
         probs.append(logits.detach().softmax(-1).gather(1, chunk_targets[:, None]).squeeze(1))
     return torch.stack(losses).sum(), torch.cat(probs)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pii.core import schedule
+from pii.core.draws import Draws
 from pii.core.schedule import Stage
 from pii.errors import ConfigError
 
@@ -51,8 +52,9 @@ class Param:
         """(batch, 3, size, size) pixels in [0, 1], differentiable in `parameters()`."""
         raise NotImplementedError
 
-    def canvas(self, size: int) -> torch.Tensor:
-        """What a fresh param of this kind renders at `size`: the noise a new stage's border starts from."""
+    def canvas(self, size: int, draws: Draws) -> torch.Tensor:
+        """What a fresh param of this kind renders at `size`: the noise a new stage's border starts from,
+        each image's from its own stream of `draws`."""
         raise NotImplementedError
 
     def encode(self, image: torch.Tensor) -> None:
@@ -62,10 +64,10 @@ class Param:
     def project(self) -> None:
         """After each optimiser step: keep the parameters valid (pixel: clamp to [0, 1])."""
 
-    def grow(self, stage: Stage) -> None:
+    def grow(self, stage: Stage, draws: Draws) -> None:
         """To `stage`'s size: the current image pasted into a fresh canvas (pii.core.schedule.grow), re-encoded."""
         previous = self.image() if self.size else None
-        self.encode(schedule.grow(previous, stage, self.canvas(stage.size)))
+        self.encode(schedule.grow(previous, stage, self.canvas(stage.size, draws)))
 
     @torch.no_grad()
     def image(self) -> torch.Tensor:
@@ -99,8 +101,8 @@ class Pixel(Param):
     def render(self):
         return self.pixels
 
-    def canvas(self, size):
-        return torch.rand(self.batch, 3, size, size, device=self.device)
+    def canvas(self, size, draws):
+        return draws.rand(1, 3, size, size, device=self.device)
 
     def encode(self, image):
         self.pixels, self.size = image.detach().clone().requires_grad_(True), image.shape[-1]
@@ -169,8 +171,8 @@ class Fourier(Param):
         return self._render(self.spectrum, self.size)
 
     @torch.no_grad()
-    def canvas(self, size):
-        return self._render(torch.randn(self.batch, 3, size, size // 2 + 1, 2, device=self.device) * self.sd, size)
+    def canvas(self, size, draws):
+        return self._render(draws.randn(1, 3, size, size // 2 + 1, 2, device=self.device) * self.sd, size)
 
     @torch.no_grad()
     def encode(self, image):
@@ -245,8 +247,8 @@ class Maco(Param):
         return self._render(self.phase, self.size)
 
     @torch.no_grad()
-    def canvas(self, size):
-        return self._render(torch.randn(self.batch, 3, size, size // 2 + 1, device=self.device), size)
+    def canvas(self, size, draws):
+        return self._render(draws.randn(1, 3, size, size // 2 + 1, device=self.device), size)
 
     @torch.no_grad()
     def encode(self, image):

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pii import models
 from pii.core import augment as augment_lib
 from pii.core import losses
+from pii.core.draws import Draws
 from pii.core.inversion import invert
 from pii.core.observers import Observer
 from pii.core.schedule import Stage
@@ -147,7 +148,7 @@ def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn
     for stage in stages:
         image = torch.rand(num_classes, 3, stage.size, stage.size, device=device, requires_grad=True)
         with FlopCounterMode(display=False) as forward:
-            views = augment(image)
+            views = augment(image, Draws.seeded(0, range(num_classes), 0))
             logits = classifier(views, eager=True)  # FlopCounterMode counts eager ops
             loss = loss_fn(logits, targets.repeat_interleave(views.shape[0] // num_classes), image)
         with FlopCounterMode(display=False) as backward:
@@ -189,7 +190,8 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     warm_up = [Stage(s.size, 1, s.paste) for s in stages]
     _sync(device)
     start = time.perf_counter()
-    invert(classifier, runs[0], augment, warm_up, loss_fn, make_optimizer, observer, log_every=log_every, chunk=chunk)
+    invert(classifier, runs[0], augment, warm_up, loss_fn, make_optimizer, observer, log_every=log_every, chunk=chunk,
+           seed=int(cfg.seed))
     _sync(device)
     result.warmup_seconds = time.perf_counter() - start
     with PeakMemory(device) as memory:
@@ -197,7 +199,7 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
             _sync(device)
             start = time.perf_counter()
             invert(classifier, ids, augment, stages, loss_fn, make_optimizer, observer, log_every=log_every,
-                   chunk=chunk)
+                   chunk=chunk, seed=int(cfg.seed))
             _sync(device)
             result.run_seconds.append(time.perf_counter() - start)
             log.info("%s path: classes %s in %.1f s", result.name, ids, result.run_seconds[-1])

@@ -22,7 +22,7 @@ def settings(node: DictConfig, *leave_out: str) -> dict:
     return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in leave_out}
 
 
-def augmentation(cfg: DictConfig) -> nn.Sequential:
+def augmentation(cfg: DictConfig) -> augment.Augmentation:
     # `chunk` is how many views go through the model at once (pii.core.inversion.invert), not a piece
     return augment.build(**settings(cfg.augmentation, "chunk"))
 

@@ -151,8 +151,9 @@ def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
     """(start, first stage) for pii.core.inversion.invert: (None, 0) starts from noise. `start` is a
     checkpoint's param state (a dict, pii.core.param.Param.load_state_dict) or images.
 
-    Resuming also restores the random state saved with the checkpoint, so the
-    resumed run draws what the uninterrupted run would have drawn.
+    The inversion's random numbers are seeded afresh at each stage (pii.core.draws), so the resumed
+    run draws what the uninterrupted run drew; the global random state saved with the checkpoint is
+    restored as well.
     """
     if cfg.get("resume"):
         checkpoint = load_checkpoint(Path(cfg.output_dir))

@@ -113,7 +113,7 @@ def run(cfg: DictConfig) -> RunResult:
         started = time.perf_counter()
         image = invert(classifier, class_ids, augment, stages, loss_fn, build.optimizer(cfg), observers, None,
                        first_stage, log_every=int(cfg.log_every),
-                       chunk=partial(views_per_chunk, settings.chunk, classifier), param=param)
+                       chunk=partial(views_per_chunk, settings.chunk, classifier), param=param, seed=int(cfg.seed))
         seconds = time.perf_counter() - started
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
         result.device_settings = asdict(settings)
