@@ -65,6 +65,7 @@ def _run_script(args: list[str], env: dict, out: Path, err: Path) -> None:
     """In the forked process: what `python <args>` does once the interpreter is up."""
     import atexit
     import runpy
+    import threading
     import traceback
 
     os.chdir(ROOT)
@@ -88,7 +89,10 @@ def _run_script(args: list[str], env: dict, out: Path, err: Path) -> None:
     except BaseException:  # noqa: BLE001  (as the interpreter: the traceback, exit 1)
         traceback.print_exc()
         code = 1
-    atexit._run_exitfuncs()  # as the interpreter does at exit (W&B, logging); a forked child would skip them
+    # what the interpreter does at exit, which a forked child would skip: join the threads and shut
+    # the executors down (joblib's workers), then the atexit functions (W&B, logging)
+    threading._shutdown()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(code)
