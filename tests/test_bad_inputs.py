@@ -1,12 +1,13 @@
 """Bad input at the entry points, as a new user would type it.
 
-Every row of BAD runs the real entry point as a subprocess: `invert.py`, `train_invert.py`,
+Every row of BAD runs the real entry point in a process of its own (conftest.run_cli: forked from a
+server that has imported torch, the script run as __main__): `invert.py`, `train_invert.py`,
 `scripts/judge.py`, `scripts/report.py`, `scripts/leaderboard.py`, `scripts/digits_claim.py`. Each must
 exit with code 2, print no traceback, print at most 2 lines on stderr that name the key or file, and
 leave every file under the test's directory byte-identical (an earlier finished run, a stopped one,
 damaged copies of them, a sweep, weights files): the checks run before anything is written, and a
 new run is never started into a directory that holds one. Most rows fail in pii.run.cli.preflight
-before torch is imported; the rows of a valid tiny run (TINY) are refused just before Hydra starts.
+before the run's model is built; the rows of a valid tiny run (TINY) are refused just before Hydra starts.
 
 The other tests: two runs started into one directory, a write refused half-way (a file-size limit),
 non-finite weights and losses, Ctrl-C in a script, every numeric key's range.
