@@ -49,10 +49,12 @@ PRECISIONS = ("bf16", "fp32")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to run the classifier: autocast precision, memory format and views per forward/backward."""
+    """One way to run the classifier: autocast precision, memory format and views per forward/backward
+    (`chunk`), timed over `views` views (0: one chunk), so chunks are compared on the same work."""
     precision: str
     channels_last: bool
     chunk: int
+    views: int = field(default=0, compare=False)
 
     @property
     def label(self) -> str:
@@ -128,13 +130,16 @@ def calibrate(precisions: list[str], layouts: list[bool], chunks: list[int],
         return min(candidates, key=lambda c: known.get(c.label, math.inf))
 
     best = fastest([Candidate(p, cl, max(chunks)) for p in precisions for cl in layouts], probe=True)
-    best = fastest([Candidate(best.precision, best.channels_last, c) for c in chunks], probe=False)
+    best = fastest([Candidate(best.precision, best.channels_last, c, max(chunks)) for c in chunks], probe=False)
     return best, known
 
 
 class StepTimer:
-    """Seconds per view of one forward and backward of the classifier at `size` px (the image
-    gradient, as an inversion step takes it), built by `build(precision, channels_last)`."""
+    """Seconds per view of a forward and backward of the classifier at `size` px, built by
+    `build(precision, channels_last)`, as an inversion step makes them: `candidate.views` views of
+    one image (a random scale each, as ColorShift gives), through the classifier `candidate.chunk`
+    at a time, each chunk's backward also running back through the views' shared graph (what
+    splitting costs beyond the classifier), down to the image's gradient."""
 
     def __init__(self, build: Callable[[str, bool], nn.Module], size: int, device: torch.device):
         self.build, self.size, self.device = build, size, device
@@ -144,10 +149,15 @@ class StepTimer:
         key = (candidate.precision, candidate.channels_last)
         if key not in self.classifiers:
             self.classifiers[key] = self.build(*key)
-        views = torch.rand(candidate.chunk, 3, self.size, self.size, device=self.device, requires_grad=True)
+        count = max(candidate.views, candidate.chunk)
+        image = torch.rand(1, 3, self.size, self.size, device=self.device, requires_grad=True)
+        scale = torch.rand(count, 1, 1, 1, device=self.device)
         start = time.perf_counter()
-        self.classifiers[key](views).logsumexp(-1).sum().backward()
-        return (time.perf_counter() - start) / candidate.chunk
+        views = image * scale
+        for first in range(0, count, candidate.chunk):
+            loss = self.classifiers[key](views[first:first + candidate.chunk]).logsumexp(-1).sum()
+            loss.backward(retain_graph=first + candidate.chunk < count)
+        return (time.perf_counter() - start) / count
 
 
 def machine() -> str:
