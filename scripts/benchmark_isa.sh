@@ -20,6 +20,7 @@ common=(--naive-classes 1 experiment=pii schedule.steps=20 "$@")
 for isa in native avx2; do
     env=()
     [ "$isa" = avx2 ] && env=(ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
+    cache=$(mktemp -d)  # a fresh calibration per instruction set
     settings=(auto bf16 fp32)
     [ "$isa" = avx2 ] && settings=(auto fp32)
     for setting in "${settings[@]}"; do
@@ -28,7 +29,7 @@ for isa in native avx2; do
             *) overrides=(precision=$setting channels_last=true augmentation.chunk=100000) ;;
         esac
         echo "== $isa $setting"
-        env "${env[@]}" PII_CACHE="$out/cache_$isa" "$python" scripts/benchmark.py "${common[@]}" "${overrides[@]}" \
+        env "${env[@]}" PII_CACHE="$cache" "$python" scripts/benchmark.py "${common[@]}" "${overrides[@]}" \
             --json "$out/${isa}_$setting.json" | tail -n 25
     done
 done
