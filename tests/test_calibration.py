@@ -99,6 +99,10 @@ def test_views_are_split_into_the_fastest_chunk_only_where_a_smaller_one_won():
     figures.update({"bf16/nhwc/64": 0.9})
     best, _ = calibration.calibrate(["bf16"], [True], calibration.chunk_candidates(320), table(figures))
     assert best.chunk == 64 == calibration.CHUNKS[-1]
+    # a smaller chunk faster by less than SPLIT_GAIN: within the timing's noise, no split
+    figures.update({"bf16/nhwc/64": 1.05})
+    best, _ = calibration.calibrate(["bf16"], [True], calibration.chunk_candidates(64), table(figures))
+    assert figures["bf16/nhwc/16"] * calibration.SPLIT_GAIN > figures["bf16/nhwc/64"] and best.chunk == 64
 
 
 def test_cuda_keeps_its_policy_without_timing(tmp_path):
