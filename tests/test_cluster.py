@@ -225,8 +225,11 @@ def test_resume_refuses_a_different_sweep_and_a_dir_that_is_no_sweep(tmp_path):
 
 def test_a_chunk_of_the_list_gives_its_classes_the_images_of_one_run_over_the_list(tmp_path):
     # each class draws from its own streams (pii.core.draws): the jobs of a split list and one run over
-    # the list differ only in how batched kernels round (docs/cluster.md); tests/test_inversion.py
-    # measures that at 6e-7 after these 9 steps, and another seed moves pixels by tenths
+    # the list differ only in how batched kernels round (docs/cluster.md). Adam divides a gradient by
+    # its own size, so where a pixel's gradient is near zero a rounding difference can flip its step:
+    # the largest difference depends on the kernels (4e-7 with AVX-512, 1e-4 with oneDNN held to
+    # SSE4.1) and stays far under one step of lr; the mean stays at rounding. Another seed moves
+    # pixels by tenths.
     import torch
 
     from pii.run import resume, runner
@@ -238,5 +241,7 @@ def test_a_chunk_of_the_list_gives_its_classes_the_images_of_one_run_over_the_li
 
     whole = images("whole")
     split = torch.cat([images(f"chunk{k}", "classes_per_job=2", f"class_chunk={k}") for k in (0, 1)])
-    assert (split - whole).abs().max() < 1e-4
+    difference = (split - whole).abs()
+    print(f"split vs whole: max {difference.max():.2e}, mean {difference.mean():.2e}")
+    assert difference.max() < 1e-3 and difference.mean() < 1e-6
     assert (images("seed1", "seed=1") - whole).abs().amax((1, 2, 3)).min() > 0.1

@@ -85,8 +85,10 @@ def test_a_class_gets_the_same_image_whatever_else_is_in_its_batch():
     # one batch of four classes, or two of two, same seed: each image draws its canvas and its
     # augmentations from its own streams, and its gradient is that of its own loss. What remains is
     # how batched kernels round (a convolution's sums are ordered by its blocking, which depends on
-    # the batch): measured 6e-7 here after 9 steps (3 stages x 3 steps, fp32), and 1e-4 is far
-    # below one Adam step (lr = 1e-2) or what another seed gives (tenths)
+    # the batch): measured 6e-7 here after 9 steps (3 stages x 3 steps, fp32) with AVX-512. Adam
+    # divides a gradient by its size, so a pixel whose gradient is near zero can have its step
+    # flipped by rounding (1e-4 with oneDNN held to SSE4.1): the largest difference stays far
+    # below one Adam step (lr = 1e-2) and what another seed gives (tenths), the mean at rounding
     cfg = tiny_cfg(Path("/unused"), "precision=fp32")
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
@@ -98,8 +100,9 @@ def test_a_class_gets_the_same_image_whatever_else_is_in_its_batch():
 
     together = images([1, 2, 3, 4])
     split = torch.cat([images([1, 2]), images([3, 4])])
-    assert (together - split).abs().max() < 1e-4
-    assert (images([4, 3, 2, 1]).flip(0) - together).abs().max() < 1e-4  # nor its place in the batch
+    for other in (split, images([4, 3, 2, 1]).flip(0)):  # nor its place in the batch
+        difference = (other - together).abs()
+        assert difference.max() < 1e-3 and difference.mean() < 1e-6
     assert (images([1, 2, 3, 4], seed=1) - together).abs().amax((1, 2, 3)).min() > 0.1
 
 
