@@ -378,14 +378,16 @@ def _robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
     robust = cfg.get("robust")
     if robust is None:
         return
-    # robust=none keeps its numbers at 0; a negative or nan one is a typo whichever norm is set
-    on = robust.norm is not None
-    for key in ("epsilon", "step_size", "steps", "eval_steps"):
-        problems.at_least(cfg, f"robust.{key}", 1 if on and "steps" in key else 0, strict=on and "steps" not in key)
     if not 0 <= robust.warmup <= 1:
         problems.append(f"robust.warmup must be a share of the training steps in [0, 1], got {robust.warmup}")
-    if not on:
+    if robust.norm is None:  # robust=none keeps its numbers at 0: a negative one is still a typo
+        for key in ("epsilon", "step_size", "steps", "eval_steps"):
+            problems.at_least(cfg, f"robust.{key}", 0)
         return
+    for key in ("epsilon", "step_size"):
+        problems.at_least(cfg, f"robust.{key}", 0, strict=True)
+    for key in ("steps", "eval_steps"):
+        problems.at_least(cfg, f"robust.{key}", 1)
     if robust.norm not in ROBUST_NORMS:
         problems.append(f"robust.norm must be one of {', '.join(ROBUST_NORMS)} (or robust=none), got {robust.norm!r}")
     if model_key and robust.tag not in str(cfg_get(cfg, f"{model_key}.weights")):
