@@ -14,6 +14,7 @@ os.environ.setdefault("PII_CLASSIFIER_CACHE", tempfile.mkdtemp(prefix="pii-test-
 # precision=auto's timings (pii.models.calibration): the tests' runs never read or write the user's
 os.environ["PII_CACHE"] = tempfile.mkdtemp(prefix="pii-test-cache-")
 
+import multiprocessing
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # command on 2 cores, and the bad-input tests alone run over a hundred commands.
 PRELOAD = ["torch", "torchvision", "timm", "hydra", "hydra.core.global_hydra", "omegaconf", "numpy", "PIL.Image",
            "tqdm", "yaml"]
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(PRELOAD)  # the server starts with the first command, once per session
 
 
 def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -41,16 +44,12 @@ def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.Co
     scripts/<name>.py), importing this checkout's pii; stdout and stderr captured as text. The script
     runs as __main__ in a new process (its own exit code, signals, globals), forked from a server that
     has imported the PRELOAD modules; the ctrl-c, lock and install tests start real interpreters."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
     args = [str(a) for a in args]
     with tempfile.TemporaryDirectory() as captured:
         out, err = Path(captured) / "stdout", Path(captured) / "stderr"
         out.touch()
         err.touch()
-        process = context.Process(target=_run_script, args=(args, cli_env(env), out, err))
+        process = FORKSERVER.Process(target=_run_script, args=(args, cli_env(env), out, err))
         process.start()
         process.join(timeout)
         if process.is_alive():

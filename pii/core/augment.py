@@ -7,6 +7,7 @@ after it image i's copies are rows i * k .. (i + 1) * k - 1."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,13 @@ from pii.core.draws import Draws
 def per_image(x: torch.Tensor, draws: Draws) -> int:
     """Rows of `x` per image: 1 before the ensemble, its size after."""
     return len(x) // len(draws)
+
+
+def each_offset(x: torch.Tensor, draws: Draws, low: int, high: int,
+                move: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+    """`move(rows, dy, dx)` on each image's rows, with the image's own offset (dy, dx) in [low, high)."""
+    offsets = draws.randint(low, high, 1, 2).tolist()
+    return torch.cat([move(rows, dy, dx) for rows, (dy, dx) in zip(x.split(per_image(x, draws)), offsets)])
 
 
 class Augmentation(nn.Sequential):
@@ -38,9 +46,8 @@ class Jitter(nn.Module):
         self.max_shift = max_shift
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
-        offsets = draws.randint(-self.max_shift, self.max_shift + 1, 1, 2).tolist()
-        rows = x.split(per_image(x, draws))
-        return torch.cat([torch.roll(r, shifts=(dy, dx), dims=(-2, -1)) for r, (dy, dx) in zip(rows, offsets)])
+        return each_offset(x, draws, -self.max_shift, self.max_shift + 1,
+                           lambda rows, dy, dx: torch.roll(rows, shifts=(dy, dx), dims=(-2, -1)))
 
 
 class Ensemble(nn.Module):
@@ -102,10 +109,8 @@ class Shift(nn.Module):
         self.pixels = pixels
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
-        offsets = draws.randint(0, self.pixels + 1, 1, 2).tolist()
         h, w = x.shape[-2] - self.pixels, x.shape[-1] - self.pixels
-        rows = x.split(per_image(x, draws))
-        return torch.cat([r[..., dy:dy + h, dx:dx + w] for r, (dy, dx) in zip(rows, offsets)])
+        return each_offset(x, draws, 0, self.pixels + 1, lambda rows, dy, dx: rows[..., dy:dy + h, dx:dx + w])
 
 
 class ScaleRotate(nn.Module):
