@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRELOAD = ["torch", "torchvision", "timm", "hydra", "hydra.core.global_hydra", "omegaconf", "numpy", "PIL.Image",
            "tqdm", "yaml"]
 FORKSERVER = multiprocessing.get_context("forkserver")
-FORKSERVER.set_forkserver_preload(PRELOAD)  # the server starts with the first command, once per session
+FORKSERVER.set_forkserver_preload(PRELOAD)  # the server starts with the first command; later ones reuse it
 
 
 def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
