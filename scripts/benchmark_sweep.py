@@ -9,6 +9,10 @@ once as there are cores, one torch thread each) in the order of --order (default
 single: each comes first once, on a machine whose load changes), each a fresh process, timed from start
 to exit. Prints each wall time, the means, the ratio sweep / single, and the judged figures of both
 (the sweep's jobs gathered as the leaderboard does), and how far apart each class's images are.
+
+--same-arithmetic runs both sides on one torch thread per process with ATen's portable kernels
+(ATEN_CPU_CAPABILITY=default): then a class's image is the same, bit for bit, in its chunk and in the
+whole list (docs/cluster.md says why it is not otherwise), at the cost of speed.
 """
 
 import argparse
@@ -79,6 +83,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="ray", help="the sweep's launcher")
     parser.add_argument("--order", default="single,sweep,sweep,single", help="runs, in order (default ABBA)")
     parser.add_argument("--out", type=Path, help="keep the runs and write benchmark_sweep.json here")
+    parser.add_argument("--same-arithmetic", action="store_true",
+                        help="one thread per process and ATEN_CPU_CAPABILITY=default on both sides: identical images")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py (e.g. classes=benchmark20)")
     args = parser.parse_args(argv)
     order = args.order.split(",")
@@ -91,6 +97,8 @@ def main(argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("OMP_NUM_THREADS", None)  # each side uses the cores as it would: the single run all, a job its share
+    if args.same_arithmetic:
+        env.update(OMP_NUM_THREADS="1", ATEN_CPU_CAPABILITY="default")
     seconds: dict[str, list[float]] = {"single": [], "sweep": []}
     load = []  # the machine's 1-minute load average before and after each run (other users' work shows here)
     dirs: dict[str, Path] = {}
@@ -113,7 +121,7 @@ def main(argv: list[str]) -> None:
     figures = {
         "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "cpu": cpu_name(),
         "classes": classes, "jobs": math.ceil(classes / per_job), "classes_per_job": per_job,
-        "launcher": args.launcher, "cores": os.cpu_count(), "overrides": args.overrides, "order": order,
+        "launcher": args.launcher, "cores": os.cpu_count(), "same_arithmetic": args.same_arithmetic, "overrides": args.overrides, "order": order,
         "seconds": seconds, "mean_seconds": mean, "sweep_over_single": mean["sweep"] / mean["single"],
         "order_ratios": [s / t for s, t in zip(seconds["sweep"], seconds["single"])], "load_average": load,
         "inversion_seconds": {"single": single.seconds, "sweep_jobs_added": sweep.seconds},

@@ -245,3 +245,22 @@ def test_a_chunk_of_the_list_gives_its_classes_the_images_of_one_run_over_the_li
     print(f"split vs whole: max {difference.max():.2e}, mean {difference.mean():.2e}")
     assert difference.max() < 1e-3 and difference.mean() < 1e-6
     assert (images("seed1", "seed=1") - whole).abs().amax((1, 2, 3)).min() > 0.1
+
+
+def test_on_one_thread_with_portable_kernels_a_chunk_gives_its_classes_the_very_images_of_the_whole_list(tmp_path):
+    # docs/cluster.md's recipe for bit-identical images: what still differs between a chunk and the whole
+    # list otherwise is where vector and scalar code meet in ATen's elementwise kernels (the Fourier
+    # image's sigmoid) and how a resize splits its work over threads
+    import torch
+
+    from pii.run import resume
+
+    env = {**ENV, "ATEN_CPU_CAPABILITY": "default"}
+    common = [*TINY, "class_id=[1,2,3,4]", "param=fourier", "precision=fp32", "verifier=none"]
+    whole = subprocess.run([sys.executable, "invert.py", *common, f"hydra.run.dir={tmp_path / 'whole'}"], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    split = sweep(*common, "classes_per_job=2", f"hydra.sweep.dir={tmp_path / 'split'}", SHORT, env=env)
+    assert split.returncode == 0, split.stderr[-2000:]
+    chunks = torch.cat([resume.load_checkpoint(tmp_path / "split" / f"{k}_job")["image"] for k in (0, 1)])
+    assert torch.equal(chunks, resume.load_checkpoint(tmp_path / "whole")["image"])
