@@ -3,7 +3,7 @@
 import json
 import re
 
-from conftest import run_cli
+from conftest import compose_config, run_cli
 
 
 def test_benchmark_prints_every_figure(tmp_path):
@@ -36,3 +36,17 @@ def test_benchmark_bad_override_is_one_line_error():
                    "model.weights=random", timeout=120)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and last.startswith("error: ") and "precision" in last
+
+
+def test_the_naive_path_runs_timms_network_as_the_papers_code_does():
+    import torch
+    from timm.layers import Conv2dSame
+
+    from pii.eval import speed
+    from pii.models import cpu
+
+    cfg = compose_config(["output_dir=/x"])  # Lite0: TF "same" padding, in-place ReLU6
+    naive, _, _ = speed.build_path(cfg, torch.device("cpu"), True, [], 4)
+    assert any(type(m) is Conv2dSame for m in naive.modules())
+    assert all(m.inplace for m in naive.modules() if isinstance(m, cpu.COPIED_IN_PLACE))
+    assert all(p.requires_grad for p in naive.parameters())

@@ -143,6 +143,43 @@ def test_bf16_keeps_strided_depthwise_convs_in_fp32_on_cpu():
     assert cosine > 0.9  # bf16 follows the fp32 image gradient (0.94 here; all-bf16 gives 0.93)
 
 
+def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_activations():
+    # on the CPU (pii.models.device.adapt_network): TF "same" padding without a padded copy of the
+    # input (pii.models.cpu.KernelPaddedConv2d), activations out of place, without autograd's copy
+    import copy
+
+    import timm
+    from timm.layers import Conv2dSame
+    from torch.profiler import profile
+
+    from pii.models import cpu
+
+    timms = timm.create_model("tf_efficientnet_b0", num_classes=10).eval()  # 3x3 and 5x5, strides 1 and 2
+    ours = copy.deepcopy(timms)
+    cpu.pad_in_kernel(ours)
+    cpu.activations_out_of_place(ours)
+    assert sum(type(m) is Conv2dSame for m in timms.modules()) == 5
+    assert sum(type(m) is cpu.KernelPaddedConv2d for m in ours.modules()) == 5
+    for size in (64, 63, 84):  # even sizes pad one more on the right, odd ones alike
+        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+        results = []
+        for net in (timms, ours):
+            image = x.clone().requires_grad_(True)
+            with profile(record_shapes=True) as prof:
+                logits = net(image)
+                logits[:, 3].sum().backward()
+            copied = [e.input_shapes[0] for e in prof.events() if e.name in ("aten::constant_pad_nd", "aten::clone")]
+            results.append((logits.detach(), image.grad, [s for s in copied if s[0] == len(x) and s[1] > 3]))
+        (logits_timm, grad_timm, copied_timm), (logits_ours, grad_ours, copied_ours) = results
+        assert torch.allclose(logits_ours, logits_timm, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(grad_ours, grad_timm, atol=1e-7, rtol=1e-4)
+        assert copied_ours == [] and copied_timm  # activations padded or copied: none (only weights padded)
+    cfg = compose_config(["output_dir=/x"]).model
+    lite0 = models.build(cfg)  # the CPU's classifier
+    assert any(type(m) is cpu.KernelPaddedConv2d for m in lite0.modules())
+    assert not any(getattr(m, "inplace", False) for m in lite0.modules() if isinstance(m, cpu.COPIED_IN_PLACE))
+
+
 def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):
     # set without touching a GPU: an inversion's stages change size (autotuning at each costs more than
     # it saves), a feedforward training keeps one size

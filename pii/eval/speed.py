@@ -160,8 +160,8 @@ def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn
 
 def build_path(cfg: DictConfig, device: torch.device, naive: bool, stages: list[Stage],
                views: int) -> tuple[models.Classifier, bool, DeviceSettings | None]:
-    if naive:  # the paper's code: unfolded, fp32, weight gradients at every step, all views at once
-        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False)
+    if naive:  # the paper's code: timm's network as it is, fp32, weight gradients at every step, all views at once
+        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, adapt=False)
         classifier.net.requires_grad_(True)
         return classifier, False, None
     settings = models.settings_for_run(cfg, device, stages, views)  # as invert.py settles and builds it

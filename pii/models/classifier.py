@@ -73,7 +73,8 @@ class Classifier(nn.Module):
 
 
 def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
-          channels_last: bool = False, compile: bool = False, fold: bool = False, key: str = "model") -> Classifier:
+          channels_last: bool = False, compile: bool = False, fold: bool = False, key: str = "model",
+          adapt: bool = True) -> Classifier:
     """Create the model named by `cfg.name` with timm and load its weights (`key`: where the config
     holds `cfg`, model or verifier.<name>, for messages). Weights from a file must give finite
     outputs on an ordinary image, else ConfigError naming the first layer that does not.
@@ -82,7 +83,8 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     choice (`fold_batchnorm=true`) unless the loss reads BatchNorm statistics; off by default, so a
     classifier built to train, or for DeepInversion's penalty, keeps its BatchNorm layers.
     `compile`: torch.compile the network with static shapes: one graph per stage
-    size, each specialised to its shape (and, on CUDA, autotuned for it)."""
+    size, each specialised to its shape (and, on CUDA, autotuned for it). `adapt`: the device's
+    changes to the network (pii.models.device.adapt_network); off, the network as timm makes it."""
     spec = model_spec(cfg)
     name = cfg.name
     weights = cfg.get("weights")
@@ -111,7 +113,8 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
         classifier.net = fold_batchnorm(classifier.net, classifier.input_size)
     device = torch.device(device)
     classifier = classifier.to(device)
-    device_policy.adapt_network(classifier.net, device, precision)
+    if adapt:
+        device_policy.adapt_network(classifier.net, device, precision)
     if compile:
         classifier.net = torch.compile(classifier.net, dynamic=False)
     return classifier

@@ -17,6 +17,9 @@ import logging
 import types
 
 import torch
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+from timm.layers.padding import get_same_padding
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -70,3 +73,42 @@ def run_in_fp32(module: nn.Module) -> None:
             return type(self).forward(self, x.float())
 
     module.forward = types.MethodType(fp32_forward, module)  # bound: a deepcopy rebinds it to the copy
+
+
+class KernelPaddedConv2d(Conv2dSame):
+    """TensorFlow's "same" padding without padding the input.
+
+    timm's Conv2dSame pads the input into a new tensor first (torch's convolutions pad both sides
+    alike, and "same" pads one more on the right and bottom where a stride-2 convolution meets an
+    even size); on the CPU that copy, its zero fill and its backward's copy are a sixth of a Lite0
+    step. The same convolution with a zero row and column added at the kernel's top and left
+    and symmetric padding gives every output the same terms (the extra ones are products with
+    zero weights) and reads the input in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = [get_same_padding(n, k, s, d) for n, k, s, d in
+                zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)]
+        if all(p % 2 == 0 for p in pads):
+            return F.conv2d(x, self.weight, self.bias, self.stride, [p // 2 for p in pads], self.dilation, self.groups)
+        if all(p % 2 == 1 for p in pads) and self.dilation == (1, 1):
+            weight = F.pad(self.weight, (1, 0, 1, 0))  # a few hundred weights, not a batch of activations
+            return F.conv2d(x, weight, self.bias, self.stride, [(p + 1) // 2 for p in pads], 1, self.groups)
+        return super().forward(x)
+
+
+def pad_in_kernel(net: nn.Module) -> None:
+    """Every timm Conv2dSame of `net` becomes a KernelPaddedConv2d, in place (same weights)."""
+    for module in net.modules():
+        if type(module) is Conv2dSame:
+            module.__class__ = KernelPaddedConv2d  # a subclass without state of its own: the same module, another forward
+
+
+# Autograd keeps a copy of these activations' input when they run in place (their backward reads
+# the input, which the op overwrites); out of place there is no copy and the same gradient.
+COPIED_IN_PLACE = (nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid)  # nn.ReLU6 is an nn.Hardtanh
+
+
+def activations_out_of_place(net: nn.Module) -> None:
+    for module in net.modules():
+        if isinstance(module, COPIED_IN_PLACE) and getattr(module, "inplace", False):
+            module.inplace = False
