@@ -145,7 +145,7 @@ def test_bf16_keeps_strided_depthwise_convs_in_fp32_on_cpu():
 
 def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_activations():
     # on the CPU (pii.models.device.adapt_network): TF "same" padding without a padded copy of the
-    # input (pii.models.cpu.KernelPaddedConv2d), activations out of place, without autograd's copy
+    # input (pii.models.cpu.KernelPaddedConv2d), activations without autograd's copy of their input
     import copy
 
     import timm
@@ -154,30 +154,33 @@ def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_acti
 
     from pii.models import cpu
 
-    timms = timm.create_model("tf_efficientnet_b0", num_classes=10).eval()  # 3x3 and 5x5, strides 1 and 2
-    ours = copy.deepcopy(timms)
-    cpu.pad_in_kernel(ours)
-    cpu.activations_out_of_place(ours)
-    assert sum(type(m) is Conv2dSame for m in timms.modules()) == 5
-    assert sum(type(m) is cpu.KernelPaddedConv2d for m in ours.modules()) == 5
-    for size in (64, 63, 84):  # even sizes pad one more on the right, odd ones alike
-        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
-        results = []
-        for net in (timms, ours):
-            image = x.clone().requires_grad_(True)
-            with profile(record_shapes=True) as prof:
-                logits = net(image)
-                logits[:, 3].sum().backward()
-            copied = [e.input_shapes[0] for e in prof.events() if e.name in ("aten::constant_pad_nd", "aten::clone")]
-            results.append((logits.detach(), image.grad, [s for s in copied if s[0] == len(x) and s[1] > 3]))
-        (logits_timm, grad_timm, copied_timm), (logits_ours, grad_ours, copied_ours) = results
-        assert torch.allclose(logits_ours, logits_timm, atol=1e-5, rtol=1e-5)
-        assert torch.allclose(grad_ours, grad_timm, atol=1e-7, rtol=1e-4)
-        assert copied_ours == [] and copied_timm  # activations padded or copied: none (only weights padded)
+    # b0: SiLU; Lite0: ReLU6; both TF "same" padding with 3x3 and 5x5 kernels, strides 1 and 2
+    for name in ("tf_efficientnet_b0", "tf_efficientnet_lite0"):
+        timms = timm.create_model(name, num_classes=10).eval()
+        ours = copy.deepcopy(timms)
+        cpu.pad_in_kernel(ours)
+        cpu.activations_without_copies(ours)
+        assert sum(type(m) is Conv2dSame for m in timms.modules()) == 5
+        assert sum(type(m) is cpu.KernelPaddedConv2d for m in ours.modules()) == 5
+        for size in (64, 63, 84):  # even sizes pad one more on the right, odd ones alike
+            x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+            results = []
+            for net in (timms, ours):
+                image = x.clone().requires_grad_(True)
+                with profile(record_shapes=True) as prof:
+                    logits = net(image)
+                    logits[:, 3].sum().backward()
+                copied = [e.input_shapes[0] for e in prof.events() if e.name in ("aten::constant_pad_nd", "aten::clone")]
+                results.append((logits.detach(), image.grad, [s for s in copied if s[0] == len(x) and s[1] > 3]))
+            (logits_timm, grad_timm, copied_timm), (logits_ours, grad_ours, copied_ours) = results
+            assert torch.allclose(logits_ours, logits_timm, atol=1e-5, rtol=1e-5), name
+            assert torch.allclose(grad_ours, grad_timm, atol=1e-7, rtol=1e-4), name
+            assert copied_ours == [] and copied_timm, name  # activations padded or copied: none (weights only)
     cfg = compose_config(["output_dir=/x"]).model
     lite0 = models.build(cfg)  # the CPU's classifier
     assert any(type(m) is cpu.KernelPaddedConv2d for m in lite0.modules())
-    assert not any(getattr(m, "inplace", False) for m in lite0.modules() if isinstance(m, cpu.COPIED_IN_PLACE))
+    relu6 = [m for m in lite0.modules() if isinstance(m, torch.nn.Hardtanh)]
+    assert len(relu6) == 33 and all(type(m) is cpu.HardtanhInPlace for m in relu6)
 
 
 def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):

@@ -103,12 +103,43 @@ def pad_in_kernel(net: nn.Module) -> None:
             module.__class__ = KernelPaddedConv2d  # a subclass without state of its own: the same module, another forward
 
 
+class _ClampInPlace(torch.autograd.Function):
+    """Clamp in place; the backward reads the clamped output, in which low < y < high exactly where
+    low < x < high: no copy of the input is kept."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        x.clamp_(low, high)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.low, ctx.high = low, high
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, y, ctx.low, ctx.high), None, None
+
+
+class HardtanhInPlace(nn.Hardtanh):
+    """nn.Hardtanh (ReLU6) in place without autograd's copy of its input (torch's in-place hardtanh
+    keeps one for its backward; out of place it writes a new tensor instead)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ClampInPlace.apply(x, self.min_val, self.max_val)
+
+
 # Autograd keeps a copy of these activations' input when they run in place (their backward reads
-# the input, which the op overwrites); out of place there is no copy and the same gradient.
+# the input, which the op overwrites); out of place there is no copy, and the same gradient.
 COPIED_IN_PLACE = (nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid)  # nn.ReLU6 is an nn.Hardtanh
 
 
-def activations_out_of_place(net: nn.Module) -> None:
+def activations_without_copies(net: nn.Module) -> None:
+    """In place, every in-place activation of `net` that autograd would copy: a Hardtanh (ReLU6)
+    becomes a HardtanhInPlace, the others run out of place."""
     for module in net.modules():
         if isinstance(module, COPIED_IN_PLACE) and getattr(module, "inplace", False):
-            module.inplace = False
+            if isinstance(module, nn.Hardtanh):
+                module.__class__ = HardtanhInPlace  # a subclass without state of its own, as above
+            else:
+                module.inplace = False

@@ -106,7 +106,7 @@ def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:
     """Model changes one device needs and another must not get."""
     if device.type == "cpu":  # each copies a batch of activations less, forward or backward
         cpu.pad_in_kernel(net)
-        cpu.activations_out_of_place(net)
+        cpu.activations_without_copies(net)
     if device.type == "cpu" and precision == "bf16":
         for module in net.modules():
             if isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1:
