@@ -14,7 +14,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import types
 
 import torch
 import torch.nn.functional as F
@@ -60,19 +59,51 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def run_in_fp32(module: nn.Module) -> None:
-    """Run `module` outside bf16 autocast, in fp32.
+class _BackwardInFp32(torch.autograd.Function):
+    """A convolution in its input's dtype whose backward to the input runs in fp32 (the weights are
+    frozen: no weight gradient)."""
 
-    oneDNN's bf16 backward of a strided grouped (depthwise) conv is ~6x slower
-    than fp32 on this kind of CPU (16 x 96 x 113 px, stride 2: 56 ms against 9),
-    and EfficientNet has one at each resolution drop: fp32 there makes a bf16
-    step 1.33x faster (scripts/ab_cpu_step.py). pii.models.device applies it on
-    the CPU only."""
-    def fp32_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False):
-            return type(self).forward(self, x.float())
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(weight)
+        ctx.settings = (x.shape, x.dtype, stride, padding, dilation, groups)
+        return F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), stride, padding,
+                        dilation, groups)
 
-    module.forward = types.MethodType(fp32_forward, module)  # bound: a deepcopy rebinds it to the copy
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        shape, dtype, stride, padding, dilation, groups = ctx.settings
+        # only the input's shape and layout are read when its gradient alone is asked for
+        like = torch.empty(shape, dtype=torch.float32, device=grad.device, memory_format=torch.channels_last
+                           if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+        grad_x = torch.ops.aten.convolution_backward(grad.float(), like, weight.float(), None, stride, padding,
+                                                     dilation, False, [0, 0], groups, [True, False, False])[0]
+        return grad_x.to(dtype), None, None, None, None, None, None
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, dilation,
+           groups: int, backward_in_fp32: bool = False) -> torch.Tensor:
+    """F.conv2d; `backward_in_fp32` (under bf16 autocast, frozen weights): the forward in bf16, the
+    backward to `x` in fp32.
+
+    oneDNN's bf16 backward of a strided depthwise convolution is several times slower than fp32 on
+    the CPU (16 x 96 x 113 px, stride 2: 56 ms against 9), and EfficientNet has one at each
+    resolution drop; its forward is not, and running both in fp32 casts the activations into fp32
+    and back in each direction."""
+    if backward_in_fp32 and torch.is_autocast_enabled("cpu") and weight.requires_grad is False:
+        return _BackwardInFp32.apply(x.to(torch.get_autocast_dtype("cpu")), weight, bias, stride, padding,
+                                     dilation, groups)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+class Conv2dBackwardInFp32(nn.Conv2d):
+    """nn.Conv2d whose backward runs in fp32 under bf16 autocast (see `conv2d`)."""
+
+    def _conv_forward(self, x, weight, bias):
+        if self.padding_mode != "zeros":
+            return super()._conv_forward(x, weight, bias)
+        return conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, True)
 
 
 class KernelPaddedConv2d(Conv2dSame):
@@ -83,17 +114,21 @@ class KernelPaddedConv2d(Conv2dSame):
     even size); on the CPU that copy, its zero fill and its backward's copy are a sixth of a Lite0
     step. The same convolution with a zero row and column added at the kernel's top and left
     and symmetric padding gives every output the same terms (the extra ones are products with
-    zero weights) and reads the input in place."""
+    zero weights) and reads the input in place. `backward_in_fp32`: see `conv2d`."""
+
+    backward_in_fp32 = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = [get_same_padding(n, k, s, d) for n, k, s, d in
                 zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)]
         if all(p % 2 == 0 for p in pads):
-            return F.conv2d(x, self.weight, self.bias, self.stride, [p // 2 for p in pads], self.dilation, self.groups)
-        if all(p % 2 == 1 for p in pads) and self.dilation == (1, 1):
+            weight, padding = self.weight, [p // 2 for p in pads]
+        elif all(p % 2 == 1 for p in pads) and self.dilation == (1, 1):
             weight = F.pad(self.weight, (1, 0, 1, 0))  # a few hundred weights, not a batch of activations
-            return F.conv2d(x, weight, self.bias, self.stride, [(p + 1) // 2 for p in pads], 1, self.groups)
-        return super().forward(x)
+            padding = [(p + 1) // 2 for p in pads]
+        else:
+            return super().forward(x)
+        return conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups, self.backward_in_fp32)
 
 
 def pad_in_kernel(net: nn.Module) -> None:
@@ -101,6 +136,17 @@ def pad_in_kernel(net: nn.Module) -> None:
     for module in net.modules():
         if type(module) is Conv2dSame:
             module.__class__ = KernelPaddedConv2d  # a subclass without state of its own: the same module, another forward
+
+
+def strided_depthwise_backward_in_fp32(net: nn.Module) -> None:
+    """Under bf16 on the CPU: every strided depthwise (grouped) convolution of `net` runs its backward
+    in fp32 (see `conv2d`), in place."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1:
+            if type(module) is KernelPaddedConv2d:
+                module.backward_in_fp32 = True
+            elif type(module) is nn.Conv2d:
+                module.__class__ = Conv2dBackwardInFp32
 
 
 class _ClampInPlace(torch.autograd.Function):

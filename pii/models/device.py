@@ -108,9 +108,7 @@ def adapt_network(net: nn.Module, device: torch.device, precision: str) -> None:
         cpu.pad_in_kernel(net)
         cpu.activations_without_copies(net)
     if device.type == "cpu" and precision == "bf16":
-        for module in net.modules():
-            if isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1:
-                cpu.run_in_fp32(module)
+        cpu.strided_depthwise_backward_in_fp32(net)
 
 
 def views_per_chunk(chunk: int | str | None, classifier: nn.Module, views: int, size: int) -> int:
