@@ -195,7 +195,8 @@ def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_acti
                 results.append((logits.detach(), image.grad, [s for s in copied if s[0] == len(x) and s[1] > 3]))
             (logits_timm, grad_timm, copied_timm), (logits_ours, grad_ours, copied_ours) = results
             assert torch.allclose(logits_ours, logits_timm, atol=1e-5, rtol=1e-5), name
-            assert torch.allclose(grad_ours, grad_timm, atol=1e-7, rtol=1e-4), name
+            # the same terms summed in another order: rounding, against the largest gradient (2e-7 to 6e-7 here)
+            assert (grad_ours - grad_timm).abs().max() <= 1e-5 * grad_timm.abs().max(), name
             assert copied_ours == [] and copied_timm, name  # activations padded or copied: none (weights only)
     cfg = compose_config(["output_dir=/x"]).model
     lite0 = models.build(cfg)  # the CPU's classifier
