@@ -1,4 +1,4 @@
-"""Process settings that make CPU runs fast.
+"""Process settings and network changes that make CPU runs fast.
 
 glibc's malloc serves every block over 32 MB with a fresh mmap and returns it
 to the system on free, so each step of an inversion page-faults its large
@@ -6,6 +6,12 @@ activations in again: an out-of-place op on a 77 MB bf16 tensor takes 26 ms
 instead of 4, and a batched Lite0 step is ~1.6x slower (scripts/benchmark.py).
 PyTorch's CPU tuning guides swap in jemalloc or tcmalloc for this; those are
 not pip-installable, so we ask glibc itself to keep freed memory for reuse.
+
+The network changes (pii.models.device.adapt_network applies them on the CPU) each
+remove a copy of a batch of activations that timm's layers make there, with the
+same outputs and gradients up to rounding: "same" padding in the kernel, ReLU6 in
+place without autograd's copy, and, under bf16, strided depthwise convolutions
+whose backward alone runs in fp32.
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     the CPU (16 x 96 x 113 px, stride 2: 56 ms against 9), and EfficientNet has one at each
     resolution drop; its forward is not, and running both in fp32 casts the activations into fp32
     and back in each direction."""
-    if backward_in_fp32 and torch.is_autocast_enabled("cpu") and weight.requires_grad is False:
+    if backward_in_fp32 and torch.is_autocast_enabled("cpu") and not weight.requires_grad:
         return _BackwardInFp32.apply(x.to(torch.get_autocast_dtype("cpu")), weight, bias, stride, padding,
                                      dilation, groups)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
