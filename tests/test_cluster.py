@@ -31,9 +31,15 @@ TINY = [o for o in RANDOM_TINY if not o.startswith("class_id=")]
 SHORT = "hydra.sweep.subdir=${hydra.job.num}_job"  # job dirs named by number: the overrides are many
 
 
-def sweep(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "invert.py", "-m", *args], cwd=ROOT, env=env or ENV,
+def invert_py(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python invert.py <args>` in a real interpreter (the launchers start processes of their own, and
+    ATen reads ATEN_CPU_CAPABILITY when torch loads)."""
+    return subprocess.run([sys.executable, "invert.py", *args], cwd=ROOT, env=env or ENV,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def sweep(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return invert_py("-m", *args, timeout=timeout, env=env)
 
 
 def states(sweep_dir: Path) -> list[str]:
@@ -166,8 +172,7 @@ def test_the_readme_slurm_recipe_submits_an_array_with_its_settings(tmp_path):
     recipe = slurm_recipe()
     assert "-m" in recipe and "experiment=sweep_ensemble" in recipe
     sweep_dir = tmp_path / "slurm"
-    proc = subprocess.run([sys.executable, "invert.py", *recipe, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT,
-                          env={**ENV, "PATH": f"{bin_dir}:{ENV['PATH']}"}, capture_output=True, text=True, timeout=300)
+    proc = invert_py(*recipe, f"hydra.sweep.dir={sweep_dir}", env={**ENV, "PATH": f"{bin_dir}:{ENV['PATH']}"})
     assert proc.returncode == 1 and "jobs 0, 1, 2, 3, 4, 5, 6 not started: the launcher stopped" in proc.stderr, \
         proc.stderr[-3000:]
     options = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script.read_text()))
@@ -257,8 +262,7 @@ def test_on_one_thread_with_portable_kernels_a_chunk_gives_its_classes_the_very_
 
     env = {**ENV, "ATEN_CPU_CAPABILITY": "default"}
     common = [*TINY, "class_id=[1,2,3,4]", "param=fourier", "precision=fp32", "verifier=none"]
-    whole = subprocess.run([sys.executable, "invert.py", *common, f"hydra.run.dir={tmp_path / 'whole'}"], cwd=ROOT,
-                           env=env, capture_output=True, text=True, timeout=300)
+    whole = invert_py(*common, f"hydra.run.dir={tmp_path / 'whole'}", env=env)
     assert whole.returncode == 0, whole.stderr[-2000:]
     split = sweep(*common, "classes_per_job=2", f"hydra.sweep.dir={tmp_path / 'split'}", SHORT, env=env)
     assert split.returncode == 0, split.stderr[-2000:]
