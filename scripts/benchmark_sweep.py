@@ -121,7 +121,8 @@ def main(argv: list[str]) -> None:
     figures = {
         "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "cpu": cpu_name(),
         "classes": classes, "jobs": math.ceil(classes / per_job), "classes_per_job": per_job,
-        "launcher": args.launcher, "cores": os.cpu_count(), "same_arithmetic": args.same_arithmetic, "overrides": args.overrides, "order": order,
+        "launcher": args.launcher, "cores": os.cpu_count(), "same_arithmetic": args.same_arithmetic,
+        "overrides": args.overrides, "order": order,
         "seconds": seconds, "mean_seconds": mean, "sweep_over_single": mean["sweep"] / mean["single"],
         "order_ratios": [s / t for s, t in zip(seconds["sweep"], seconds["single"])], "load_average": load,
         "inversion_seconds": {"single": single.seconds, "sweep_jobs_added": sweep.seconds},
