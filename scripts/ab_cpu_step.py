@@ -1,12 +1,14 @@
 """Interleaved A/B of one inversion step on the CPU: precision x channels_last, and bf16 with the
-strided depthwise convs left in bf16 (`bf16_all_nhwc`), against fp32 NCHW in the same process.
+strided depthwise convs left in bf16 (`bf16_all_nhwc`), against fp32 NCHW in the same process; or,
+with --network, the CPU's network changes one by one against timm's network, in one precision.
 
     python scripts/ab_cpu_step.py --json outputs/ab_cpu_step.json                       # glibc malloc as it comes
     python scripts/ab_cpu_step.py --keep-freed-memory --json outputs/ab_cpu_step_keep.json  # pii's CPU default
+    python scripts/ab_cpu_step.py --keep-freed-memory --network fp32 --json outputs/ab_network_fp32.json
 
 One step = jitter + ensemble 4 + ColorShift, forward, backward to the image, for 8 classes of
 EfficientNet-Lite0, at 112, 168 and 224 px; every variant once per size in turn, 4 passes, the
-first a warm-up. Prints each variant's seconds and its ratio to fp32 NCHW; --json writes the
+first a warm-up. Prints each variant's seconds and its ratio to the first; --json writes the
 timings (recorded in the manifest.json beside it: command, commit, date, hardware).
 """
 
@@ -28,6 +30,7 @@ from pii.run.compose import compose
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-freed-memory", action="store_true", help="pii.models.cpu.keep_freed_memory() first")
+    parser.add_argument("--network", choices=["fp32", "bf16"], help="time the CPU's network changes in this precision")
     parser.add_argument("--json", type=Path, help="write the timings here")
     args = parser.parse_args()
     if args.keep_freed_memory:
@@ -35,12 +38,7 @@ def main() -> None:
     cfg = compose(["augmentation.ensemble_size=4"])
     aug = augmentation(cfg)
     draws = Draws.seeded(0, range(8), 0)
-    variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
-                for p in ["fp32", "bf16"] for cl in [False, True]}
-    variants["bf16_all_nhwc"] = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)
-    for module in variants["bf16_all_nhwc"].modules():
-        if "forward" in vars(module):
-            del module.forward  # back to the class's forward: the strided depthwise convs run in bf16 too
+    variants = network_variants(cfg, args.network) if args.network else layout_variants(cfg)
     times = {k: [] for k in variants}
     for rep in range(4):
         for size in [112, 168, 224]:
@@ -50,14 +48,43 @@ def main() -> None:
                 torch.nn.functional.cross_entropy(clf(aug(x, draws)), torch.arange(8).repeat_interleave(4)).backward()
                 if rep:  # the first pass warms up
                     times[k].append(time.perf_counter() - t)
-    base = sum(times["fp32_nchw"])
+    first = next(iter(times))
     print(f"keep_freed_memory={args.keep_freed_memory}")
     for k, v in times.items():
-        print(f"{k:<14} {sum(v):6.2f} s   {base / sum(v):.2f}x vs fp32_nchw", flush=True)
+        print(f"{k:<22} {sum(v):6.2f} s   {sum(times[first]) / sum(v):.2f}x vs {first}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"keep_freed_memory": args.keep_freed_memory, "seconds": times}, indent=1))
+        args.json.write_text(json.dumps({"keep_freed_memory": args.keep_freed_memory, "network": args.network,
+                                         "seconds": times}, indent=1))
         provenance.record([args.json])
+
+
+def layout_variants(cfg) -> dict:
+    variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
+                for p in ["fp32", "bf16"] for cl in [False, True]}
+    variants["bf16_all_nhwc"] = all_bf16 = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)
+    for module in all_bf16.modules():  # the strided depthwise convs' backward in bf16 too
+        if type(module) is cpu.Conv2dBackwardInFp32:
+            module.__class__ = torch.nn.Conv2d
+        elif type(module) is cpu.KernelPaddedConv2d:
+            module.backward_in_fp32 = False
+    return variants
+
+
+def network_variants(cfg, precision: str) -> dict:
+    """timm's network (BatchNorm folded, NHWC, as runs have it), then pii.models.device.adapt_network's
+    changes added one at a time."""
+    changes = [("padding_in_kernel", cpu.pad_in_kernel), ("activations_no_copies", cpu.activations_without_copies),
+               ("gradient_masks_in_place", lambda net: cpu.mask_gradients_in_place(net, 224))]
+    if precision == "bf16":
+        changes.append(("fp32_strided_dw_backward", cpu.strided_depthwise_backward_in_fp32))
+    variants = {}
+    for count in range(len(changes) + 1):
+        classifier = models.build(cfg.model, "cpu", precision=precision, channels_last=True, fold=True, adapt=False)
+        for _, change in changes[:count]:
+            change(classifier.net)
+        variants["timm" if count == 0 else "+" + changes[count - 1][0]] = classifier
+    return variants
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_acti
         ours = copy.deepcopy(timms)
         cpu.pad_in_kernel(ours)
         cpu.activations_without_copies(ours)
+        cpu.mask_gradients_in_place(ours, 64)
         assert sum(type(m) is Conv2dSame for m in timms.modules()) == 5
         assert sum(type(m) is cpu.KernelPaddedConv2d for m in ours.modules()) == 5
         for size in (64, 63, 84):  # even sizes pad one more on the right, odd ones alike
@@ -203,6 +204,41 @@ def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_acti
     assert any(type(m) is cpu.KernelPaddedConv2d for m in lite0.modules())
     relu6 = [m for m in lite0.modules() if isinstance(m, torch.nn.Hardtanh)]
     assert len(relu6) == 33 and all(type(m) is cpu.HardtanhInPlace for m in relu6)
+    # each masks its gradient in place but the last, which the pooling reads
+    assert [m.grad_in_place for m in relu6] == [True] * 32 + [False]
+
+
+def test_relu6_masks_its_gradient_in_place_only_where_a_convolution_alone_reads_it():
+    from pii.models import cpu
+
+    class Block(torch.nn.Module):  # a ReLU6 read by a convolution, another by an addition
+        def __init__(self, relu6):
+            super().__init__()
+            self.conv1, self.conv2, self.conv3, self.conv4 = (torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(4))
+            self.act1, self.act2 = relu6(), relu6()
+
+        def forward(self, x):
+            h = self.conv2(self.act1(self.conv1(x)))
+            shortcut = self.conv3(h)  # made first, so its backward runs after act2's
+            return shortcut + self.act2(self.conv4(h))
+
+    torch.manual_seed(0)
+    reference = Block(lambda: torch.nn.ReLU6()).requires_grad_(False)
+    ours = Block(lambda: torch.nn.ReLU6(inplace=True)).requires_grad_(False)
+    ours.load_state_dict(reference.state_dict())
+    cpu.activations_without_copies(ours)
+    cpu.mask_gradients_in_place(ours, 8)
+    assert (ours.act1.grad_in_place, ours.act2.grad_in_place) == (True, False)
+
+    def gradient(net):
+        x = (torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 4).requires_grad_(True)
+        net(x).square().sum().backward()
+        return x.grad
+
+    expected = gradient(reference)
+    assert torch.allclose(gradient(ours), expected, rtol=1e-5, atol=1e-6)
+    ours.act2.grad_in_place = True  # the addition's other input would get the masked gradient too
+    assert not torch.allclose(gradient(ours), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):

@@ -114,7 +114,7 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     device = torch.device(device)
     classifier = classifier.to(device)
     if adapt:
-        device_policy.adapt_network(classifier.net, device, precision)
+        device_policy.adapt_network(classifier.net, device, precision, classifier.input_size)
     if compile:
         classifier.net = torch.compile(classifier.net, dynamic=False)
     return classifier

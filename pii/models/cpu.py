@@ -16,6 +16,7 @@ whose backward alone runs in fp32.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -159,28 +160,35 @@ def strided_depthwise_backward_in_fp32(net: nn.Module) -> None:
 
 class _ClampInPlace(torch.autograd.Function):
     """Clamp in place; the backward reads the clamped output, in which low < y < high exactly where
-    low < x < high: no copy of the input is kept."""
+    low < x < high: no copy of the input is kept. `grad_in_place`: the backward masks the incoming
+    gradient itself rather than a new tensor (see `mask_gradients_in_place`)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, low: float, high: float, grad_in_place: bool) -> torch.Tensor:
         x.clamp_(low, high)
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
-        ctx.low, ctx.high = low, high
+        ctx.low, ctx.high, ctx.grad_in_place = low, high, grad_in_place
         return x
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return torch.ops.aten.hardtanh_backward(grad, y, ctx.low, ctx.high), None, None
+        if ctx.grad_in_place:
+            grad = torch.ops.aten.hardtanh_backward.grad_input(grad, y, ctx.low, ctx.high, grad_input=grad)
+        else:
+            grad = torch.ops.aten.hardtanh_backward(grad, y, ctx.low, ctx.high)
+        return grad, None, None, None
 
 
 class HardtanhInPlace(nn.Hardtanh):
     """nn.Hardtanh (ReLU6) in place without autograd's copy of its input (torch's in-place hardtanh
     keeps one for its backward; out of place it writes a new tensor instead)."""
 
+    grad_in_place = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ClampInPlace.apply(x, self.min_val, self.max_val)
+        return _ClampInPlace.apply(x, self.min_val, self.max_val, self.grad_in_place)
 
 
 # Autograd keeps a copy of these activations' input when they run in place (their backward reads
@@ -197,3 +205,50 @@ def activations_without_copies(net: nn.Module) -> None:
                 module.__class__ = HardtanhInPlace  # a subclass without state of its own, as above
             else:
                 module.inplace = False
+
+
+# Backward nodes that return a new tensor as their input's gradient: nothing else holds it.
+FRESH_INPUT_GRADIENT = ("ConvolutionBackward0", "_BackwardInFp32Backward")
+
+
+def mask_gradients_in_place(net: nn.Module, size: int) -> None:
+    """Each HardtanhInPlace of `net` whose output a convolution alone reads masks its gradient in place.
+
+    That gradient is then the new tensor the convolution's backward made; read by more than one
+    layer, or by an addition (whose backward hands one tensor to both of its inputs), it may be
+    another branch's gradient too. Which layer reads which shows only in a forward, so this reads
+    the graph of one probe image of `size` px."""
+    clamps = [m for m in net.modules() if isinstance(m, HardtanhInPlace)]
+    if not clamps:
+        return
+    calls = {}  # the backward node of each call -> its module
+
+    def record(module, args, output) -> None:
+        calls[output.grad_fn] = module
+
+    handles = [m.register_forward_hook(record) for m in clamps]
+    parameter = next(net.parameters())
+    probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(parameter.device)
+    try:
+        with torch.enable_grad(), torch.autocast(parameter.device.type, enabled=False):
+            output = net(probe.requires_grad_(True))
+    finally:
+        for handle in handles:
+            handle.remove()
+    readers = collections.defaultdict(list)
+    stack, seen = [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for parent, _ in node.next_functions:
+            if parent is not None:
+                readers[parent].append(type(node).__name__)
+                stack.append(parent)
+    safe = {m: True for m in clamps}
+    for node, module in calls.items():
+        safe[module] &= len(readers[node]) == 1 and readers[node][0] in FRESH_INPUT_GRADIENT
+    for module, in_place in safe.items():
+        module.grad_in_place = in_place and module in calls.values()
+
