@@ -13,7 +13,8 @@ chunk), each in turn over --rounds rounds (median), and prints the seconds per c
 budget as a full run, at a fraction of its time.
 
 `profile` runs --warmup steps, then one step under torch.profiler, and prints the operators by their
-own (self) CPU time, --top of them.
+own (self) CPU time, --top of them, then the convolutions by kind of layer with their arithmetic rate
+(to set against the machine's matmul peak, which scripts/benchmark.py prints).
 """
 
 import argparse
@@ -105,12 +106,36 @@ def profile(cfg, device, args) -> None:
     for _ in range(args.warmup):
         step()
     seconds = [step() for _ in range(args.warmup)]
-    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+    with profiler(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     print(f"\none step: {classes} classes x {views // classes} views at {args.size} px, chunk {settings.chunk}; "
           f"unprofiled steps {', '.join(f'{s:.2f}' for s in seconds)} s; profiled self CPU total {total / 1e6:.2f} s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
+    convolutions_by_kind(prof, total)
+
+
+def convolutions_by_kind(prof, total: float) -> None:
+    """The convolutions' self CPU time by kind of layer, forward and backward, and their arithmetic
+    rate: the multiply-adds of the backward to the input (those of the forward too) over the time."""
+    rows = {}
+    for event in prof.key_averages(group_by_input_shape=True):
+        if event.key not in ("aten::mkldnn_convolution", "aten::convolution_backward"):
+            continue
+        backward = event.key == "aten::convolution_backward"
+        weight = event.input_shapes[2 if backward else 1]
+        kind = ("stem" if weight[1] == 3 else "1x1" if weight[2:] == [1, 1] else
+                f"depthwise {weight[2]}x{weight[3]}" if weight[1] == 1 else f"{weight[2]}x{weight[3]}")
+        row = rows.setdefault(kind, {"forward": 0.0, "backward": 0.0, "flop": 0.0})
+        row["backward" if backward else "forward"] += event.self_cpu_time_total / 1e6
+        if backward:  # the gradient's shape is the output's: N x Cout x H x W, each of Cin/groups x kh x kw terms
+            n, c_out, h, w = event.input_shapes[0]
+            row["flop"] += 2 * 2 * n * c_out * h * w * weight[1] * weight[2] * weight[3] * event.count
+    print(f"\n{'convolutions':<16} {'forward s':>9} {'backward s':>10} {'share':>6} {'GFLOP/s':>8}")
+    for kind, row in sorted(rows.items(), key=lambda kv: -(kv[1]["forward"] + kv[1]["backward"])):
+        seconds = row["forward"] + row["backward"]
+        print(f"{kind:<16} {row['forward']:>9.3f} {row['backward']:>10.3f} {seconds / total * 1e6:>6.0%} "
+              f"{row['flop'] / seconds / 1e9:>8.1f}")
 
 
 def main(argv: list[str]) -> None:
