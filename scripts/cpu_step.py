@@ -131,10 +131,10 @@ def convolutions_by_kind(prof, total: float) -> None:
         if backward:  # the gradient's shape is the output's: N x Cout x H x W, each of Cin/groups x kh x kw terms
             n, c_out, h, w = event.input_shapes[0]
             row["flop"] += 2 * 2 * n * c_out * h * w * weight[1] * weight[2] * weight[3] * event.count
-    print(f"\n{'convolutions':<16} {'forward s':>9} {'backward s':>10} {'share':>6} {'GFLOP/s':>8}")
+    print(f"\n{'convolutions':<16} {'forward ms':>10} {'backward ms':>11} {'share':>6} {'GFLOP/s':>8}")
     for kind, row in sorted(rows.items(), key=lambda kv: -(kv[1]["forward"] + kv[1]["backward"])):
         seconds = row["forward"] + row["backward"]
-        print(f"{kind:<16} {row['forward']:>9.3f} {row['backward']:>10.3f} {seconds / total * 1e6:>6.0%} "
+        print(f"{kind:<16} {row['forward'] * 1e3:>10.2f} {row['backward'] * 1e3:>11.2f} {seconds / total * 1e6:>6.0%} "
               f"{row['flop'] / seconds / 1e9:>8.1f}")
 
 

@@ -50,3 +50,14 @@ def test_the_naive_path_runs_timms_network_as_the_papers_code_does():
     assert any(type(m) is Conv2dSame for m in naive.modules())
     assert all(m.inplace for m in naive.modules() if isinstance(m, cpu.COPIED_IN_PLACE))
     assert all(p.requires_grad for p in naive.parameters())
+
+
+def test_a_profiled_step_lists_the_convolutions_by_kind_with_their_rate():
+    proc = run_cli("scripts/cpu_step.py", "profile", "--size", "64", "--classes", "1", "--warmup", "1",
+                   "augmentation.ensemble_size=2", "precision=fp32", "channels_last=true", "augmentation.chunk=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = proc.stdout.split("convolutions ")[-1].strip().splitlines()[1:]
+    rows = {" ".join(line.split()[:-4]): [float(x.rstrip("%")) for x in line.split()[-4:]] for line in table}
+    # Lite0: 1x1 convolutions, the stem, depthwise 3x3 and 5x5, and the strided ones with their padding in the kernel
+    assert {"1x1", "stem", "depthwise 3x3", "depthwise 4x4", "depthwise 5x5", "depthwise 6x6"} <= set(rows), rows
+    assert all(forward + backward > 0 and rate > 0 for forward, backward, _, rate in rows.values()), rows
