@@ -240,6 +240,16 @@ def test_relu6_masks_its_gradient_in_place_only_where_a_convolution_alone_reads_
     ours.act2.grad_in_place = True  # the addition's other input would get the masked gradient too
     assert not torch.allclose(gradient(ours), expected, rtol=1e-5, atol=1e-6)
 
+    # the same arithmetic as writing a new tensor: Lite0's image gradient bit for bit
+    lite0 = models.build(compose_config(["output_dir=/x"]).model)
+    relu6 = [m for m in lite0.modules() if type(m) is cpu.HardtanhInPlace]
+    at_64px = lambda x: lite0(torch.nn.functional.interpolate(x, size=64))  # noqa: E731
+    grads = [gradient(at_64px)]
+    for module in relu6:
+        module.grad_in_place = False
+    grads.append(gradient(at_64px))
+    assert torch.equal(*grads)
+
 
 def test_cudnn_autotuning_is_the_callers_choice(monkeypatch):
     # set without touching a GPU: an inversion's stages change size (autotuning at each costs more than
