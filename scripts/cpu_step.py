@@ -124,7 +124,8 @@ def convolutions_by_kind(prof, total: float) -> None:
             continue
         backward = event.key == "aten::convolution_backward"
         weight = event.input_shapes[2 if backward else 1]
-        kind = ("stem" if weight[1] == 3 else "1x1" if weight[2:] == [1, 1] else
+        channels_in = event.input_shapes[1 if backward else 0][1]
+        kind = ("stem" if channels_in <= 3 else "1x1" if weight[2:] == [1, 1] else  # the stem reads the image
                 f"depthwise {weight[2]}x{weight[3]}" if weight[1] == 1 else f"{weight[2]}x{weight[3]}")
         row = rows.setdefault(kind, {"forward": 0.0, "backward": 0.0, "flop": 0.0})
         row["backward" if backward else "forward"] += event.self_cpu_time_total / 1e6
