@@ -62,10 +62,22 @@ def test_the_second_run_reads_the_cache_and_times_nothing(tmp_path, cache_dir, m
     assert (second.precision, second.channels_last) == (first.precision, first.channels_last) == ("fp32", False)
     (key,) = json.loads((cache_dir / calibration.CACHE_FILE).read_text())
     assert "test_efficientnet" in key and torch.__version__ in key and "32 px" in key
+    assert key.endswith(f"pii code {calibration.code_version()}")
     # another instruction set is another machine: timed again
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     timer = table(BF16_FASTER)
     assert settle(tiny_cfg(tmp_path), timer).precision == "bf16" and timer.timed
+
+
+def test_timings_cached_by_other_code_are_not_reused(tmp_path, monkeypatch):
+    # a pii whose network changed since the cache was written (one format got faster) times again,
+    # rather than choose from the older code's figures or mix them with its own
+    assert settle(tiny_cfg(tmp_path), table(FP32_FASTER)).precision == "fp32"
+    monkeypatch.setattr(calibration, "code_version", lambda: "another")
+    timer = table(BF16_FASTER)
+    second = settle(tiny_cfg(tmp_path), timer)
+    assert second.source == "measured" and (second.precision, second.channels_last) == ("bf16", True)
+    assert set(timer.timed) == set(BF16_FASTER)  # every candidate timed anew
 
 
 def test_an_explicit_setting_wins_over_the_timings(tmp_path):

@@ -6,7 +6,8 @@ AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`). So on the CPU a short calibration times the ru
 forward and backward at one stage size, for each candidate in turn over a few rounds (median
 seconds per view): first precision x memory format at one chunk of views, then views per chunk
 with the fastest format. The medians are cached in a small JSON file per CPU model, instruction
-set, threads, torch version and model (`$PII_CACHE`, else ~/.cache/pii): a second run pays nothing.
+set, threads, torch version, model and pii's timed code (`$PII_CACHE`, else ~/.cache/pii): a second
+run pays nothing.
 
 An explicit setting always wins; the calibration then only chooses the others. On CUDA the device
 policy stays: bf16, channels_last, and as many views per chunk as fit the free memory
@@ -15,6 +16,8 @@ policy stays: bf16, channels_last, and as many views per chunk as fit the free m
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -177,6 +180,21 @@ def machine() -> str:
     return f"{cpu_model()}; {isa}; {torch.get_num_threads()} threads; torch {torch.__version__}"
 
 
+# The code whose changes move the timings: the CPU's network changes, the device policy, the
+# classifier's build (BatchNorm folding) and the timer itself.
+TIMED_CODE = ("cpu.py", "device.py", "classifier.py", "calibration.py")
+
+
+@functools.cache
+def code_version() -> str:
+    """A digest of TIMED_CODE: timings cached by other code (an older pii, whose network was
+    slower in one format) are not reused, and another pii's timings are not mixed into these."""
+    digest = hashlib.sha256()
+    for name in TIMED_CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -245,7 +263,7 @@ def settle(precision: str, channels_last: bool | str, chunk: int | str, device: 
         return DeviceSettings("bf16" if precision == "auto" else precision,
                               True if channels_last == "auto" else bool(channels_last), chunk, source)
     size, where = timed_size(stages), machine()
-    key = f"{where}; {model}; {size} px"
+    key = f"{where}; {model}; {size} px; pii code {code_version()}"
     known = read_cache(key).get("seconds_per_view", {})
     started = time.perf_counter()
     best, timings = calibrate(
