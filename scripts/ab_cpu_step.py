@@ -62,28 +62,24 @@ def main() -> None:
 def layout_variants(cfg) -> dict:
     variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
                 for p in ["fp32", "bf16"] for cl in [False, True]}
-    variants["bf16_all_nhwc"] = all_bf16 = models.build(cfg.model, "cpu", precision="bf16", channels_last=True)
-    for module in all_bf16.modules():  # the strided depthwise convs' backward in bf16 too
-        if type(module) is cpu.Conv2dBackwardInFp32:
-            module.__class__ = torch.nn.Conv2d
-        elif type(module) is cpu.KernelPaddedConv2d:
-            module.backward_in_fp32 = False
+    variants["bf16_all_nhwc"] = all_bf16 = models.build(cfg.model, "cpu", precision="bf16", channels_last=True,
+                                                        adapt=False)
+    for name, change in cpu.network_changes("bf16", all_bf16.input_size):
+        if name != "fp32_strided_dw_backward":  # the strided depthwise convs' backward in bf16 too
+            change(all_bf16.net)
     return variants
 
 
 def network_variants(cfg, precision: str) -> dict:
     """timm's network (BatchNorm folded, NHWC, as runs have it), then pii.models.device.adapt_network's
     changes added one at a time."""
-    changes = [("padding_in_kernel", cpu.pad_in_kernel), ("activations_no_copies", cpu.activations_without_copies),
-               ("gradient_masks_in_place", lambda net: cpu.mask_gradients_in_place(net, 224))]
-    if precision == "bf16":
-        changes.append(("fp32_strided_dw_backward", cpu.strided_depthwise_backward_in_fp32))
     variants = {}
-    for count in range(len(changes) + 1):
+    for count in range(len(cpu.network_changes(precision, 0)) + 1):
         classifier = models.build(cfg.model, "cpu", precision=precision, channels_last=True, fold=True, adapt=False)
-        for _, change in changes[:count]:
+        changes = cpu.network_changes(precision, classifier.input_size)[:count]
+        for _, change in changes:
             change(classifier.net)
-        variants["timm" if count == 0 else "+" + changes[count - 1][0]] = classifier
+        variants["+" + changes[-1][0] if changes else "timm"] = classifier
     return variants
 
 

@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -207,17 +208,14 @@ def activations_without_copies(net: nn.Module) -> None:
                 module.inplace = False
 
 
-# Backward nodes that return a new tensor as their input's gradient: nothing else holds it.
-FRESH_INPUT_GRADIENT = ("ConvolutionBackward0", "_BackwardInFp32Backward")
-
-
 def mask_gradients_in_place(net: nn.Module, size: int) -> None:
     """Each HardtanhInPlace of `net` whose output a convolution alone reads masks its gradient in place.
 
     That gradient is then the new tensor the convolution's backward made; read by more than one
     layer, or by an addition (whose backward hands one tensor to both of its inputs), it may be
     another branch's gradient too. Which layer reads which shows only in a forward, so this reads
-    the graph of one probe image of `size` px."""
+    the graph of one probe image of `size` px, in fp32 (under bf16 a strided depthwise reader is
+    a `conv2d(..., backward_in_fp32=True)`, whose backward also makes a new tensor)."""
     clamps = [m for m in net.modules() if isinstance(m, HardtanhInPlace)]
     if not clamps:
         return
@@ -235,7 +233,7 @@ def mask_gradients_in_place(net: nn.Module, size: int) -> None:
     finally:
         for handle in handles:
             handle.remove()
-    readers = collections.defaultdict(list)
+    readers = collections.defaultdict(list)  # node -> the names of the nodes that read its output
     stack, seen = [output.grad_fn], set()
     while stack:
         node = stack.pop()
@@ -246,9 +244,18 @@ def mask_gradients_in_place(net: nn.Module, size: int) -> None:
             if parent is not None:
                 readers[parent].append(type(node).__name__)
                 stack.append(parent)
-    safe = {m: True for m in clamps}
+    verdicts = collections.defaultdict(list)  # a module called twice must be safe at both calls
     for node, module in calls.items():
-        safe[module] &= len(readers[node]) == 1 and readers[node][0] in FRESH_INPUT_GRADIENT
-    for module, in_place in safe.items():
-        module.grad_in_place = in_place and module in calls.values()
+        verdicts[module].append(readers[node] == ["ConvolutionBackward0"])
+    for module in clamps:
+        module.grad_in_place = bool(verdicts[module]) and all(verdicts[module])
 
+
+def network_changes(precision: str, size: int) -> list[tuple[str, Callable[[nn.Module], None]]]:
+    """The CPU's changes to a network of input size `size`, named, in the order
+    pii.models.device.adapt_network applies them (scripts/ab_cpu_step.py times each in turn)."""
+    changes = [("padding_in_kernel", pad_in_kernel), ("activations_no_copies", activations_without_copies),
+               ("gradient_masks_in_place", functools.partial(mask_gradients_in_place, size=size))]
+    if precision == "bf16":
+        changes.append(("fp32_strided_dw_backward", strided_depthwise_backward_in_fp32))
+    return changes

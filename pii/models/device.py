@@ -105,11 +105,8 @@ def wants_compile(setting: bool | str, device: torch.device, stages=(), views: i
 def adapt_network(net: nn.Module, device: torch.device, precision: str, size: int) -> None:
     """Model changes one device needs and another must not get (`size`: the network's input size)."""
     if device.type == "cpu":  # each copies a batch of activations less, forward or backward
-        cpu.pad_in_kernel(net)
-        cpu.activations_without_copies(net)
-        cpu.mask_gradients_in_place(net, size)
-    if device.type == "cpu" and precision == "bf16":
-        cpu.strided_depthwise_backward_in_fp32(net)
+        for _, change in cpu.network_changes(precision, size):
+            change(net)
 
 
 def views_per_chunk(chunk: int | str | None, classifier: nn.Module, views: int, size: int) -> int:
