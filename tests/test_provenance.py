@@ -7,7 +7,9 @@ from pathlib import Path
 from pii.eval import provenance
 
 
-def test_record_writes_each_file_into_its_folders_manifest_and_replaces_an_entry(tmp_path):
+def test_record_writes_each_file_into_its_folders_manifest_and_replaces_an_entry(tmp_path, monkeypatch):
+    for name in provenance.DISPATCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / "a.json").write_text("{}")
     provenance.record([tmp_path / "a.json", tmp_path / "b.md"], argv=["scripts/leaderboard.py", "outputs/sweeps/x"])
     entries = json.loads((tmp_path / provenance.MANIFEST).read_text())["files"]
@@ -22,6 +24,13 @@ def test_record_writes_each_file_into_its_folders_manifest_and_replaces_an_entry
     entries = json.loads((tmp_path / provenance.MANIFEST).read_text())["files"]
     assert entries["a.json"]["hardware"] == "NVIDIA H100" and entries["a.json"]["commit"] == "abc1234"
     assert entries["b.md"] == entry  # the other entry kept
+
+
+def test_the_command_names_the_instruction_set_it_was_held_to(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert provenance.command(["scripts/benchmark.py", "experiment=pii"]) == (
+        "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python scripts/benchmark.py experiment=pii")
 
 
 def test_commit_outside_git_is_the_given_one_or_unknown(monkeypatch, tmp_path):

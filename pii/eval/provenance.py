@@ -69,12 +69,18 @@ def hardware(device: torch.device | str | None = None) -> str:
     return f"{what}; torch {torch.__version__}"
 
 
+# The variables that hold oneDNN's and ATen's kernels to an instruction set: the same command on
+# the same CPU measures another machine under them.
+DISPATCH_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def command(argv: list[str] | None = None) -> str:
-    """This process's command line as typed at the checkout's root: the script and any absolute
-    path under the working directory made relative."""
+    """This process's command line as typed at the checkout's root: the dispatch variables set
+    (DISPATCH_VARIABLES), the script, and any absolute path under the working directory made relative."""
     argv = list(sys.argv if argv is None else argv)
     script = Path(argv[0]).resolve()
-    head = ["python", script.relative_to(REPO).as_posix() if script.is_relative_to(REPO) else script.name]
+    env = [f"{name}={os.environ[name]}" for name in DISPATCH_VARIABLES if os.environ.get(name)]
+    head = env + ["python", script.relative_to(REPO).as_posix() if script.is_relative_to(REPO) else script.name]
     cwd = Path.cwd().resolve()
 
     def relative(arg: str) -> str:
