@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from pii.files import write_json
+from pii.models.cpu import DISPATCH_VARIABLES
 
 MANIFEST = "manifest.json"
 REPO = Path(__file__).resolve().parents[2]  # a checkout's root (pii/eval/ -> pii/ -> the root)
@@ -67,11 +68,6 @@ def hardware(device: torch.device | str | None = None) -> str:
     else:
         what = f"{cpu_name()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
     return f"{what}; torch {torch.__version__}"
-
-
-# The variables that hold oneDNN's and ATen's kernels to an instruction set: the same command on
-# the same CPU measures another machine under them.
-DISPATCH_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def command(argv: list[str] | None = None) -> str:

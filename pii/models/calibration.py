@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pii.models import cpu
+
 log = logging.getLogger(__name__)
 
 ROUNDS = 3  # timed calls of each candidate, in turn, after one untimed call each (oneDNN builds its kernels)
@@ -174,7 +176,7 @@ def machine() -> str:
     """The cache key's machine part: CPU model, the instruction set torch and oneDNN may use,
     threads and torch version (any of them changes which candidate is fastest)."""
     isa = torch.backends.cpu.get_cpu_capability()
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    limit = next((os.environ[name] for name in cpu.ONEDNN_ISA_LIMITS if os.environ.get(name)), None)
     if limit:
         isa += f", oneDNN<={limit}"
     return f"{cpu_model()}; {isa}; {torch.get_num_threads()} threads; torch {torch.__version__}"

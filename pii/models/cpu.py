@@ -31,6 +31,11 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# oneDNN's instruction-set limit (by its name and its former one), and ATen's: under them the same
+# CPU runs other kernels, as another machine would.
+ONEDNN_ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+DISPATCH_VARIABLES = (*ONEDNN_ISA_LIMITS, "ATEN_CPU_CAPABILITY")
+
 # mallopt parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
