@@ -73,13 +73,15 @@ def layout_variants(cfg) -> dict:
 def network_variants(cfg, precision: str) -> dict:
     """timm's network (BatchNorm folded, NHWC, as runs have it), then pii.models.device.adapt_network's
     changes added one at a time."""
-    variants = {}
-    for count in range(len(cpu.network_changes(precision, 0)) + 1):
-        classifier = models.build(cfg.model, "cpu", precision=precision, channels_last=True, fold=True, adapt=False)
-        changes = cpu.network_changes(precision, classifier.input_size)[:count]
-        for _, change in changes:
+    def timms():
+        return models.build(cfg.model, "cpu", precision=precision, channels_last=True, fold=True, adapt=False)
+
+    variants = {"timm": timms()}
+    changes = cpu.network_changes(precision, variants["timm"].input_size)
+    for count, (name, _) in enumerate(changes, 1):
+        variants["+" + name] = classifier = timms()
+        for _, change in changes[:count]:
             change(classifier.net)
-        variants["+" + changes[-1][0] if changes else "timm"] = classifier
     return variants
 
 
