@@ -30,11 +30,12 @@ import torch
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
-from pii.eval import provenance, speed
+from pii.eval import provenance
 from pii.files import write_json
 from pii.models.classes import parse_class_ids
 from pii.models.device import resolve_device
 from pii.run.cli import script_main
+from pii.run import speed
 from pii.run.compose import compose
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> None:
     ratio = naive.seconds_per_class / best.seconds_per_class
 
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"\nmodel {cfg.model.name} on {device}{threads}; stages {default.stage_sizes}"
+    print(f"\nmodel {cfg.model.name} on {device}{threads}; param {default.param}; stages {default.stage_sizes}"
           f" x {cfg.schedule.steps} steps; ensemble {cfg.augmentation.ensemble_size}; classes {class_ids}")
     for name, flops in peaks.items():
         print(f"peak matmul {name}: {flops / 1e9:.1f} GFLOP/s")

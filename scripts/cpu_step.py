@@ -4,8 +4,8 @@ chunk, the candidates of precision=auto, or torch.profiler's per-operator CPU ti
     python scripts/cpu_step.py batching --classes 1,4,8,20 --chunks all,16,32 experiment=pii augmentation.ensemble_size=8
     python scripts/cpu_step.py profile --size 224 --classes 8 experiment=pii precision=bf16 channels_last=true
 
-Takes the same overrides as invert.py. A step is what the loop does (pii.core.inversion): augment the
-classes' images, forward and backward the views (`chunk` at a time), one optimiser step.
+Takes the same overrides as invert.py. A step is what the loop does (pii.core.inversion): render the
+classes' images (the param), augment them, forward and backward the views (`chunk` at a time), one optimiser step.
 
 `batching` times one step at every stage size of the schedule for each (classes per run, views per
 chunk), each in turn over --rounds rounds (median), and prints the seconds per class of a whole run
@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from pii import models
 from pii.core.draws import Draws
 from pii.core.inversion import forward_backward
+from pii.core.schedule import Stage
 from pii.errors import ConfigError
 from pii.models.device import resolve_device
 from pii.run import build
@@ -34,47 +34,48 @@ from pii.run.compose import compose
 
 
 class Step:
-    """One inversion step of `classes` images at `size` px, `chunk` views at a time."""
+    """One inversion step of `classes` images at `size` px, `chunk` views at a time, with the run's pieces
+    (pii.run.build): the param renders the image, the augmentation makes the views."""
 
-    def __init__(self, cfg, classifier, classes: int, size: int, chunk: int | None):
-        self.augment = build.augmentation(cfg)
-        self.loss_fn = build.loss(cfg, classifier)
-        self.classifier, self.classes = classifier, classes
-        self.image = torch.rand(classes, 3, size, size, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.image], lr=0.01)
+    def __init__(self, pieces: build.Pieces, classes: int, size: int, chunk: int | None):
+        self.pieces, self.classes, self.chunk = pieces, classes, chunk
+        self.draws = Draws.seeded(int(pieces.cfg.seed), range(classes), 0)
+        self.param = pieces.param(classes)
+        self.param.grow(Stage(size, 1, None), self.draws)
+        self.optimizer = pieces.make_optimizer(self.param.parameters())
         self.targets = torch.arange(classes)
-        self.draws = Draws.seeded(int(cfg.seed), range(classes), 0)
-        self.chunk = chunk
 
     def __call__(self) -> float:
         start = time.perf_counter()
-        views = self.augment(self.image, self.draws)
+        image = self.param.render()
+        views = self.pieces.augment(image, self.draws)
         targets = self.targets.repeat_interleave(len(views) // self.classes)
         self.optimizer.zero_grad(set_to_none=True)
-        forward_backward(self.classifier, self.loss_fn, views, targets, self.image, min(self.chunk or len(views), len(views)))
+        forward_backward(self.pieces.classifier, self.pieces.loss, views, targets, image,
+                         min(self.chunk or len(views), len(views)))
         self.optimizer.step()
         return time.perf_counter() - start
 
 
-def classifier_for(cfg, device, stages, views):
-    settings = models.settings_for_run(cfg, device, stages, views)
-    print(settings.line(), flush=True)
-    return models.build_for_run(cfg, device, stages, views, settings)[0], settings
+def pieces_for(cfg, device, views) -> build.Pieces:
+    pieces = build.pieces(cfg, device, views)
+    print(pieces.settings.line(), flush=True)
+    return pieces
 
 
 def batching(cfg, device, args) -> None:
-    stages = models.plan_stages(cfg)
+    stages = build.stages(cfg)
     if args.sizes:  # a subset of the stages: the figures are then of those stages only
         stages = [s for s in stages if s.size in {int(size) for size in args.sizes.split(",")}]
         if not stages:
-            raise ConfigError(f"--sizes {args.sizes}: none of the schedule's stage sizes {[s.size for s in models.plan_stages(cfg)]}")
+            raise ConfigError(f"--sizes {args.sizes}: none of the schedule's stage sizes {[s.size for s in build.stages(cfg)]}")
     ensemble = int(cfg.augmentation.ensemble_size)
     classes = [int(c) for c in args.classes.split(",")]
     chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
-    classifier, _ = classifier_for(cfg, device, stages, max(classes) * ensemble)
+    pieces = pieces_for(cfg, device, max(classes) * ensemble)
     rows = [(n, c) for n in classes for c in chunks
             if (c is None and n * ensemble <= args.max_views) or (c is not None and c < n * ensemble)]
-    steps = {(n, c, s.size): Step(cfg, classifier, n, s.size, c) for n, c in rows for s in stages}
+    steps = {(n, c, s.size): Step(pieces, n, s.size, c) for n, c in rows for s in stages}
     for step in steps.values():  # untimed: oneDNN makes its kernels for each shape
         step()
     times = {key: [] for key in steps}
@@ -99,10 +100,10 @@ def profile(cfg, device, args) -> None:
 
     classes = int(args.classes.split(",")[0])
     views = classes * int(cfg.augmentation.ensemble_size)
-    stages = models.plan_stages(cfg)
-    classifier, settings = classifier_for(cfg, device, stages, views)
+    pieces = pieces_for(cfg, device, views)
+    settings = pieces.settings
     chunk = None if settings.chunk == "auto" else int(settings.chunk)
-    step = Step(cfg, classifier, classes, args.size, chunk)
+    step = Step(pieces, classes, args.size, chunk)
     for _ in range(args.warmup):
         step()
     seconds = [step() for _ in range(args.warmup)]

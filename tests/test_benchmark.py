@@ -31,6 +31,28 @@ def test_benchmark_prints_every_figure(tmp_path):
     assert entry["command"].startswith("python scripts/benchmark.py --classes 2 ") and "threads" in entry["hardware"]
 
 
+def test_the_benchmark_times_the_image_its_preset_names(monkeypatch):
+    """experiment=fast is a Fourier image: both paths render it (an inverse FFT per step), not pixels."""
+    import torch
+
+    from pii.core.param import Fourier, Pixel
+    from pii.run import build, speed
+
+    made = []
+    original = build.param
+    monkeypatch.setattr(build, "param", lambda *args, **kwargs: made.append(original(*args, **kwargs)) or made[-1])
+    cfg = compose_config(["experiment=fast", "model=timm", "model.name=test_efficientnet", "model.weights=random",
+                          "schedule.stages=2", "schedule.steps=1", "augmentation.ensemble_size=2", "precision=fp32",
+                          "channels_last=false", "verifier=none", "output_dir=/x"])
+    assert cfg.param.name == "fourier"
+    for naive in (False, True):
+        made.clear()
+        result = speed.measure_path(cfg, [1, 2], torch.device("cpu"), naive=naive)
+        assert result.param == "fourier" and made and all(type(p) is Fourier for p in made), made
+    pixels = compose_config(["experiment=pii", "output_dir=/x"])
+    assert type(build.param(pixels, 1, "cpu")) is Pixel
+
+
 def test_benchmark_bad_override_is_one_line_error():
     proc = run_cli("scripts/benchmark.py", "precision=fp8", "model=timm", "model.name=test_efficientnet",
                    "model.weights=random", timeout=120)
@@ -42,11 +64,11 @@ def test_the_naive_path_runs_timms_network_as_the_papers_code_does():
     import torch
     from timm.layers import Conv2dSame
 
-    from pii.eval import speed
     from pii.models import cpu
+    from pii.run import speed
 
     cfg = compose_config(["output_dir=/x"])  # Lite0: TF "same" padding, in-place ReLU6
-    naive, _, _ = speed.build_path(cfg, torch.device("cpu"), True, [], 4)
+    naive = speed.naive_classifier(cfg, torch.device("cpu"))
     assert any(type(m) is Conv2dSame for m in naive.modules())
     assert all(m.inplace for m in naive.modules() if isinstance(m, cpu.COPIED_IN_PLACE))
     assert all(p.requires_grad for p in naive.parameters())

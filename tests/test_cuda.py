@@ -61,7 +61,7 @@ def test_compiled_path_runs_and_matches_eager(tmp_path):
     classifier = models.build(cfg.model, cuda, compile=True)
     x = torch.rand(4, 3, 32, 32, device=cuda)
     torch.testing.assert_close(classifier(x), classifier(x, eager=True), rtol=1e-3, atol=1e-3)
-    stages = models.plan_stages(cfg)
+    stages = build.stages(cfg)
     image = invert(classifier, [1, 2], build.augmentation(cfg), stages, build.loss(cfg, classifier),
                    build.optimizer(cfg))
     assert image.shape == (2, 3, 32, 32) and torch.isfinite(image).all()

@@ -3,7 +3,7 @@
 import torch
 
 from pii import models
-from pii.run import digits
+from pii.run import build, digits
 
 
 def test_digits_models_load_and_invert(tmp_path):
@@ -56,4 +56,4 @@ def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
         if method == "plain_ce":  # no augmentation, the same 3 x 300 steps in one stage
             a, s = cfg.augmentation, cfg.schedule
             assert (a.ensemble_size, a.jitter, a.color_shift, s.zoom, s.centering) == (1, 0, False, False, False)
-            assert len(models.plan_stages(cfg)) == 1 and models.plan_stages(cfg)[0].steps == 900
+            assert len(build.stages(cfg)) == 1 and build.stages(cfg)[0].steps == 900

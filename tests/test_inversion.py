@@ -33,7 +33,7 @@ def run_tiny(cfg, class_ids=(980, 1)):
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
     recorder = Recorder()
-    stages = models.plan_stages(cfg)
+    stages = build.stages(cfg)
     image = invert(classifier, list(class_ids), build.augmentation(cfg), stages,
                    build.loss(cfg, classifier), build.optimizer(cfg), recorder, log_every=1)
     return classifier, image, recorder
@@ -76,7 +76,7 @@ def test_fixed_size_model_sees_its_own_input_size(tiny_config):
     classifier = models.build(cfg.model)
     classifier.register_forward_pre_hook(lambda m, args: given.append(args[0].shape[-1]))
     classifier.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
-    stages = models.plan_stages(cfg)
+    stages = build.stages(cfg)
     invert(classifier, [0], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg))
     assert set(given) == {149, 224} and set(seen) == {224}
 
@@ -92,7 +92,7 @@ def test_a_class_gets_the_same_image_whatever_else_is_in_its_batch():
     cfg = tiny_cfg(Path("/unused"), "precision=fp32")
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
-    stages = models.plan_stages(cfg)
+    stages = build.stages(cfg)
 
     def images(class_ids, seed=0):
         return invert(classifier, class_ids, build.augmentation(cfg), stages, build.loss(cfg, classifier),
@@ -137,7 +137,7 @@ def test_chunking_is_refused_where_the_loss_needs_every_view_at_once(tiny_config
     cfg = tiny_config("loss=deepinversion", "augmentation.chunk=1")
     classifier = models.build(cfg.model)
     with pytest.raises(ConfigError, match="augmentation.chunk"):
-        invert(classifier, [1, 2], build.augmentation(cfg), models.plan_stages(cfg),
+        invert(classifier, [1, 2], build.augmentation(cfg), build.stages(cfg),
                build.loss(cfg, classifier), build.optimizer(cfg), chunk=1)
 
 
@@ -150,6 +150,6 @@ def test_the_loop_reports_every_log_every_steps_and_each_stage_end(tiny_config):
         def step_done(self, index, step, loss, probs):
             steps.append((index, step))
 
-    invert(classifier, [1], build.augmentation(cfg), models.plan_stages(cfg),
+    invert(classifier, [1], build.augmentation(cfg), build.stages(cfg),
            build.loss(cfg, classifier), build.optimizer(cfg), Steps(), log_every=3)
     assert steps == [(0, 0), (0, 3), (0, 6), (1, 0), (1, 3), (1, 6)]

@@ -8,6 +8,7 @@ import torch
 from conftest import compose_config
 
 from pii import CONF_DIR, models
+from pii.run import build
 from pii.errors import ConfigError
 
 MODEL_ENTRIES = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem != "timm")
@@ -316,7 +317,7 @@ def test_compile_auto_compiles_only_where_the_steps_saved_pay_for_compiling():
     from pii.models.device import wants_compile
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    paper = models.plan_stages(compose_config(["experiment=paper", "output_dir=/x"]))  # Lite0: 7 sizes x 400 steps, 56-224 px
+    paper = build.stages(compose_config(["experiment=paper", "output_dir=/x"]))  # Lite0: 7 sizes x 400 steps, 56-224 px
     # Lite0, 20 classes x 32 views: ~28 s saved for 7 sizes x 40 s of compiling
     assert not wants_compile("auto", cuda, paper, views=20 * 32)
     assert wants_compile("auto", cuda, paper, views=300 * 32)

@@ -154,7 +154,7 @@ def test_pixel_param_is_the_papers_loop():
     cfg = tiny_cfg(Path("/unused"))
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
-    plan = models.plan_stages(cfg)
+    plan = build.stages(cfg)
     assert len(plan) == 3 and sum(s.steps for s in plan) == 9
     ours = invert(classifier, [1, 2], build.augmentation(cfg), plan, build.loss(cfg, classifier), build.optimizer(cfg),
                   seed=1)
@@ -186,7 +186,7 @@ def test_each_method_preset_raises_the_target_probability(tiny_config, preset):
     torch.manual_seed(0)
     classifier = models.build(cfg.model)
     recorder = Probs()
-    invert(classifier, [980, 1], build.augmentation(cfg), models.plan_stages(cfg), build.loss(cfg, classifier),
+    invert(classifier, [980, 1], build.augmentation(cfg), build.stages(cfg), build.loss(cfg, classifier),
            build.optimizer(cfg), recorder, log_every=1, param=build.param(cfg, 2, "cpu"))
     k = 3
     assert sum(recorder.probs[-k:]) / k > sum(recorder.probs[:k]) / k

@@ -8,13 +8,9 @@ from pii.models.classifier import (
                                    SPEC_KEYS,
                                    Classifier,
                                    build,
-                                   build_for_run,
                                    fold_batchnorm,
                                    model_spec,
-                                   plan_stages,
-                                   settings_for_run,
 )
 from pii.models.weights import load_weights, resolve_weights
 
-__all__ = ["SPEC_KEYS", "Classifier", "build", "build_for_run", "fold_batchnorm", "load_weights", "model_spec",
-           "plan_stages", "resolve_weights", "settings_for_run"]
+__all__ = ["SPEC_KEYS", "Classifier", "build", "fold_batchnorm", "load_weights", "model_spec", "resolve_weights"]

@@ -22,12 +22,8 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from pii.core import losses, schedule
 from pii.errors import ConfigError
-from pii.models import (
-    calibration,
-    timm_extra,  # noqa: F401  (registers pii_* architectures with timm)
-)
+from pii.models import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.models import device as device_policy
 from pii.models.weights import load_weights, resolve_weights
 
@@ -118,48 +114,6 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     if compile:
         classifier.net = torch.compile(classifier.net, dynamic=False)
     return classifier
-
-
-def plan_stages(cfg: DictConfig) -> list[schedule.Stage]:
-    """The stages of an inversion run of `cfg`: its schedule, growing to its model's input size."""
-    s = cfg.schedule
-    return schedule.plan(model_spec(cfg.model)["input_size"], stages=s.stages, steps=s.steps, zoom=s.zoom,
-                         centering=s.centering)
-
-
-def build_for_run(cfg: DictConfig, device: torch.device, stages, views: int,
-                  settings: calibration.DeviceSettings | None = None) -> tuple[Classifier, bool]:
-    """The classifier an inversion run of `cfg` optimises against, and whether it is compiled: the
-    precision and channels_last of `settings` (default: `settings_for_run`), compiled where `compile`
-    asks or (auto) where it pays for `stages` x `views` (pii.models.device.wants_compile), BatchNorm
-    folded by `fold_batchnorm` unless the loss reads BatchNorm statistics."""
-    settings = settings or settings_for_run(cfg, device, stages, views)
-    spec = model_spec(cfg.model)
-    compiled = device_policy.wants_compile(cfg.compile, device, stages, views,
-                                           fixed_size=spec["input_size"] if spec["fixed_size"] else None)
-    return build(cfg.model, device, precision=settings.precision, channels_last=settings.channels_last,
-                 compile=compiled, fold=_folds(cfg)), compiled
-
-
-def settings_for_run(cfg: DictConfig, device: torch.device, stages, views: int,
-                     seconds_per_view=None) -> calibration.DeviceSettings:
-    """`precision`, `channels_last` and `augmentation.chunk` for a run of `cfg` with `views` views per
-    step: as set, and each `auto` one by the device policy (CUDA) or a calibration of this classifier
-    on this CPU (pii.models.calibration; `seconds_per_view` replaces its timer in tests)."""
-    fold = _folds(cfg)
-    model = f"{cfg.model.name} ({cfg.model.get('weights')}{', BatchNorm folded' if fold else ''})"
-    # the calibration builds and runs models (random draws) only when nothing is cached: its draws must
-    # not move the run's, or a run would differ from its own resumed or repeated self
-    with torch.random.fork_rng(devices=[]):
-        return calibration.settle(
-            str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, stages,
-            views, lambda precision, channels_last: build(cfg.model, device, precision=precision,
-                                                          channels_last=channels_last, fold=fold),
-            splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
-
-
-def _folds(cfg: DictConfig) -> bool:
-    return bool(cfg.fold_batchnorm) and not losses.reads_batchnorm(cfg.loss.bn_weight)
 
 
 def fold_batchnorm(net: nn.Module, size: int) -> nn.Module:

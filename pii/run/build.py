@@ -1,25 +1,43 @@
-"""The algorithm's pieces (pii.core) built from an invert.py config: where config keys become the
-plain arguments pii.core takes. A group that picks a class (param, optimizer) names it in
-`_target_` and is built by Hydra's instantiate (pii.run.config.target); the others are the
-keyword arguments of one builder."""
+"""The one builder: an invert.py config becomes every piece of an inversion run (pii.core's plain
+arguments). The runner, the speed benchmark, the digits driver and the scripts all build here, so
+that what they run or time is what the config names.
+
+A group that picks a class (param, optimizer) names it in `_target_` and is built by Hydra's
+instantiate (pii.run.config.target); the others are the keyword arguments of one builder.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pii.core import augment, losses
+from pii import models
+from pii.core import augment, losses, schedule
+from pii.core.inversion import invert
 from pii.core.losses import InversionLoss
+from pii.core.observers import Observer
 from pii.core.param import Param
+from pii.core.schedule import Stage
+from pii.models import calibration
+from pii.models import device as device_policy
 from pii.run.config import target
 
 
 def settings(node: DictConfig, *leave_out: str) -> dict:
     """A config group's keys as plain Python values (lists, not ListConfig), but `leave_out`."""
     return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in leave_out}
+
+
+def stages(cfg: DictConfig) -> list[Stage]:
+    """The stages of an inversion run of `cfg`: its schedule, growing to its model's input size."""
+    s = cfg.schedule
+    return schedule.plan(models.model_spec(cfg.model)["input_size"], stages=s.stages, steps=s.steps, zoom=s.zoom,
+                         centering=s.centering)
 
 
 def augmentation(cfg: DictConfig) -> augment.Augmentation:
@@ -39,3 +57,86 @@ def optimizer(cfg: DictConfig) -> Callable[[list[torch.Tensor]], torch.optim.Opt
 def param(cfg: DictConfig, batch: int, device: torch.device | str) -> Param:
     """The `param` group's parametrization of `batch` images on `device`."""
     return target(cfg.param, "param", "batch", "device")(batch=batch, device=device)
+
+
+def folds_batchnorm(cfg: DictConfig) -> bool:
+    """`fold_batchnorm`, unless the loss reads BatchNorm statistics (DeepInversion's penalty)."""
+    return bool(cfg.fold_batchnorm) and not losses.reads_batchnorm(cfg.loss.bn_weight)
+
+
+def device_settings(cfg: DictConfig, device: torch.device, run_stages: list[Stage], views: int,
+                    seconds_per_view=None) -> calibration.DeviceSettings:
+    """`precision`, `channels_last` and `augmentation.chunk` for a run of `cfg` with `views` views per
+    step: as set, and each `auto` one by the device policy (CUDA) or a calibration of this classifier
+    on this CPU (pii.models.calibration; `seconds_per_view` replaces its timer in tests)."""
+    fold = folds_batchnorm(cfg)
+    model = f"{cfg.model.name} ({cfg.model.get('weights')}{', BatchNorm folded' if fold else ''})"
+    # the calibration builds and runs models (random draws) only when nothing is cached: its draws must
+    # not move the run's, or a run would differ from its own resumed or repeated self
+    with torch.random.fork_rng(devices=[]):
+        return calibration.settle(
+            str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, run_stages,
+            views, lambda precision, channels_last: models.build(cfg.model, device, precision=precision,
+                                                                 channels_last=channels_last, fold=fold),
+            splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
+
+
+def classifier(cfg: DictConfig, device: torch.device, run_stages: list[Stage], views: int,
+               device_choice: calibration.DeviceSettings) -> tuple[models.Classifier, bool]:
+    """The classifier a run of `cfg` optimises against, and whether it is compiled: the precision and
+    channels_last of `device_choice`, compiled where `compile` asks or (auto) where it pays for the
+    stages and views (pii.models.device.wants_compile), BatchNorm folded by `folds_batchnorm`."""
+    spec = models.model_spec(cfg.model)
+    compiled = device_policy.wants_compile(cfg.compile, device, run_stages, views,
+                                           fixed_size=spec["input_size"] if spec["fixed_size"] else None)
+    return models.build(cfg.model, device, precision=device_choice.precision,
+                        channels_last=device_choice.channels_last, compile=compiled,
+                        fold=folds_batchnorm(cfg)), compiled
+
+
+@dataclass
+class Pieces:
+    """Every piece of an inversion run of `cfg`, as pii.core.inversion.invert takes them."""
+
+    cfg: DictConfig
+    device: torch.device
+    stages: list[Stage]
+    settings: calibration.DeviceSettings | None  # None: a classifier handed in, run as it is (all views at once)
+    classifier: models.Classifier
+    compiled: bool
+    augment: augment.Augmentation
+    loss: InversionLoss
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+    log_every: int = field(default=0)
+
+    def param(self, batch: int) -> Param:
+        """A fresh parametrization of `batch` images (the `param` group's)."""
+        return param(self.cfg, batch, self.device)
+
+    def chunk(self) -> Callable[[int, int], int] | None:
+        """Views per forward pass at each stage (pii.models.device.views_per_chunk); None: all at once."""
+        return None if self.settings is None else partial(device_policy.views_per_chunk, self.settings.chunk,
+                                                          self.classifier)
+
+    def invert(self, class_ids: list[int], observer: Observer | None = None, image_param: Param | None = None,
+               first_stage: int = 0, run_stages: list[Stage] | None = None) -> torch.Tensor:
+        """pii.core.inversion.invert with these pieces: one image per class of `class_ids`."""
+        return invert(self.classifier, class_ids, self.augment, run_stages or self.stages, self.loss,
+                      self.make_optimizer, observer, None, first_stage, log_every=self.log_every,
+                      chunk=self.chunk(), param=image_param or self.param(len(class_ids)), seed=int(self.cfg.seed))
+
+
+def pieces(cfg: DictConfig, device: torch.device, views: int,
+           given: models.Classifier | None = None) -> Pieces:
+    """Every piece of a run of `cfg` on `device` with `views` augmented views per step: its stages, the
+    device settings (precision, memory format, chunk: as set, or settled on this machine), the
+    classifier (or `given`, used as it is), the augmentation, the loss and the optimiser. The param is
+    made per batch (`Pieces.param`): a run may load a checkpoint's state into it first."""
+    run_stages = stages(cfg)
+    if given is None:
+        device_choice = device_settings(cfg, device, run_stages, views)
+        net, compiled = classifier(cfg, device, run_stages, views, device_choice)
+    else:
+        device_choice, net, compiled = None, given, False
+    return Pieces(cfg, device, run_stages, device_choice, net, compiled, augmentation(cfg), loss(cfg, net),
+                  optimizer(cfg), log_every=int(cfg.log_every))

@@ -205,10 +205,10 @@ def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
 
         cfg = resumed_config(cfg, overrides)
     check_invert(cfg)
-    from pii import models
     from pii.models.device import available_device
+    from pii.run import build
 
-    check_stages(cfg, [stage.size for stage in models.plan_stages(cfg)])
+    check_stages(cfg, [stage.size for stage in build.stages(cfg)])
     available_device(str(cfg.device))
     if cfg.get("resume") or cfg.get("init_from"):
         from pii.run.resume import check_files

@@ -448,7 +448,7 @@ def check_invert(cfg: DictConfig) -> None:
 
 
 def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
-    """The stage sizes the schedule gives for the model (pii.models.plan_stages, which needs timm's
+    """The stage sizes the schedule gives for the model (pii.run.build.stages, which needs timm's
     defaults for the model's size): each stage grows the image, from at least MIN_STAGE_SIZE px;
     augmentation.shift crops that many px off each view, so it must leave some of the first stage."""
     problems = Problems()

@@ -5,20 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pii import models
-from pii.core.inversion import invert
 from pii.core.observers import Observer, Observers
 from pii.eval import judge as judge_lib
 from pii.eval import results
 from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key, job_classes
-from pii.models.device import resolve_device, views_per_chunk
+from pii.models.device import resolve_device
 from pii.run import build, resume, tracking
 from pii.run.config import check_invert, check_stages
 from pii.run.outputs import Saver, save_results
@@ -80,28 +77,24 @@ def run(cfg: DictConfig) -> RunResult:
     check_invert(cfg)
     tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
     class_ids = job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"), cfg.get("class_chunk"))
-    augment = build.augmentation(cfg)
-    stages = models.plan_stages(cfg)
-    check_stages(cfg, [stage.size for stage in stages])
+    check_stages(cfg, [stage.size for stage in build.stages(cfg)])
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
-    views = len(class_ids) * int(cfg.augmentation.ensemble_size)
-    settings = models.settings_for_run(cfg, device, stages, views)
-    log.info(settings.line())
-    classifier, compiled = models.build_for_run(cfg, device, stages, views, settings)
+    pieces = build.pieces(cfg, device, views=len(class_ids) * int(cfg.augmentation.ensemble_size))
+    log.info(pieces.settings.line())
+    classifier, stages = pieces.classifier, pieces.stages
     # the judges load before the inversion, so one that cannot load costs no inversion; their random
     # initialisation (before their weights load) leaves what the inversion draws as it was
     with torch.random.fork_rng(devices=[]):
         judges = judge_lib.build_judges(cfg.get("verifier"), device, classifier.num_classes)
-    loss_fn = build.loss(cfg, classifier)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("inverting %s classes %s on %s (%s); stages %s x %d steps; outputs in %s", classifier.name, class_ids,
-             device, "compiled" if compiled else "eager", [s.size for s in stages], stages[0].steps, out_dir)
+             device, "compiled" if pieces.compiled else "eager", [s.size for s in stages], stages[0].steps, out_dir)
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
     start = [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
-    param = build.param(cfg, len(class_ids), device)
+    param = pieces.param(len(class_ids))
     start_from, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
         param.load_state_dict(start_from)
@@ -111,12 +104,10 @@ def run(cfg: DictConfig) -> RunResult:
         timer = StageTimer()
         observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
-        image = invert(classifier, class_ids, augment, stages, loss_fn, build.optimizer(cfg), observers, None,
-                       first_stage, log_every=int(cfg.log_every),
-                       chunk=partial(views_per_chunk, settings.chunk, classifier), param=param, seed=int(cfg.seed))
+        image = pieces.invert(class_ids, observers, param, first_stage)
         seconds = time.perf_counter() - started
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
-        result.device_settings = asdict(settings)
+        result.device_settings = asdict(pieces.settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
         save_results(out_dir, image, result)  # before judging: the images are kept whatever judging meets

@@ -1,6 +1,7 @@
 """How fast an inversion runs, against the machine's own peak (scripts/benchmark.py).
 
-Two paths invert the same classes with the same stages, steps and ensemble:
+Two paths invert the same classes with the pieces pii.run.build makes of the config (the same param,
+augmentation, loss, stages, steps and ensemble):
   default  this project: frozen weights, all classes in one batch, precision /
            channels_last / views per chunk as a run settles them (pii.models.calibration), compile
   naive    what the paper's code does: weights NOT frozen (their gradients are
@@ -14,23 +15,18 @@ import logging
 import resource
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from pii import models
-from pii.core import augment as augment_lib
-from pii.core import losses
 from pii.core.draws import Draws
-from pii.core.inversion import invert
 from pii.core.observers import Observer
 from pii.core.schedule import Stage
 from pii.models import cpu
 from pii.models.calibration import DeviceSettings
-from pii.models.device import views_per_chunk
+from pii.run import build
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +38,7 @@ class PathResult:
     precision: str
     channels_last: bool
     compile: bool
+    param: str = ""  # the param group's name: what image the path optimised (pixel, fourier, maco)
     classes: int = 0
     seconds: float = 0.0
     steps: int = 0
@@ -132,81 +129,78 @@ class PaperHabits(Observer):
             torch.cuda.empty_cache()
 
 
-def count_flops(classifier: models.Classifier, augment: torch.nn.Module, loss_fn, stages: list[Stage],
-                num_classes: int, device: torch.device) -> float:
+def count_flops(pieces: build.Pieces, num_classes: int) -> float:
     """FLOPs of a whole run: one step per stage size under torch's FlopCounterMode, times its steps.
 
-    The backward is counted for the image gradient only; where the weights are
-    not frozen their gradients are added as one more forward's worth (each
-    layer's weight gradient costs the multiply-adds of its forward). Counting
-    them directly is wrong: torch's counter prices a grouped (depthwise) conv's
-    weight gradient as a dense conv, 125 GFLOP instead of ~3 for Lite0 at 4x224 px.
+    A step is the run's: the param renders the image (a Fourier image adds its inverse FFT), the
+    augmentation makes the views, the classifier and the loss read them. The backward is counted for
+    the param's gradient only; where the weights are not frozen their gradients are added as one more
+    forward's worth (each layer's weight gradient costs the multiply-adds of its forward). Counting
+    them directly is wrong: torch's counter prices a grouped (depthwise) conv's weight gradient as a
+    dense conv, 125 GFLOP instead of ~3 for Lite0 at 4x224 px.
     """
     total = 0.0
-    targets = torch.arange(num_classes, device=device)
-    weight_grads = any(p.requires_grad for p in classifier.parameters())
-    for stage in stages:
-        image = torch.rand(num_classes, 3, stage.size, stage.size, device=device, requires_grad=True)
+    targets = torch.arange(num_classes, device=pieces.device)
+    weight_grads = any(p.requires_grad for p in pieces.classifier.parameters())
+    param = pieces.param(num_classes)
+    for index, stage in enumerate(pieces.stages):
+        draws = Draws.seeded(0, range(num_classes), index)
+        param.grow(stage, draws)
         with FlopCounterMode(display=False) as forward:
-            views = augment(image, Draws.seeded(0, range(num_classes), 0))
-            logits = classifier(views, eager=True)  # FlopCounterMode counts eager ops
-            loss = loss_fn(logits, targets.repeat_interleave(views.shape[0] // num_classes), image)
+            image = param.render()
+            views = pieces.augment(image, draws)
+            logits = pieces.classifier(views, eager=True)  # FlopCounterMode counts eager ops
+            loss = pieces.loss(logits, targets.repeat_interleave(views.shape[0] // num_classes), image)
         with FlopCounterMode(display=False) as backward:
-            torch.autograd.grad(loss, image)
+            torch.autograd.grad(loss, param.parameters())
         step = forward.get_total_flops() * (2 if weight_grads else 1) + backward.get_total_flops()
         total += step * stage.steps
     return total
 
 
-def build_path(cfg: DictConfig, device: torch.device, naive: bool, stages: list[Stage],
-               views: int) -> tuple[models.Classifier, bool, DeviceSettings | None]:
-    if naive:  # the paper's code: timm's network as it is, fp32, weight gradients at every step, all views at once
-        classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, adapt=False)
-        classifier.net.requires_grad_(True)
-        return classifier, False, None
-    settings = models.settings_for_run(cfg, device, stages, views)  # as invert.py settles and builds it
-    log.info(settings.line())
-    return *models.build_for_run(cfg, device, stages, views, settings), settings
+def naive_classifier(cfg: DictConfig, device: torch.device) -> models.Classifier:
+    """The paper's code: timm's network as it is, fp32, weight gradients at every step."""
+    classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, adapt=False)
+    classifier.net.requires_grad_(True)
+    return classifier
 
 
 def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, naive: bool) -> PathResult:
-    """Invert `class_ids` along one path; time it, count its FLOPs, take its peak memory."""
+    """Invert `class_ids` along one path, with the pieces invert.py's runner builds (pii.run.build: the
+    same param, augmentation, loss, optimiser and stages); time it, count its FLOPs, take its peak memory."""
     torch.manual_seed(int(cfg.seed))
     per_run = 1 if naive else len(class_ids)
-    stages = models.plan_stages(cfg)
-    classifier, compiled, settings = build_path(cfg, device, naive, stages,
-                                                views=per_run * int(cfg.augmentation.ensemble_size))
-    # the pieces as invert.py's runner builds them (pii.run.build; eval sits below run)
-    augment = augment_lib.build(**{k: v for k, v in OmegaConf.to_container(cfg.augmentation).items() if k != "chunk"})
-    loss_fn = losses.build(classifier, **cfg.loss)
-    make_optimizer = instantiate(cfg.optimizer, _partial_=True, _convert_="all")
+    views = per_run * int(cfg.augmentation.ensemble_size)
+    pieces = build.pieces(cfg, device, views, given=naive_classifier(cfg, device) if naive else None)
+    if naive:  # and, as the paper's code, the loss read back every step (and the CUDA cache emptied)
+        pieces.log_every = 1
+    else:
+        log.info(pieces.settings.line())
+    classifier = pieces.classifier
     runs = [class_ids[i:i + per_run] for i in range(0, len(class_ids), per_run)]
     result = PathResult("naive" if naive else "default", per_run, classifier.precision,
-                        classifier.channels_last, compiled, settings=settings)
-    flops_per_run = count_flops(classifier, augment, loss_fn, stages, per_run, device)
+                        classifier.channels_last, pieces.compiled, param=str(cfg.param.name), settings=pieces.settings)
+    flops_per_run = count_flops(pieces, per_run)
     # one step per stage size before timing: compiles (and, with cudnn_benchmark, autotunes) every shape
-    log_every, observer = (1, PaperHabits()) if naive else (int(cfg.log_every), None)
-    chunk = None if naive else partial(views_per_chunk, settings.chunk, classifier)
-    warm_up = [Stage(s.size, 1, s.paste) for s in stages]
+    observer = PaperHabits() if naive else None
+    warm_up = [Stage(s.size, 1, s.paste) for s in pieces.stages]
     _sync(device)
     start = time.perf_counter()
-    invert(classifier, runs[0], augment, warm_up, loss_fn, make_optimizer, observer, log_every=log_every, chunk=chunk,
-           seed=int(cfg.seed))
+    pieces.invert(runs[0], observer, run_stages=warm_up)
     _sync(device)
     result.warmup_seconds = time.perf_counter() - start
     with PeakMemory(device) as memory:
         for ids in runs:
             _sync(device)
             start = time.perf_counter()
-            invert(classifier, ids, augment, stages, loss_fn, make_optimizer, observer, log_every=log_every,
-                   chunk=chunk, seed=int(cfg.seed))
+            pieces.invert(ids, observer)
             _sync(device)
             result.run_seconds.append(time.perf_counter() - start)
             log.info("%s path: classes %s in %.1f s", result.name, ids, result.run_seconds[-1])
-    steps = sum(s.steps for s in stages)
+    steps = sum(s.steps for s in pieces.stages)
     ensemble = int(cfg.augmentation.ensemble_size)
     result.classes, result.seconds = len(class_ids), sum(result.run_seconds)
-    result.stage_sizes = [s.size for s in stages]
+    result.stage_sizes = [s.size for s in pieces.stages]
     result.steps = steps * len(runs)
     result.images = steps * len(class_ids) * ensemble
     result.flops = flops_per_run * len(runs)
