@@ -38,9 +38,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    args = parser().parse_intermixed_args(argv)
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
     if args.cell < 8:
-        parser.error(f"--cell must be >= 8 px, got {args.cell}")
+        cli.error(f"--cell must be >= 8 px, got {args.cell}")
     out = writable_directory(args.out or args.dirs[0], "--out")
     grid_path = args.grid or out / "leaderboard_grid.jpg"
     writable_directory(grid_path.parent, "--grid")

@@ -25,9 +25,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    args = parser().parse_intermixed_args(argv)
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
     if args.cell < 8:
-        parser.error(f"--cell must be >= 8 px, got {args.cell}")
+        cli.error(f"--cell must be >= 8 px, got {args.cell}")
     grid, page = write_report(args.multirun_dir, args.cell)
     log.info("grid: %s", grid)
     log.info("page: %s", page)

@@ -172,13 +172,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    args = parser().parse_intermixed_args(argv)
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
     parts = chosen("--parts", args.parts, dict.fromkeys(PARTS))
     methods = chosen("--methods", args.methods, digits.METHODS)
     architectures = chosen("--architectures", args.architectures, digits.ARCHITECTURES)
     robust_cfg = compose([f"robust={args.robust}"]).robust  # a bad option fails here, before anything runs
     if robust_cfg.norm is None:
-        parser.error("--robust must name a robust option (linf, l2), not none")
+        cli.error("--robust must name a robust option (linf, l2), not none")
     out, figures, json_path = Path(args.out), Path(args.figures), Path(args.json)
     figures.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
