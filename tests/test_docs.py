@@ -123,6 +123,10 @@ def polarity_judge() -> tuple[str, list[str]]:
         return " / ".join(format(judged[f"{arch}/{m}"][key], form) for m in methods)
 
     names = {"cnn": "CNN", "vit": "ViT", "mixer": "Mixer"}
+    # the sentence's reading: ColorShift's own top-1 gain only for the CNN, its mean-p gain for all three
+    gain = {a: [judged[f"{a}/pii"][k] - judged[f"{a}/pii_no_color_shift"][k] for k in ("top1", "mean_probability")]
+            for a in names}
+    assert {a for a, (top1, _) in gain.items() if top1 > 0} == {"cnn"} and all(p > 0 for _, p in gain.values())
     top1 = ", ".join(f"{row(a, 'top1', '.0%')} ({n})" for a, n in names.items())
     mean_p = ", ".join(f"{row(a, 'mean_probability', '.2f', methods=('pii', 'pii_no_color_shift'))} ({n})"
                        for a, n in names.items())
