@@ -27,12 +27,17 @@ from pii.run.build import augmentation
 from pii.run.compose import compose
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-freed-memory", action="store_true", help="pii.models.cpu.keep_freed_memory() first")
     parser.add_argument("--network", choices=["fp32", "bf16"], help="time the CPU's network changes in this precision")
     parser.add_argument("--json", type=Path, help="write the timings here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_intermixed_args()
     if args.keep_freed_memory:
         cpu.keep_freed_memory()
     cfg = compose(["augmentation.ensemble_size=4"])

@@ -39,7 +39,8 @@ from pii.run import speed
 from pii.run.compose import compose
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=8, help="first N classes of classes=benchmark20 "
                         "(ignored when class_id=... is given)")
@@ -51,7 +52,11 @@ def main(argv: list[str]) -> None:
                              "the compile time)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     if any(o.startswith("class_id=") for o in args.overrides):
         cfg = compose(args.overrides)
         class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))

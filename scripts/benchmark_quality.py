@@ -10,6 +10,7 @@ same as `python invert.py classes=benchmark20 ...`, with the table at the end.
 To judge a finished run again: python scripts/judge.py <its output directory>.
 """
 
+import argparse
 import time
 
 from pii.errors import ConfigError
@@ -19,10 +20,18 @@ from pii.run.compose import compose
 from pii.run.runner import run
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
+    return parser
+
+
 def main(argv: list[str]) -> None:
-    if not any(o.startswith("output_dir=") for o in argv):
-        argv = [*argv, f"output_dir=outputs/quality/{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
-    cfg = compose(["classes=benchmark20", *argv])
+    overrides = parser().parse_intermixed_args(argv).overrides
+    if not any(o.startswith("output_dir=") for o in overrides):
+        overrides = [*overrides, f"output_dir=outputs/quality/{time.strftime('%Y-%m-%d_%H-%M-%S')}"]
+    cfg = compose(["classes=benchmark20", *overrides])
     with run_directory(str(cfg.output_dir), "output_dir"):  # a new directory, held while the run writes
         result = run(cfg)
     if not result.judge:

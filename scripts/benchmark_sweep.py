@@ -77,7 +77,8 @@ def image_gap(single: results.RunResult, single_dir: Path, sweep: results.RunRes
     return {"max_levels": max(gaps), "identical_classes": sum(g == 0 for g in gaps), "classes": len(gaps)}
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=4, help="jobs the class list is split into (default 4)")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="ray", help="the sweep's launcher")
@@ -86,7 +87,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--same-arithmetic", action="store_true",
                         help="one thread per process and ATEN_CPU_CAPABILITY=default on both sides: identical images")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py (e.g. classes=benchmark20)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     order = args.order.split(",")
     if not set(order) <= {"single", "sweep"} or not {"single", "sweep"} <= set(order) or args.jobs < 1:
         raise ConfigError("--order lists single and sweep (e.g. single,sweep,sweep,single); --jobs >= 1")

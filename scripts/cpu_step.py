@@ -140,7 +140,8 @@ def convolutions_by_kind(prof, total: float) -> None:
               f"{row['flop'] / seconds / 1e9:>8.1f}")
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["batching", "profile"])
     parser.add_argument("--classes", default="1,4,8,20", help="classes per run (profile: the first)")
@@ -153,7 +154,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the profiled one (profile)")
     parser.add_argument("--top", type=int, default=15, help="operators listed (profile)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     cfg = compose(["device=cpu", *args.overrides])
     if args.rounds < 1:
         raise ConfigError("--rounds must be >= 1")

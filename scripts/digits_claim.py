@@ -33,7 +33,8 @@ def chosen(option: str, value: str, choices: dict) -> dict:
     return {name: choices[name] for name in names}
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/digits", help="checkpoints, runs and claim.json go here")
     parser.add_argument("--skip-train", action="store_true", help="reuse <out>/*.pt")
@@ -44,7 +45,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--architectures", default=",".join(digits.ARCHITECTURES),
                         help="comma-separated, of cnn, vit, mixer (deepinversion_noise: cnn only, the one with BatchNorm)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     out = Path(args.out)
     methods = chosen("--methods", args.methods, digits.METHODS)
     architectures = chosen("--architectures", args.architectures, digits.ARCHITECTURES)

@@ -138,12 +138,17 @@ def summarise(report: dict) -> None:
             print(f"{name}: speedup_vs_naive {b['speedup_vs_naive']:.1f} ({b['fastest']}); {rows}")
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="outputs/gpu_check", help="the check's OUT folder")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="instead: join these calls' gpu_check.json files into OUT (here a file)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     if args.merge:
         path, report = Path(args.out), merge([json.loads(Path(name).read_text()) for name in args.merge])
         calls = [provenance.read(Path(name).parent).get("files", {}).get(Path(name).name, {}) for name in args.merge]

@@ -10,6 +10,7 @@ directory, prints per run and judge the per class table and the overall top-1 /
 top-5 accuracy, and writes them all to `<dir>/judge.json`.
 """
 
+import argparse
 from pathlib import Path
 
 from pii.errors import ConfigError
@@ -20,10 +21,17 @@ from pii.run.compose import compose
 from pii.run.config import check_invert
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path, help="a run, or a folder of runs, of invert.py")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py (verifier=..., device=...)")
+    return parser
+
+
 def main(argv: list[str]) -> None:
-    if not argv or argv[0].startswith("-"):
-        raise ConfigError("usage: python scripts/judge.py <directory of inversions> [verifier=... device=...]")
-    root, overrides = Path(argv[0]), argv[1:]
+    args = parser().parse_intermixed_args(argv)
+    root, overrides = args.directory, args.overrides
     cfg = compose(overrides)
     check_invert(cfg)  # device, judges' sizes: before any file is read
     if not cfg.get("verifier"):

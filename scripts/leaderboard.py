@@ -27,15 +27,21 @@ from pii.files import write_atomic, write_json, write_text
 from pii.run.cli import script_main, writable_directory
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", type=Path, nargs="+", help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first directory)")
     parser.add_argument("--grid", type=Path, help="where to write the grid (default: <out>/leaderboard_grid.jpg)")
     parser.add_argument("--cell", type=int, default=96, help="grid cell size in px")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
     if args.cell < 8:
-        parser.error(f"--cell must be >= 8 px, got {args.cell}")
+        cli.error(f"--cell must be >= 8 px, got {args.cell}")
     out = writable_directory(args.out or args.dirs[0], "--out")
     grid_path = args.grid or out / "leaderboard_grid.jpg"
     writable_directory(grid_path.parent, "--grid")

@@ -16,13 +16,19 @@ from pii.run.cli import script_main
 log = logging.getLogger("report")
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
     parser.add_argument("--cell", type=int, default=128, help="grid cell size in px (default 128)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
     if args.cell < 8:
-        parser.error(f"--cell must be >= 8 px, got {args.cell}")
+        cli.error(f"--cell must be >= 8 px, got {args.cell}")
     grid, page = write_report(args.multirun_dir, args.cell)
     log.info("grid: %s", grid)
     log.info("page: %s", page)

@@ -155,7 +155,8 @@ def feedforward_part(out: Path, robust: str, robust_cfg, overrides: list[str], f
             "grid": str(grid.relative_to(ROOT) if grid.is_relative_to(ROOT) else grid)}
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/digits", help="checkpoints (cached) and runs")
     parser.add_argument("--robust", default="linf", help="the robust version: an option of conf/robust/ (linf, l2)")
@@ -167,13 +168,18 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--json", default="docs/results/robust/robust_claim.json")
     parser.add_argument("--figures", default="docs/figures")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every inversion")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
     parts = chosen("--parts", args.parts, dict.fromkeys(PARTS))
     methods = chosen("--methods", args.methods, digits.METHODS)
     architectures = chosen("--architectures", args.architectures, digits.ARCHITECTURES)
     robust_cfg = compose([f"robust={args.robust}"]).robust  # a bad option fails here, before anything runs
     if robust_cfg.norm is None:
-        parser.error("--robust must name a robust option (linf, l2), not none")
+        cli.error("--robust must name a robust option (linf, l2), not none")
     out, figures, json_path = Path(args.out), Path(args.figures), Path(args.json)
     figures.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,11 +20,16 @@ from pii.models.training import accuracy
 from pii.run.digits import model_config
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/digits/judge_polarity.pt"))
     parser.add_argument("--epochs", type=int, default=10)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     (xt, yt), (xs, ys) = digits.digits_split()
     clf = digits.train(model_config("digits_judge"), xt, yt, args.epochs, seed=2000, shift=3, colour=0.5,
