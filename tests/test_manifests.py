@@ -119,11 +119,11 @@ def check_keys(cfg, keys: list[str], conf_dirs: list[Path]) -> None:
 
 
 def invert_job(cfg, overrides) -> None:
-    from pii import models
+    from pii.run import build
     from pii.run.config import check_invert, check_stages
 
     check_invert(cfg)
-    check_stages(cfg, [stage.size for stage in models.plan_stages(cfg)])
+    check_stages(cfg, [stage.size for stage in build.stages(cfg)])
 
 
 def train_invert_job(cfg, overrides) -> None:
