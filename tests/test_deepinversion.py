@@ -7,6 +7,7 @@ from torch import nn
 
 from pii.core import losses
 from pii.errors import ConfigError
+from pii.eval import results
 from pii.models import Classifier
 from pii.run import outputs, resume, runner
 from tests.tiny import made_up_result, tiny_cfg
@@ -58,7 +59,9 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
 def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):
     pii_images = torch.rand(2, 3, 32, 32)
     (tmp_path / "pii").mkdir()
-    outputs.save_results(tmp_path / "pii", pii_images, made_up_result({1: "1_a.png", 2: "2_b.png"}))
+    finished = made_up_result({1: "1_a.png", 2: "2_b.png"})
+    outputs.save_images(tmp_path / "pii", pii_images, finished)
+    results.write(tmp_path / "pii" / results.METRICS, finished)
     init = resume.load_images(tmp_path / "pii", [2, 1])
     assert init.shape == (2, 3, 32, 32) and (init[1] - pii_images[0]).abs().max() <= 1 / 255
 

@@ -269,7 +269,25 @@ def load_spectrum(path: str) -> torch.Tensor:
     if not file.is_file():
         raise ConfigError(f"param.spectrum={path}: no such file; pass a .npy magnitude spectrum of shape "
                           f"(3, H, W//2+1) (MACO's ImageNet spectrum), or param.spectrum=null for a 1/f^decay law")
-    array = np.load(file, allow_pickle=False)
+    with open(file, "rb") as f:
+        magic = f.read(len(np.lib.format.MAGIC_PREFIX))
+    if magic != np.lib.format.MAGIC_PREFIX:  # text, an .npz archive, a pickle (which np.load would try to read)
+        raise ConfigError(f"param.spectrum={path} is not a .npy file; pass a .npy magnitude spectrum of shape "
+                          f"(3, H, W//2+1) (numpy.save)")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # an object array (refused unread), a truncated file
+        raise ConfigError(f"param.spectrum={path} cannot be read ({one_line_reason(err)}); pass a .npy "
+                          f"magnitude spectrum of shape (3, H, W//2+1)") from None
     if array.ndim != 3 or array.shape[0] != 3 or array.shape[2] != array.shape[1] // 2 + 1:
         raise ConfigError(f"param.spectrum={path}: shape {array.shape} is not (3, H, H//2+1)")
-    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ConfigError(f"param.spectrum={path} holds {array.dtype} values, not magnitudes (numbers)")
+    array = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ConfigError(f"param.spectrum={path} holds nan, inf or negative values; a magnitude spectrum is finite and >= 0")
+    return torch.from_numpy(array)
+
+
+def one_line_reason(err: Exception) -> str:
+    return str(err).splitlines()[0][:100] if str(err) else type(err).__name__

@@ -34,7 +34,7 @@ class Row:
     images: int = 0
     own_probability: float = 0.0  # sums until finish()
     slope: float = 0.0
-    seconds_per_class: float = 0.0
+    seconds_per_class: float | None = 0.0  # None once a run does not know its time (pii.eval.results)
     runs: int = 0
     judges: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -44,7 +44,10 @@ class Row:
         self.runs += 1
         self.own_probability += sum(c.probability for c in run.classes)
         self.slope += sum(results.nan_if_none(c.spectral_slope) for c in run.classes)
-        self.seconds_per_class += run.seconds_per_class
+        if self.seconds_per_class is not None and run.seconds_per_class is not None:
+            self.seconds_per_class += run.seconds_per_class
+        else:  # a time unknown for one run is unknown for the row: never shown as fast
+            self.seconds_per_class = None
         for name, judged in (run.judge or {}).items():
             sums = self.judges.setdefault(name, {"top1": 0.0, "top5": 0.0, "mean_probability": 0.0, "images": 0})
             for key in ("top1", "top5", "mean_probability"):
@@ -57,7 +60,7 @@ class Row:
         return {"method": self.method, "classes": self.classes, "seeds": sorted(self.seeds), "images": self.images,
                 "judges": judges, "spectral_slope": self.slope / self.images,
                 "own_probability": self.own_probability / self.images,
-                "seconds_per_class": self.seconds_per_class / self.runs}
+                "seconds_per_class": None if self.seconds_per_class is None else self.seconds_per_class / self.runs}
 
 
 def find_runs(roots: list[Path]) -> list[tuple[Path, RunResult]]:
@@ -104,9 +107,13 @@ def markdown(summaries: list[dict]) -> str:
         for name in judges:
             j = s["judges"].get(name)
             cells += [f"{j['top1']:.0%}", f"{j['top5']:.0%}", f"{j['mean_probability']:.2f}"] if j else ["-"] * 3
-        cells += [f"{s['spectral_slope']:.2f}", f"{s['own_probability']:.2f}", f"{s['seconds_per_class']:.0f}"]
+        cells += [f"{s['spectral_slope']:.2f}", f"{s['own_probability']:.2f}", seconds(s["seconds_per_class"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seconds(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.0f}"
 
 
 def method_grid(runs: list[tuple[Path, RunResult]], cell: int = 96):

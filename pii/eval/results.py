@@ -110,8 +110,9 @@ class RunResult:
     """One invert.py run: metrics.json."""
     model: str  # the inverted classifier
     device: str
-    seconds: float  # of inversion (not loading, not judging)
-    seconds_per_class: float
+    seconds: float | None  # of inversion (not loading, not judging), over all stages, a resume's earlier ones
+    #                        included; None where a resumed run's checkpoint did not keep the earlier time
+    seconds_per_class: float | None
     steps: int  # over all stages
     stage_sizes: list[int]
     ensemble_size: int
@@ -169,7 +170,8 @@ def merge(parts: list[tuple[Path, RunResult]]) -> RunResult:
     runs = [run for _, run in parts]
     classes = [replace(entry, image=str(Path(run_dir) / entry.image))
                for run_dir, run in parts for entry in run.classes]
-    n, first, seconds = len(classes), runs[0], sum(run.seconds for run in runs)
+    n, first = len(classes), runs[0]
+    seconds = None if any(run.seconds is None for run in runs) else sum(run.seconds for run in runs)
     judges = {}
     for name in (first.judge or {}):
         if all(name in (run.judge or {}) for run in runs):
@@ -178,7 +180,8 @@ def merge(parts: list[tuple[Path, RunResult]]) -> RunResult:
             judges[name] = JudgeResult(**vars(JudgeSummary.of(judged.model, judged.input_size, verdicts)),
                                        classes=verdicts)
     slopes = [entry.spectral_slope for entry in classes]
-    return RunResult(model=first.model, device=first.device, seconds=seconds, seconds_per_class=seconds / n,
+    return RunResult(model=first.model, device=first.device, seconds=seconds,
+                     seconds_per_class=None if seconds is None else seconds / n,
                      steps=first.steps, stage_sizes=first.stage_sizes, ensemble_size=first.ensemble_size,
                      param=first.param, spectral_slope=None if None in slopes else sum(slopes) / n,
                      mean_probability=sum(e.probability for e in classes) / n,

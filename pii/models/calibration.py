@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pii.errors import few
 from pii.models import cpu
 
 log = logging.getLogger(__name__)
@@ -210,11 +211,23 @@ def cache_path() -> Path:
 
 
 def read_cache(key: str) -> dict:
+    """The cached entry of `key`, its timings checked whoever wrote the file: a figure that is not a
+    time (negative, zero, nan, a string) would pick a setting by it, so it is dropped (timed afresh),
+    and the run says so."""
     try:
         entry = json.loads(cache_path().read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return {}
-    return entry if isinstance(entry, dict) and isinstance(entry.get("seconds_per_view"), dict) else {}
+    if not isinstance(entry, dict) or not isinstance(entry.get("seconds_per_view"), dict):
+        return {}
+    timings = entry["seconds_per_view"]
+    good = {label: t for label, t in timings.items() if isinstance(t, (int, float)) and not isinstance(t, bool)
+            and math.isfinite(t) and t > 0}
+    if len(good) < len(timings):
+        bad = [f"{label}={timings[label]!r}" for label in timings if label not in good]
+        log.warning("calibration cache %s: %d timings are not times (%s); timing them afresh", cache_path(),
+                    len(bad), few(bad))
+    return {**entry, "seconds_per_view": good}
 
 
 def write_cache(key: str, entry: dict) -> None:

@@ -10,7 +10,6 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from pii.core.observers import Observer
-from pii.eval import results
 from pii.eval.results import METRICS, RunResult
 from pii.files import write_atomic, write_json
 
@@ -22,14 +21,19 @@ CHECKPOINT = "checkpoint.pt"
 class Saver(Observer):
     """Saves each stage's images and a resumable checkpoint when the stage ends."""
 
-    def __init__(self, out_dir: Path, class_ids: list[int], param=None):
-        self.out_dir, self.class_ids, self.param = Path(out_dir), class_ids, param
+    def __init__(self, out_dir: Path, class_ids: list[int], param=None, elapsed=None):
+        """`elapsed()`: the run's inversion seconds so far (those of the stages before a resume
+        included), kept in the checkpoint so that a resumed run reports the whole run's time."""
+        self.out_dir, self.class_ids, self.param, self.elapsed = Path(out_dir), class_ids, param, elapsed
         (self.out_dir / "stages").mkdir(parents=True, exist_ok=True)
 
     def stage_done(self, index, stage, image):
         save_grid(image, self.out_dir / "stages" / f"stage{index + 1}_{stage.size}px.png")
         checkpoint = {"stage": index, "image": image.cpu(), "class_ids": self.class_ids,
                       "rng": torch.get_rng_state()}
+        seconds = self.elapsed() if self.elapsed else None
+        if seconds is not None:
+            checkpoint["seconds"] = seconds
         if self.param is not None:  # the param's own tensors (pii.core.param): resume continues from them exactly
             checkpoint["param"] = self.param.state_dict()
         if torch.cuda.is_available():
@@ -51,13 +55,13 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     save_png(make_grid(images.float().cpu(), nrow=min(len(images), 8), padding=2, pad_value=1.0), path)
 
 
-def save_results(out_dir: Path, image: torch.Tensor, result: RunResult) -> None:
-    """One PNG per class, the grid of all classes, and metrics.json."""
+def save_images(out_dir: Path, image: torch.Tensor, result: RunResult) -> None:
+    """One PNG per class and the grid of all classes (metrics.json, which marks the run finished, comes
+    after the judges: pii.run.runner)."""
     out_dir = Path(out_dir)
     for img, entry in zip(image, result.classes):
         save_png(img, out_dir / entry.image)
     save_grid(image, out_dir / "grid.png")
-    results.write(out_dir / METRICS, result)
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:

@@ -5,6 +5,7 @@ final images instead of noise (PII, then DeepInversion: paper Fig. 9)."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -47,6 +48,11 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
     saved_config = read_yaml(saved, "resume")
     if not OmegaConf.is_dict(saved_config):
         raise ConfigError(f"resume={str(saved)!r} is not an invert.py config (not a mapping of keys)")
+    if "conditions" in saved_config and "generator" in saved_config:
+        raise ConfigError(f"resume={run_dir} is a train_invert.py run; continue it with: python train_invert.py "
+                          f"resume=true hydra.run.dir={run_dir}")
+    if "class_id" not in saved_config or "model" not in saved_config:
+        raise ConfigError(f"resume={str(saved)!r} is not an invert.py config (it has no class_id or model)")
     resumed = with_new_keys(saved_config, cfg)
     saved_overrides = run_dir / ".hydra" / "overrides.yaml"
     original = read_yaml(saved_overrides, "resume") if saved_overrides.is_file() else []
@@ -60,7 +66,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str] | None = None) -> DictC
             value = OmegaConf.select(cfg, key)
             if key.split(".")[0] in RESUME_MAY_CHANGE and value is not None:
                 OmegaConf.update(resumed, key, value, merge=False, force_add=True)
-            elif value is None or plain(value) != plain(OmegaConf.select(resumed, key)):
+            elif value is None or not same_value(key, value, OmegaConf.select(resumed, key)):
                 refused.append(override)
         resumed.output_dir, resumed.resume = str(run_dir), str(run_dir)
     if refused:
@@ -108,21 +114,68 @@ def plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def same_value(key: str, new, old) -> bool:
+    """Whether an override repeats the original run's value: `class_id=[980]` is `class_id=980`."""
+    new, old = plain(new), plain(old)
+    if key == "class_id":
+        new, old = ([v] if not isinstance(v, list) else v for v in (new, old))
+    return new == old
+
+
 def finished_result(run_dir: Path) -> RunResult | None:
     """A finished run's result (metrics.json is written last), or None while it is unfinished."""
     path = Path(run_dir) / METRICS
     return results.read(path) if path.is_file() else None
 
 
-def load_checkpoint(run_dir: Path) -> dict | None:
-    """The checkpoint of the last completed stage (pii.run.outputs.Saver), or None."""
+def load_checkpoint(run_dir: Path, num_stages: int | None = None) -> dict | None:
+    """The checkpoint of the last completed stage (pii.run.outputs.Saver), or None; each entry checked
+    (its type, its range: a stage of the `num_stages` the schedule has), whoever wrote the file."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
     checkpoint = load_tensors(path, "resume checkpoint")
     if not isinstance(checkpoint, dict) or not {"stage", "image", "class_ids", "rng"} <= set(checkpoint):
         raise ConfigError(f"resume checkpoint {str(path)!r} is not one invert.py wrote (no stage, image, class_ids, rng)")
+    bad = checkpoint_problem(checkpoint, num_stages)
+    if bad:
+        raise ConfigError(f"resume checkpoint {str(path)!r} is damaged: {bad}; start a new run, or resume a copy "
+                          f"of the run whose checkpoint is whole")
     return checkpoint
+
+
+def checkpoint_problem(checkpoint: dict, num_stages: int | None) -> str | None:
+    """What is wrong with a checkpoint's entries (pii.run.outputs.Saver writes them), or None."""
+
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    stage, image, rng, seconds = checkpoint["stage"], checkpoint["image"], checkpoint["rng"], checkpoint.get("seconds")
+    if not integer(stage) or stage < 0 or (num_stages is not None and stage >= num_stages):
+        return (f"its stage is {stage!r}, not a stage index 0..{num_stages - 1} of this schedule's {num_stages}"
+                if num_stages is not None else f"its stage is {stage!r}, not a stage index >= 0")
+    ids = checkpoint["class_ids"]
+    if not isinstance(ids, (list, tuple)) or not ids or not all(integer(c) for c in ids):
+        return f"its class_ids are {type(ids).__name__} {str(ids)[:40]}, not a list of class ids"
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or len(image) != len(ids) or not image.is_floating_point():
+        return "its image is not one float image (classes, 3, H, W) per class id"
+    if not image.isfinite().all():
+        return "its image holds nan or inf"
+    cpu_state = torch.get_rng_state()
+    if not isinstance(rng, torch.Tensor) or rng.dtype != cpu_state.dtype or rng.shape != cpu_state.shape:
+        return (f"its rng is {type(rng).__name__}{f' {rng.dtype} {list(rng.shape)}' if isinstance(rng, torch.Tensor) else ''},"
+                f" not the random state torch saves ({cpu_state.dtype} [{len(cpu_state)}])")
+    cuda = checkpoint.get("cuda_rng", [])
+    if not isinstance(cuda, (list, tuple)) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda):
+        return "its cuda_rng is not a list of CUDA random states"
+    param = checkpoint.get("param", {})
+    if not isinstance(param, dict) or not all(isinstance(t, torch.Tensor) and t.is_floating_point()
+                                              and bool(t.isfinite().all()) for t in param.values()):
+        return "its param is not a state of finite float tensors"
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not math.isfinite(seconds) or seconds < 0):
+        return f"its seconds are {seconds!r}, not a time >= 0"
+    return None
 
 
 def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
@@ -140,37 +193,42 @@ def check_files(cfg: DictConfig) -> None:
     from pii.models.classes import job_classes
 
     if cfg.get("resume"):
-        load_checkpoint(Path(str(cfg.resume)).expanduser())
+        from pii import models
+
+        load_checkpoint(Path(str(cfg.resume)).expanduser(), len(models.plan_stages(cfg)))
     if cfg.get("init_from"):
         load_images(cfg.init_from, job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"),
                                                cfg.get("class_chunk")))
 
 
 def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
-                   device: torch.device) -> tuple[torch.Tensor | None, int]:
-    """(start, first stage) for pii.core.inversion.invert: (None, 0) starts from noise. `start` is a
-    checkpoint's param state (a dict, pii.core.param.Param.load_state_dict) or images.
+                   device: torch.device) -> tuple[torch.Tensor | dict | None, int, float | None]:
+    """(start, first stage, seconds) for pii.core.inversion.invert: (None, 0, 0.0) starts from noise.
+    `start` is a checkpoint's param state (a dict, pii.core.param.Param.load_state_dict) or images;
+    `seconds` the inversion time of the stages already done (None: a checkpoint that did not keep it).
 
     The inversion's random numbers are seeded afresh at each stage (pii.core.draws), so the resumed
     run draws what the uninterrupted run drew; the global random state saved with the checkpoint is
     restored as well.
     """
     if cfg.get("resume"):
-        checkpoint = load_checkpoint(Path(cfg.output_dir))
+        checkpoint = load_checkpoint(Path(cfg.output_dir), num_stages)
         if checkpoint is None:
             log.warning("resume: no finished stage in %s; starting from the first stage", cfg.output_dir)
-            return None, 0
+            return None, 0, 0.0
         if list(checkpoint["class_ids"]) != class_ids:
             raise ConfigError(f"resume: the checkpoint holds classes {few(checkpoint['class_ids'])}, not {few(class_ids)}")
         first = int(checkpoint["stage"]) + 1
-        if first > num_stages:
-            raise ConfigError(f"resume: the checkpoint is at stage {first} but the schedule has {num_stages} stages")
+        seconds = checkpoint.get("seconds")
+        if seconds is None:
+            log.warning("resume: %s does not record the time of its first %d stages (an older checkpoint); "
+                        "metrics.json's seconds will be null", cfg.output_dir, first)
         torch.set_rng_state(checkpoint["rng"])
         if "cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
         log.info("resuming %s after stage %d of %d", cfg.output_dir, first, num_stages)
-        return checkpoint.get("param", checkpoint["image"].to(device)), first
+        return checkpoint.get("param", checkpoint["image"].to(device)), first, seconds
     if cfg.get("init_from"):
         log.info("starting from the images of %s", cfg.init_from)
-        return load_images(cfg.init_from, class_ids).to(device), 0
-    return None, 0
+        return load_images(cfg.init_from, class_ids).to(device), 0, 0.0
+    return None, 0, 0.0

@@ -18,7 +18,7 @@ from pii.models.classes import class_key, job_classes
 from pii.models.device import resolve_device
 from pii.run import build, resume, tracking
 from pii.run.config import check_invert, check_stages
-from pii.run.outputs import Saver, save_results
+from pii.run.outputs import Saver, save_images
 
 log = logging.getLogger(__name__)
 
@@ -95,27 +95,33 @@ def run(cfg: DictConfig) -> RunResult:
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
     start = [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
     param = pieces.param(len(class_ids))
-    start_from, first_stage = resume.starting_point(cfg, class_ids, len(stages), device)
+    start_from, first_stage, seconds_before = resume.starting_point(cfg, class_ids, len(stages), device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
         param.load_state_dict(start_from)
     elif start_from is not None:  # images (init_from, or an older pixel checkpoint)
         param.encode(start_from)
     with tracking.start(cfg, class_ids, classifier.num_classes, stages) as tracker:
         timer = StageTimer()
-        observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param), tracker])
         started = time.perf_counter()
+        # the whole run's inversion time so far, carried in each checkpoint (None: a checkpoint that lacks it)
+        elapsed = (lambda: None) if seconds_before is None else (lambda: seconds_before + time.perf_counter() - started)
+        observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param, elapsed), tracker])
         image = pieces.invert(class_ids, observers, param, first_stage)
-        seconds = time.perf_counter() - started
+        seconds = elapsed()
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
         result.device_settings = asdict(pieces.settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
-        save_results(out_dir, image, result)  # before judging: the images are kept whatever judging meets
+        save_images(out_dir, image, result)  # before judging: the images are kept whatever judging meets
         result.judge = judge_lib.judge_run(judges, image, class_ids,
                                            slopes=[entry.spectral_slope for entry in result.classes])
+        # metrics.json says the run is finished (resume= and a resumed sweep skip it): written once, last
         results.write(out_dir / METRICS, result)
         observers.run_done(image, result)
-    log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
+    if seconds is None:
+        log.info("done; the time of the stages before the resume is unknown (an older checkpoint); images in %s", out_dir)
+    else:
+        log.info("done in %.1f s (%.1f s per class); images in %s", seconds, seconds / len(class_ids), out_dir)
     return result
 
 
@@ -129,7 +135,7 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device) -
         model=classifier.name,
         device=str(device),
         seconds=seconds,
-        seconds_per_class=seconds / len(class_ids),
+        seconds_per_class=None if seconds is None else seconds / len(class_ids),
         steps=sum(s.steps for s in stages),
         stage_sizes=[s.size for s in stages],
         ensemble_size=int(cfg.augmentation.ensemble_size),
