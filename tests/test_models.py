@@ -118,7 +118,7 @@ def test_local_weights_file_round_trip(tmp_path):
 
 def test_unknown_timm_name_lists_how_to_fix():
     cfg = compose_config(["model=timm", "model.name=resnet_does_not_exist", "output_dir=/x"]).model
-    with pytest.raises(ConfigError, match="unknown timm model 'resnet_does_not_exist'.*timm.list_models"):
+    with pytest.raises(ConfigError, match="unknown timm model model.name='resnet_does_not_exist'.*timm.list_models"):
         models.build(cfg)
 
 

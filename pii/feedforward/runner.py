@@ -104,6 +104,7 @@ def check_files(cfg: DictConfig, out_dir: Path) -> None:
         for condition in cfg.conditions:
             read_checkpoint(Path(str(cfg.run_dir)).expanduser() / condition / CHECKPOINT, "run_dir")
     elif cfg.resume:
+        check_unchanged(cfg, out_dir)
         found = [out_dir / c / CHECKPOINT for c in cfg.conditions if (out_dir / c / CHECKPOINT).is_file()]
         if not found:
             raise ConfigError(f"resume=true: {str(out_dir)!r} holds no generator checkpoint "
@@ -111,6 +112,50 @@ def check_files(cfg: DictConfig, out_dir: Path) -> None:
                               f"to continue as hydra.run.dir=..., or drop resume=true to start a new run")
         for path in found:
             resumable_step(read_checkpoint(path, "resume"), path, int(cfg.schedule.steps))
+
+
+# What `resume=true` may change: how the run goes and reports, not what it trains (as invert.py's
+# pii.run.resume.RESUME_MAY_CHANGE); schedule.steps may grow (pii.feedforward.train.resumable_step).
+RESUME_MAY_CHANGE = ("device", "num_threads", "channels_last", "logger", "resume", "output_dir", "hydra",
+                     "eval_batch_size", "grid_images", "analyses", "schedule.steps", "schedule.checkpoint_every",
+                     "schedule.sample_every", "schedule.log_every", "schedule.workers", "schedule.precision",
+                     "schedule.compile")
+
+
+def check_unchanged(cfg: DictConfig, out_dir: Path) -> None:
+    """resume=true continues the run in `out_dir` as it was started (its .hydra/config.yaml): a key
+    outside RESUME_MAY_CHANGE with another value would make metrics.json claim it for every step,
+    so it is refused, naming the keys; a directory of an invert.py run is named as such."""
+    from pii.files import read_yaml
+
+    saved_path = out_dir / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        return  # no config: the checkpoints are what is checked (check_files)
+    saved = read_yaml(saved_path, "resume")
+    if not OmegaConf.is_dict(saved):
+        raise ConfigError(f"resume=true: {str(saved_path)!r} is not a train_invert.py config (not a mapping of keys)")
+    if "class_id" in saved and "conditions" not in saved:
+        raise ConfigError(f"resume=true: {out_dir} is an invert.py run; continue it with: python invert.py resume={out_dir}")
+    old = flat(OmegaConf.to_container(saved, resolve=False))
+    new = flat(OmegaConf.to_container(cfg, resolve=False))
+    allowed = tuple(RESUME_MAY_CHANGE)
+    changed = [f"{key}={new[key]} (the run has {old[key]})" for key in sorted(set(old) & set(new))
+               if new[key] != old[key] and not any(key == a or key.startswith(f"{a}.") for a in allowed)]
+    if changed:
+        raise ConfigError(f"resume=true: {few(changed)} would change what its checkpoints mean; a resumed run may "
+                          f"change only {', '.join(a for a in allowed if a not in ('resume', 'output_dir', 'hydra'))} "
+                          f"(start a new run instead)")
+
+
+def flat(values: dict, prefix: str = "") -> dict:
+    """{'a.b': value} of a nested dict (lists kept whole)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def read_checkpoint(path: Path, key: str) -> dict:

@@ -81,7 +81,7 @@ def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = 
     `compile`: torch.compile the network with static shapes: one graph per stage
     size, each specialised to its shape (and, on CUDA, autotuned for it). `adapt`: the device's
     changes to the network (pii.models.device.adapt_network); off, the network as timm makes it."""
-    spec = model_spec(cfg)
+    spec = model_spec(cfg, key)
     name = cfg.name
     weights = cfg.get("weights")
     kwargs = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
@@ -175,21 +175,23 @@ def nonfinite_layer(classifier: Classifier) -> str | None:
 SPEC_KEYS = ("input_size", "fixed_size", "mean", "std")  # what timm knows of a pretrained model
 
 
-def model_spec(cfg: DictConfig) -> dict:
+def model_spec(cfg: DictConfig, key: str = "model") -> dict:
     """input_size, fixed_size, mean and std: the config's values where set, else timm's for `cfg.name`
-    (`timm.data.resolve_data_config` over the name's pretrained config; no model is built)."""
+    (`timm.data.resolve_data_config` over the name's pretrained config; no model is built). `key`:
+    where the config holds `cfg` (model, verifier.<name>), for messages."""
     if OmegaConf.is_missing(cfg, "name"):
-        raise ConfigError("model.name is not set; e.g. model=timm model.name=resnet18 (any name from timm.list_models())")
+        raise ConfigError(f"{key}.name is not set; e.g. {key}.name=resnet18 (any name from timm.list_models())")
     if not cfg.name or not timm.is_model(cfg.name):
+        group = "model" if key == "model" else "verifier"
         raise ConfigError(
-            f"unknown timm model {cfg.name!r}; pick a config with model=<name> (see conf/model/) "
-            f"or any name from timm.list_models(), e.g. model=timm model.name=resnet18")
+            f"unknown timm model {key}.name={cfg.name!r}; pick a config with {group}=<name> (see conf/{group}/) "
+            f"or any name from timm.list_models(), e.g. {key}.name=resnet18")
     pretrained_cfg = timm.models.get_pretrained_cfg(cfg.name)
     if pretrained_cfg is None:  # an architecture without pretrained weights (pii_mlp_mixer): the config says all
-        unset = [key for key in SPEC_KEYS if cfg.get(key) is None]
+        unset = [name for name in SPEC_KEYS if cfg.get(name) is None]
         if unset:
-            raise ConfigError(f"model.{unset[0]} is not set and timm has no default for {cfg.name!r}; "
-                              f"set model.{unset[0]}=...")
+            raise ConfigError(f"{key}.{unset[0]} is not set and timm has no default for {cfg.name!r}; "
+                              f"set {key}.{unset[0]}=...")
     size = cfg.get("input_size")
     args = {"input_size": (3, size, size) if size is not None else None, "mean": cfg.get("mean"), "std": cfg.get("std")}
     data = timm.data.resolve_data_config(args, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)

@@ -51,10 +51,12 @@ def read_state_dict(path: Path, key: str = "model.weights") -> dict[str, torch.T
     names to tensors, every float finite. ConfigError naming `key`, the file and the first few bad entries."""
     from timm.models import load_state_dict
 
-    try:
-        state = load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # any reader failure means one of two things to the user: see unloadable
-        raise unloadable(path, key, err.__cause__ or err) from None  # timm re-raises torch's error generically
+    with warnings.catch_warnings():  # torch's warnings on a file it then refuses: the refusal is the one line
+        warnings.simplefilter("ignore")
+        try:
+            state = load_state_dict(str(path), weights_only=True)
+        except Exception as err:  # any reader failure means one of two things to the user: see unloadable
+            raise unloadable(path, key, err.__cause__ or err) from None  # timm re-raises torch's error generically
     if not isinstance(state, Mapping):
         raise ConfigError(f"{key} {str(path)!r} holds a {type(state).__name__}, not a state dict (names to tensors)")
     other = [f"{name} ({type(value).__name__})" for name, value in state.items() if not isinstance(value, torch.Tensor)]
@@ -134,12 +136,12 @@ def unwrap_attacker_model(state_dict: dict) -> tuple[dict, dict | None]:
 def load_tensors(path: Path, key: str, map_location="cpu") -> dict:
     """A checkpoint of plain tensors (torch.load with weights_only=True, never code); a ConfigError
     naming `key` and the file when it is damaged or would run code when loaded."""
-    try:
-        with warnings.catch_warnings():  # torch warns about what it is about to refuse; the refusal says it
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # torch warns about what it is about to refuse (loading, or reading what
+        warnings.simplefilter("ignore")  # the file would import): the refusal says it in one line
+        try:
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for one meaning: not a plain checkpoint
-        raise unloadable(path, key, err) from None
+        except Exception as err:  # torch raises several types for one meaning: not a plain checkpoint
+            raise unloadable(path, key, err) from None
 
 
 def unloadable(path: Path, key: str, err: Exception) -> ConfigError:

@@ -362,6 +362,9 @@ def _device(problems: Problems, device: str) -> None:
 
 def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
     """A model config at `key` (model, or verifier.<name>)."""
+    node = OmegaConf.select(cfg, key)
+    if OmegaConf.is_dict(node) and "name" in node.keys() and OmegaConf.is_missing(node, "name"):
+        problems.append(f"{key}.name is not set; e.g. {key}.name=resnet18 (any name from timm.list_models())")
     problems.at_least(cfg, f"{key}.input_size", 1)
     problems.at_least(cfg, f"{key}.num_classes", 1)
     for name in ("mean", "std"):
