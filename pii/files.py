@@ -54,6 +54,25 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
     return path
 
 
+def writable_file(path: str | os.PathLike, option: str) -> Path:
+    """A file a script writes once its work is done (--json, --grid), checked before the work: not a
+    directory, in a folder (made now) where a file can be made, so that minutes of measuring are never
+    lost to a name the system refuses at the end. ConfigError naming `option` otherwise."""
+    import tempfile
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {str(path)!r} is a directory; pass the name of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):  # leaves no file behind
+            pass
+    except OSError as err:
+        raise ConfigError(f"{option} {str(path)!r} cannot be written ({err.strerror}: {err.filename}); "
+                          f"choose another with {option} ...") from None
+    return path
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()))
 

@@ -24,14 +24,13 @@ manifest.json beside it (command, commit, date, hardware).
 
 import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
 from pii.eval import provenance
-from pii.files import write_json
+from pii.files import writable_file, write_json
 from pii.models.classes import parse_class_ids
 from pii.models.device import resolve_device
 from pii.run.cli import script_main
@@ -65,6 +64,9 @@ def main(argv: list[str]) -> None:
         class_ids = parse_class_ids(cfg.class_id, int(cfg.model.num_classes))[:args.classes]
     if args.naive_classes < 1 or args.classes < 1:
         raise ConfigError("--classes and --naive-classes must be >= 1")
+    if args.json:  # checked before minutes of measuring, not after
+        args.json = writable_file(args.json, "--json")
+        provenance.read(args.json.parent)
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
 
     if args.compare_compile:
@@ -101,7 +103,7 @@ def main(argv: list[str]) -> None:
                        "seconds_per_class": r.seconds_per_class, "steps_per_second": r.steps_per_second,
                        "images_per_second": r.images_per_second, "flops_per_second": r.flops_per_second}
                       for r in (*batched, naive)]})
-        provenance.record([Path(args.json)], device)
+        provenance.record([args.json], device)
     print(f"speedup_vs_naive={ratio:.2f}")
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pii.eval import provenance
 from pii.eval.leaderboard import leaderboard, markdown, method_grid
-from pii.files import write_atomic, write_json, write_text
+from pii.eval.gallery import check_cell
+from pii.files import writable_file, write_atomic, write_json, write_text
 from pii.run.cli import script_main, writable_directory
 
 
@@ -40,11 +41,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     cli = parser()
     args = cli.parse_intermixed_args(argv)
-    if args.cell < 8:
-        cli.error(f"--cell must be >= 8 px, got {args.cell}")
+    check_cell(args.cell)
     out = writable_directory(args.out or args.dirs[0], "--out")
-    grid_path = args.grid or out / "leaderboard_grid.jpg"
-    writable_directory(grid_path.parent, "--grid")
+    grid_path = writable_file(args.grid or out / "leaderboard_grid.jpg", "--grid")
+    for path in (out / "leaderboard.md", out / "leaderboard.json"):  # every file is checked before any is written
+        writable_file(path, "--out")
+    for folder in {out, grid_path.parent}:
+        provenance.read(folder)  # a damaged manifest.json refused now, not after the tables are written
     summaries, runs = leaderboard(args.dirs)
     table = markdown(summaries)
     write_text(out / "leaderboard.md", table + "\n")

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pii.eval.gallery import write_report
+from pii.eval.gallery import check_cell, write_report
 from pii.run.cli import script_main
 
 log = logging.getLogger("report")
@@ -27,8 +27,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     cli = parser()
     args = cli.parse_intermixed_args(argv)
-    if args.cell < 8:
-        cli.error(f"--cell must be >= 8 px, got {args.cell}")
+    check_cell(args.cell)
     grid, page = write_report(args.multirun_dir, args.cell)
     log.info("grid: %s", grid)
     log.info("page: %s", page)

@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 
 GRID = "ablation_grid.png"
 PAGE = "report.html"
+# A grid cell's side in px (--cell): from a readable thumbnail to over twice an ImageNet image; a grid
+# of many runs and classes at the largest is already hundreds of MB in memory.
+CELL_RANGE = (8, 512)
+
+
+def check_cell(cell: int) -> int:
+    low, high = CELL_RANGE
+    if not low <= cell <= high:
+        raise ConfigError(f"--cell must be {low}..{high} px (a grid cell's side), got {cell}")
+    return cell
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from pii.errors import ConfigError
 from pii.files import write_json
 from pii.models.cpu import DISPATCH_VARIABLES
 
@@ -113,4 +114,13 @@ def record(files: list[Path], device: torch.device | str | None = None, argv: li
 def read(folder: Path) -> dict:
     """A folder's manifest ({"files": {name: entry}}), empty when it has none."""
     manifest = Path(folder) / MANIFEST
-    return json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if not manifest.is_file():
+        return {}
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{str(manifest)!r} cannot be read ({type(err).__name__}); repair or remove it, "
+                          f"or write elsewhere") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files", {}), dict):
+        raise ConfigError(f"{str(manifest)!r} is not a manifest (a files table); repair or remove it, or write elsewhere")
+    return data
