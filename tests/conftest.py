@@ -39,12 +39,23 @@ FORKSERVER = multiprocessing.get_context("forkserver")
 FORKSERVER.set_forkserver_preload(PRELOAD)  # the server starts with the first command; later ones reuse it
 
 
+# Variables torch (and its OpenMP, MKL, oneDNN) reads once, when it is imported: a process forked from
+# the server, which imported torch under the tests' environment, would ignore them.
+IMPORT_TIME_VARIABLES = ("OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "ATEN_CPU_CAPABILITY", "ONEDNN_", "DNNL_",
+                         "TORCH_", "PYTORCH_", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "MALLOC_")
+
+
 def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python <script> <args>` in the checkout's root as a user types it (invert.py, train_invert.py,
     scripts/<name>.py), importing this checkout's pii; stdout and stderr captured as text. The script
     runs as __main__ in a new process (its own exit code, signals, globals), forked from a server that
-    has imported the PRELOAD modules; the ctrl-c, lock and install tests start real interpreters."""
+    has imported the PRELOAD modules; where `env` sets a variable torch reads at import
+    (IMPORT_TIME_VARIABLES) to another value than the server had, in a real interpreter, so that the
+    variable counts. The ctrl-c, lock and install tests start real interpreters too."""
     args = [str(a) for a in args]
+    if import_time_variables(env):
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=cli_env(env), capture_output=True, text=True,
+                              timeout=timeout)
     with tempfile.TemporaryDirectory() as captured:
         out, err = Path(captured) / "stdout", Path(captured) / "stderr"
         out.touch()
@@ -58,6 +69,12 @@ def run_cli(*args, timeout: int = 300, env: dict | None = None) -> subprocess.Co
             raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
         return subprocess.CompletedProcess([sys.executable, *args], process.exitcode,
                                            out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+def import_time_variables(env: dict | None) -> list[str]:
+    """The variables of `env` that torch reads at import and that differ from this process's."""
+    return [key for key, value in (env or {}).items()
+            if key.startswith(IMPORT_TIME_VARIABLES) and os.environ.get(key) != value]
 
 
 def _run_script(args: list[str], env: dict, out: Path, err: Path) -> None:

@@ -31,11 +31,12 @@ from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
 from pii.run import runner
+from pii.run.compose import compose_train_invert
 from tests.tiny import RANDOM_TINY, tiny_cfg
 
 ENTRY = {"invert": ["invert.py"], "train": ["train_invert.py"], "judge": ["scripts/judge.py"],
          "report": ["scripts/report.py"], "digits": ["scripts/digits_claim.py"],
-         "leaderboard": ["scripts/leaderboard.py"]}
+         "leaderboard": ["scripts/leaderboard.py"], "benchmark": ["scripts/benchmark.py"]}
 MODEL = [a for a in RANDOM_TINY if not a.startswith("model.weights=")]  # the tiny test model, weights named per row
 TINY = " ".join([*RANDOM_TINY, "verifier=none"])  # a valid tiny run: refused only for where it would write
 TINY_JUDGE = ("verifier=timm verifier.timm.name=test_efficientnet verifier.timm.weights=random "
@@ -163,10 +164,61 @@ BAD = [
     ("report", "", "multirun_dir"),
     ("report", "{d}/nowhere", "nowhere"),
     ("report", "{d}/earlier", "earlier"),
-    ("report", "{d}/sweep --cell=0", "--cell"),
     ("report", "{d}/sweep --cell=abc", "--cell"),
     ("digits", "--skip-train --out {d} --architectures cnn,transformer", "--architectures"),
     ("digits", "--skip-train --out {d} --methods pii,dream", "--methods"),
+]
+
+# Files read back, whoever wrote them; records that must not lie; scripts that must refuse before they
+# work; messages that name the key. Each is exactly one line on stderr.
+GUARDED = [
+    # the resume checkpoint, entry by entry
+    ("invert", "resume={d}/ckpt_rng_list", "its rng is list"),
+    ("invert", "resume={d}/ckpt_rng_float", "its rng is Tensor torch.float32"),
+    ("invert", "resume={d}/ckpt_stage_negative", "its stage is -1, not a stage index 0..2"),
+    ("invert", "resume={d}/ckpt_stage_past", "its stage is 7, not a stage index 0..2"),
+    ("invert", "resume={d}/ckpt_stage_text", "its stage is 'two'"),
+    ("invert", "resume={d}/ckpt_image_nan", "its image holds nan or inf"),
+    ("invert", "resume={d}/ckpt_seconds_negative", "its seconds are -5.0"),
+    ("invert", "resume={d}/ckpt_param_int", "its param is not a state of finite float tensors"),
+    # a run of the other program
+    ("invert", "resume={d}/train_ahead", "is a train_invert.py run; continue it with: python train_invert.py "
+     "resume=true hydra.run.dir={d}/train_ahead"),
+    ("invert", "resume={d}/not_a_run_config", "it has no class_id or model"),
+    ("train", "resume=true hydra.run.dir={d}/stopped", "is an invert.py run; continue it with: python invert.py "
+     "resume={d}/stopped"),
+    # train_invert resume=true with what its checkpoints were trained under changed
+    ("train", "resume=true seed=3 schedule.steps=20 hydra.run.dir={d}/train_ahead", "seed=3 (the run has 0)"),
+    ("train", "resume=true schedule.lr_g=0.002 schedule.steps=20 hydra.run.dir={d}/train_ahead", "schedule.lr_g=0.002"),
+    ("train", "resume=true loss.pixel_l1=1.0 schedule.steps=20 hydra.run.dir={d}/train_ahead", "loss.pixel_l1=1.0"),
+    ("train", "resume=true data.test_fraction=0.5 schedule.steps=20 hydra.run.dir={d}/train_ahead",
+     "data.test_fraction=0.5"),
+    # param.spectrum
+    ("invert", "param=maco param.spectrum={d}/spectra/text.npy", "is not a .npy file"),
+    ("invert", "param=maco param.spectrum={d}/spectra/archive.npz", "is not a .npy file"),
+    ("invert", "param=maco param.spectrum={d}/spectra/nan.npy", "holds nan, inf or negative values"),
+    ("invert", "param=maco param.spectrum={d}/spectra/negative.npy", "holds nan, inf or negative values"),
+    ("invert", "param=maco param.spectrum={d}/spectra/strings.npy", "holds <U1 values"),
+    ("invert", "param=maco param.spectrum={d}/spectra/objects.npy", "cannot be read (Object arrays"),
+    ("invert", "param=maco param.spectrum={d}/spectra/truncated.npy", "cannot be read"),
+    # messages that name the key
+    ("invert", "verifier=timm", "verifier.timm.name is not set"),
+    ("invert", "model=timm", "model.name is not set"),
+    ("invert", f"{' '.join(MODEL)} model.weights={{d}}/weights/pickle.pth", "could run code"),
+    ("invert", "verifier.efficientnet_lite2.weights={d}/weights/pickle.pth", "verifier.efficientnet_lite2.weights"),
+    # scripts: refused before they measure or write anything
+    ("benchmark", "--json {d}/earlier", "--json"),
+    ("benchmark", "--json /proc/pii-test/b.json", "--json '/proc/pii-test/b.json' cannot be written"),
+    ("benchmark", "--json {d}/earlier/grid.png/b.json", "--json"),
+    ("benchmark", "--json {d}/bad_manifest/b.json", "bad_manifest/manifest.json"),
+    ("leaderboard", "{d}/earlier --grid {d}/earlier", "--grid '{d}/earlier' is a directory"),
+    ("leaderboard", "{d}/earlier --grid {d}/earlier/grid.png/x.jpg", "--grid"),
+    ("leaderboard", "{d}/earlier --out {d}/bad_manifest", "bad_manifest/manifest.json"),
+    ("leaderboard", "{d}/earlier --out {d}/md_is_a_dir", "md_is_a_dir/leaderboard.md' is a directory"),
+    ("leaderboard", "{d}/earlier --cell 1000000", "--cell must be 8..512 px"),
+    ("leaderboard", "{d}/earlier --cell 4", "--cell must be 8..512 px"),
+    ("report", "{d}/sweep --cell 60000", "--cell must be 8..512 px"),
+    ("report", "{d}/sweep --cell=0", "--cell must be 8..512 px"),
 ]
 
 
@@ -227,11 +279,62 @@ def earlier(tmp_path_factory) -> Path:
     tiny_png = (d / "earlier" / "1_class-1.png").read_bytes()
     for class_id in range(10, 1010):
         (d / "many_ids" / f"{class_id}_x.png").write_bytes(tiny_png)
+    damaged_checkpoints(d)
+    train_config = OmegaConf.to_container(compose_train_invert(["seed=0"]), resolve=False)
+    train_config.pop("hydra", None)
+    OmegaConf.save(OmegaConf.create(train_config), d / "train_ahead" / ".hydra" / "config.yaml")  # as Hydra saves it
+    shutil.copytree(d / "stopped" / ".hydra", d / "not_a_run_config" / ".hydra")
+    (d / "not_a_run_config" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    spectra(d / "spectra")
+    torch.save({"conv_stem.weight": Payload()}, d / "weights" / "pickle.pth")
+    (d / "bad_manifest").mkdir()
+    (d / "bad_manifest" / "manifest.json").write_text('{"files": ')
+    (d / "md_is_a_dir" / "leaderboard.md").mkdir(parents=True)
     return d
+
+
+def damaged_checkpoints(d: Path) -> None:
+    """Copies of the stopped run whose checkpoint has one entry wrong: d/ckpt_<what>."""
+    checkpoint = torch.load(d / "stopped" / "checkpoint.pt", weights_only=True)
+    damage = {"rng_list": {"rng": [1, 2, 3]}, "rng_float": {"rng": checkpoint["rng"].float()},
+              "stage_negative": {"stage": -1}, "stage_past": {"stage": 7}, "stage_text": {"stage": "two"},
+              "image_nan": {"image": torch.full_like(checkpoint["image"], float("nan"))},
+              "seconds_negative": {"seconds": -5.0}, "param_int": {"param": {"pixels": torch.zeros(2, dtype=torch.long)}}}
+    for name, entries in damage.items():
+        shutil.copytree(d / "stopped", d / f"ckpt_{name}")
+        torch.save({**checkpoint, **entries}, d / f"ckpt_{name}" / "checkpoint.pt")
+
+
+def spectra(folder: Path) -> None:
+    """param.spectrum files that are not magnitude spectra."""
+    import numpy as np
+
+    folder.mkdir()
+    (folder / "text.npy").write_text("0.1 0.2 0.3\n")
+    np.savez(folder / "archive.npz", a=np.ones((3, 8, 5)))
+    np.save(folder / "nan.npy", np.full((3, 8, 5), np.nan, dtype=np.float32))
+    np.save(folder / "negative.npy", -np.ones((3, 8, 5), dtype=np.float32))
+    np.save(folder / "strings.npy", np.full((3, 8, 5), "a"))
+    np.save(folder / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    whole = folder / "whole.npy"
+    np.save(whole, np.ones((3, 8, 5), dtype=np.float32))
+    (folder / "truncated.npy").write_bytes(whole.read_bytes()[:100])
+    whole.unlink()
 
 
 @pytest.mark.parametrize("entry,args,names", BAD, ids=[f"{e}:{a}" for e, a, _ in BAD])
 def test_bad_input_is_one_line_and_exit_2(earlier, entry, args, names):
+    refused(earlier, entry, args, names, max_lines=2)
+
+
+@pytest.mark.parametrize("entry,args,names", GUARDED, ids=[f"{e}:{a}" for e, a, _ in GUARDED])
+def test_what_is_read_back_or_written_last_is_checked_first(earlier, entry, args, names):
+    refused(earlier, entry, args, names, max_lines=1)
+
+
+def refused(earlier: Path, entry: str, args: str, names: str, max_lines: int) -> None:
+    """`entry args` exits 2 with at most `max_lines` lines on stderr naming `names`, no traceback, and
+    every file under `earlier` byte-identical."""
     before = file_bytes(earlier)
     args = args.format(d=earlier).split()
     if entry == "invert" and not any(a.startswith(("hydra.run.dir", "resume=", "-m")) for a in args):
@@ -242,7 +345,7 @@ def test_bad_input_is_one_line_and_exit_2(earlier, entry, args, names):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert 1 <= len(lines) <= 2, lines
+    assert 1 <= len(lines) <= max_lines, lines
     assert names.format(d=earlier) in proc.stderr, lines
     assert "this ran at load time" not in proc.stdout + proc.stderr
     assert file_bytes(earlier) == before
