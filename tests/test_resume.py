@@ -153,3 +153,69 @@ def test_a_run_saved_when_names_picked_the_classes_resumes_with_them(tmp_path, p
     for key in ("param", "optimizer"):
         assert OmegaConf.to_container(resumed[key], resolve=True) == OmegaConf.to_container(fresh[key], resolve=True)
     assert "optimizer" not in resumed.schedule and resumed.optimizer.lr == 0.3
+
+
+TINY_JUDGE = ["verifier=timm", "verifier.timm.name=test_efficientnet", "verifier.timm.weights=random",
+              "verifier.timm.num_classes=10", "verifier.timm.input_size=32"]
+
+
+def test_a_run_whose_judges_fail_is_not_finished_and_resume_finishes_it(tmp_path, monkeypatch):
+    """metrics.json marks a run finished, so it is written once, after the judges: judging that
+    raises after the inversion leaves the images and the last stage's checkpoint but no metrics.json,
+    and resume= then judges and writes it, with the whole run's time."""
+    from pii.eval import judge
+
+    out = tmp_path / "run"
+    cfg = as_hydra_run(tiny_cfg(out, *TINY_JUDGE), out)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the judge broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(judge, "judge_run", fail)
+        with pytest.raises(RuntimeError, match="the judge broke"):
+            runner.run(cfg)
+    assert not (out / outputs.METRICS).exists() and (out / "1_class-1.png").is_file()
+    checkpoint = resume.load_checkpoint(out)
+    assert checkpoint["stage"] == 2 and checkpoint["seconds"] > 0
+    resumed = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "unused"), {"resume": str(out)}))
+    saved = OmegaConf.load(out / outputs.METRICS)
+    assert list(saved.judge) == ["timm"] and saved.judge.timm.images == 2
+    assert resumed.first_stage == 4 and resumed.seconds >= checkpoint["seconds"]
+    assert saved.seconds_per_class == pytest.approx(resumed.seconds / 2) and saved.seconds_per_class > 0
+
+
+def test_a_resumed_run_reports_the_whole_runs_time(tmp_path):
+    """The stages before the stop are counted (the checkpoint keeps their time); a checkpoint without
+    it (an older pii) gives null, which the leaderboard shows as unknown, never as fast."""
+    from pii.eval import results
+    from pii.eval.leaderboard import Row, markdown
+
+    killed = stopped_run(tmp_path / "killed", after_stage=0)
+    before = resume.load_checkpoint(killed)["seconds"]
+    resumed = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "x"), {"resume": str(killed)}))
+    assert resumed.seconds >= before + sum(stage.seconds for stage in resumed.stage_seconds)
+
+    old = stopped_run(tmp_path / "old", after_stage=1)
+    checkpoint = torch.load(old / outputs.CHECKPOINT, weights_only=True)
+    del checkpoint["seconds"]
+    torch.save(checkpoint, old / outputs.CHECKPOINT)
+    unknown = runner.run(OmegaConf.merge(tiny_cfg(tmp_path / "y"), {"resume": str(old)}))
+    assert unknown.seconds is None and unknown.seconds_per_class is None
+    assert results.read(old / outputs.METRICS).seconds_per_class is None
+    row = Row("pixel", "custom")
+    row.add(resumed)
+    row.add(unknown)
+    assert row.summary()["seconds_per_class"] is None and markdown([row.summary()]).endswith("| unknown |")
+
+
+def test_resume_takes_a_class_given_as_a_list_of_one_as_the_same(tmp_path):
+    """A run started with class_id=1, resumed with class_id=[1]: the same class, not a change."""
+    started = tmp_path / "started"
+    as_hydra_run(tiny_cfg(started, "class_id=1"), started)
+    resumed = resume.resumed_config(tiny_cfg(tmp_path / "x", "class_id=[1]", f"resume={started}"),
+                                    ["class_id=[1]", f"resume={started}"])
+    assert resumed.class_id == 1
+    with pytest.raises(ConfigError, match=r"class_id=\[1,2\] would change"):
+        resume.resumed_config(tiny_cfg(tmp_path / "x", "class_id=[1,2]", f"resume={started}"),
+                              ["class_id=[1,2]", f"resume={started}"])

@@ -142,7 +142,8 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:
         stages, judges = d.get("stage_seconds"), d.get("judge")
-        result = cls(**{**d, "classes": [ClassResult.from_dict(c) for c in d["classes"]],
+        result = cls(**{"seconds": None, "seconds_per_class": None,  # written as absent where unknown (to_dict)
+                        **d, "classes": [ClassResult.from_dict(c) for c in d["classes"]],
                         "stage_seconds": None if stages is None else [StageTime(**t) for t in stages],
                         "judge": None if judges is None else {k: JudgeResult.from_dict(j) for k, j in judges.items()}})
         if not all(isinstance(c.class_id, int) and isinstance(c.image, str) for c in result.classes):
