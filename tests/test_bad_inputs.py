@@ -630,3 +630,13 @@ def test_every_numeric_key_has_its_range_checked(program):
                         unchecked.append(f"{key}={bad}: {err}")
     assert len(tried) > 20
     assert unchecked == []
+
+
+def test_a_command_run_with_a_variable_torch_reads_at_import_gets_it(tmp_path):
+    """conftest.run_cli forks its commands from a server that imported torch already; a variable that
+    torch reads at import (threads, instruction set) would be ignored there, so such a command runs in
+    a real interpreter, and gets it."""
+    script = tmp_path / "show.py"
+    script.write_text("import torch\nprint(torch.get_num_threads(), torch.backends.cpu.get_cpu_capability())\n")
+    threads, capability = run_cli(script, env={"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default"}).stdout.split()
+    assert (threads, capability) == ("1", "DEFAULT")

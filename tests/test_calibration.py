@@ -135,3 +135,23 @@ def test_a_run_records_its_choice_in_metrics_json_and_the_next_run_uses_the_cach
     assert second.device_settings["precision"] == saved["precision"]
     explicit = runner.run(tiny_cfg(tmp_path / "c", "verifier=none", "precision=fp32", "channels_last=true"))
     assert explicit.device_settings["precision"] == "fp32" and explicit.config["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("damaged", [-5.0, 0, float("nan"), "fast", None, True])
+def test_a_cached_timing_that_is_not_a_time_is_timed_afresh(tmp_path, cache_dir, caplog, damaged):
+    """A cache entry is a file like any other: a negative, zero, nan or string figure for the fastest-looking
+    candidate is not used to choose (a negative one made runs take the slowest setting); it is timed again,
+    the run says so in one line, and the cache gets the real figure."""
+    settle(tiny_cfg(tmp_path), table(FP32_FASTER))
+    path = cache_dir / calibration.CACHE_FILE
+    cache = json.loads(path.read_text())
+    (key,) = cache
+    cache[key]["seconds_per_view"]["bf16/nchw/4"] = damaged  # the slowest, made to look fastest
+    path.write_text(json.dumps(cache))
+    timer = table(FP32_FASTER)
+    with caplog.at_level("WARNING", logger="pii.models.calibration"):
+        again = settle(tiny_cfg(tmp_path), timer)
+    assert (again.precision, again.channels_last) == ("fp32", False) and timer.timed == ["bf16/nchw/4"] * 4
+    (line,) = [r.getMessage() for r in caplog.records if "calibration cache" in r.getMessage()]
+    assert "bf16/nchw/4=" in line and "timing them afresh" in line
+    assert json.loads(path.read_text())[key]["seconds_per_view"] == FP32_FASTER
