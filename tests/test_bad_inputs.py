@@ -16,6 +16,7 @@ non-finite weights and losses, Ctrl-C in a script, every numeric key's range.
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -640,3 +641,56 @@ def test_a_command_run_with_a_variable_torch_reads_at_import_gets_it(tmp_path):
     script.write_text("import torch\nprint(torch.get_num_threads(), torch.backends.cpu.get_cpu_capability())\n")
     threads, capability = run_cli(script, env={"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default"}).stdout.split()
     assert (threads, capability) == ("1", "DEFAULT")
+
+
+def test_a_run_too_large_for_the_memory_is_refused_saying_how_many_classes_fit(tmp_path):
+    """1000 classes of 32 views at 512 px need hundreds of GB: refused once the model is built, before
+    any inversion, in one line naming how many classes fit and classes_per_job; the new run's directory
+    keeps .hydra/ and a log that ends with the line."""
+    out = tmp_path / "run"
+    many = "class_id=[" + ",".join(map(str, range(1000))) + "]"
+    args = [a for a in MODEL if not a.startswith(("class_id=", "model.num_classes=", "model.input_size="))]
+    proc = cli("invert", [*args, many, "model.num_classes=1000", "model.input_size=512", "model.weights=random",
+                          "augmentation.ensemble_size=32", "augmentation.chunk=8", "precision=fp32",
+                          "channels_last=false", "verifier=none", f"hydra.run.dir={out}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: 1000 classes x 32 views at 512 px need ~") and " are available" in line
+    assert re.search(r"at most \d+ classes fit in one run: split class_id with classes_per_job=\d+", line), line
+    assert (out / "invert.log").read_text().strip().endswith(line)
+    assert sorted(p.name for p in out.iterdir()) == [".hydra", "invert.log"]
+
+
+def test_views_are_chunked_to_fit_the_memory_and_give_the_same_images(tmp_path, monkeypatch):
+    """With memory for the views and 3 views in the classifier at once, chunk=auto splits the 4 views of
+    a step at the largest stage in 2 chunks of 2 (the same gradient: the same images as all at once);
+    an explicit chunk that does not fit, or memory short of one view, is refused naming the key."""
+    from pii import models
+    from pii.models import device
+    from pii.run import build
+
+    cfg = tiny_cfg(tmp_path / "whole", "verifier=none", "precision=fp32", "channels_last=false",
+                   "augmentation.chunk=auto")
+    classifier, augment = models.build(cfg.model, fold=bool(cfg.fold_batchnorm)), build.augmentation(cfg)
+    size = models.plan_stages(cfg)[-1].size
+    image = torch.rand(1, 3, size, size, requires_grad=True)
+    per_class, views = device.saved_bytes(lambda: augment(image, device.Draws.seeded(0, [1], 0)))
+    per_class += views.nelement() * 4 + 8 * image.nelement() * 4
+    per_view, _ = device.saved_bytes(lambda: classifier(views[:1].detach().requires_grad_(), eager=True))
+
+    def memory(classes, view_count):
+        return int((classes * per_class + view_count * per_view) / device.MEMORY_BUDGET) + 1, "a test's figure"
+
+    whole = runner.run(cfg)
+    monkeypatch.setattr(device, "available_memory", lambda dev: memory(2, 3.5))
+    split = runner.run(tiny_cfg(tmp_path / "split", "verifier=none", "precision=fp32", "channels_last=false",
+                                "augmentation.chunk=auto"))
+    assert whole.device_settings["chunk"] == 4 and split.device_settings["chunk"] == 2
+    assert split.mean_probability == pytest.approx(whole.mean_probability, abs=1e-4)
+    with pytest.raises(ConfigError, match=r"augmentation.chunk=4 views at 32 px need .*set augmentation.chunk=3 or auto"):
+        runner.run(tiny_cfg(tmp_path / "c", "verifier=none", "precision=fp32", "channels_last=false",
+                            "augmentation.chunk=4"))
+    monkeypatch.setattr(device, "available_memory", lambda dev: memory(1.5, 1))
+    with pytest.raises(ConfigError, match=r"2 classes x 2 views at 32 px .* at most 1 classes fit .*classes_per_job=1"):
+        runner.run(tiny_cfg(tmp_path / "d", "verifier=none"))
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from pii.core.draws import Draws
 from pii.errors import ConfigError
 from pii.models import cpu
 
@@ -144,3 +147,90 @@ def _memory_per_view(classifier: nn.Module, size: int, device: torch.device) -> 
     peak = torch.cuda.max_memory_allocated(device) - base
     del probe
     return peak / PROBE_VIEWS
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes a run may still take on `device`, and where the figure comes from: CUDA's free memory
+    (and what torch's allocator holds unused); on the CPU the kernel's MemAvailable, or less where a
+    cgroup (a container, a SLURM job) caps the process."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), "free on the GPU"
+    figures = []
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: line.split()[1] for line in f}
+        figures.append((int(info["MemAvailable"]) * 1024, "MemAvailable"))
+    except (OSError, KeyError, ValueError, IndexError):
+        figures.append((os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages"))
+    for limit, used in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            cap = int(Path("/sys/fs/cgroup", limit).read_text()) - int(Path("/sys/fs/cgroup", used).read_text())
+        except (OSError, ValueError):  # no such cgroup file, or "max": no cap
+            continue
+        figures.append((max(cap, 0), "the cgroup's memory limit"))
+    return min(figures)
+
+
+def saved_bytes(run) -> tuple[int, torch.Tensor]:
+    """Bytes of the tensors autograd keeps for the backward of what `run()` computes (each storage
+    once), plus its output's: what a forward holds until its backward runs, on any device; and the output."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = run()
+    return sum(storages.values()) + out.nelement() * out.element_size(), out
+
+
+def fit_memory(chunk: int | str, setting: int | str, classifier: nn.Module, augment, class_ids: list[int],
+               size: int, splits: bool, device: torch.device) -> int | str:
+    """Views per chunk (`chunk`: what the run settled; `setting`: augmentation.chunk as given) such
+    that a step at `size` px, the largest stage's, fits MEMORY_BUDGET of the memory available: planned
+    before the run, not met in the allocator. ConfigError, saying how many classes fit, where even one
+    view at a time does not (all views at once where the loss does not `splits` them).
+
+    A step holds, for every class, its augmented views and what their augmentation keeps for the
+    backward (split: also the views' gradients), and for the views in the classifier at once what one
+    view's forward keeps; both are measured here, one class's augmentation and one view's forward at
+    `size`."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        image = torch.rand(1, 3, size, size, device=device, requires_grad=True)
+        per_class, views = saved_bytes(lambda: augment(image, Draws.seeded(0, class_ids[:1], 0)))
+        per_view, _ = saved_bytes(lambda: classifier(views[:1].detach().requires_grad_(), eager=True))
+    # the views' gradients (split) and the image's parametrisation, its optimiser state and its gradient
+    per_class += views.nelement() * views.element_size() + 8 * image.nelement() * image.element_size()
+    views_per_class, classes = len(views), len(class_ids)
+    free, source = available_memory(device)
+    budget = MEMORY_BUDGET * free
+    at_once = 1 if splits else views_per_class * classes  # the fewest views the classifier may take at once
+    need = per_class * classes + per_view * at_once
+    if need > budget:
+        most = math.floor((budget - per_view) / per_class) if splits else math.floor(
+            budget / (per_class + per_view * views_per_class))
+        raise ConfigError(
+            f"{classes} classes x {views_per_class} views at {size} px need ~{amount(need / MEMORY_BUDGET)}, but "
+            f"{amount(free)} are available ({source}); at most {max(most, 0)} classes fit in one run: split class_id "
+            f"with classes_per_job={max(most, 1)} (-m), or lower augmentation.ensemble_size")
+    fits = math.floor((budget - per_class * classes) / per_view)
+    total = views_per_class * classes
+    wanted = total if chunk in ("auto", None) and device.type == "cpu" else chunk
+    if wanted in ("auto", None) or int(wanted) <= fits:
+        return chunk  # CUDA's auto is decided at each stage from the memory then free (views_per_chunk)
+    if setting != "auto":
+        raise ConfigError(f"augmentation.chunk={setting} views at {size} px need "
+                          f"~{amount((per_class * classes + per_view * int(wanted)) / MEMORY_BUDGET)}, but {amount(free)} "
+                          f"are available ({source}); set augmentation.chunk={fits} or auto")
+    per_chunk = math.ceil(total / math.ceil(total / fits))  # equal chunks: one shape for the kernels
+    log.info("memory: %d views at %d px go in chunks of %d (%.1f MB a view in the classifier, %.1f MB a class's "
+             "views; %.1f GB available, %s)", total, size, per_chunk, per_view / 2**20, per_class / 2**20,
+             free / 2**30, source)
+    return per_chunk
+
+
+def amount(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"

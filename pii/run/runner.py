@@ -15,7 +15,7 @@ from pii.eval import judge as judge_lib
 from pii.eval import results
 from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key, job_classes
-from pii.models.device import resolve_device
+from pii.models.device import fit_memory, resolve_device
 from pii.run import build, resume, tracking
 from pii.run.config import check_invert, check_stages
 from pii.run.outputs import Saver, save_images
@@ -87,6 +87,8 @@ def run(cfg: DictConfig) -> RunResult:
     # initialisation (before their weights load) leaves what the inversion draws as it was
     with torch.random.fork_rng(devices=[]):
         judges = judge_lib.build_judges(cfg.get("verifier"), device, classifier.num_classes)
+    pieces.settings.chunk = fit_memory(pieces.settings.chunk, cfg.augmentation.chunk, classifier, pieces.augment, class_ids,
+                                       stages[-1].size, pieces.loss.splits_over_views, device)  # planned, not met in the allocator
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("inverting %s classes %s on %s (%s); stages %s x %d steps; outputs in %s", classifier.name, class_ids,
