@@ -182,6 +182,8 @@ GUARDED = [
     ("invert", "resume={d}/ckpt_image_nan", "its image holds nan or inf"),
     ("invert", "resume={d}/ckpt_seconds_negative", "its seconds are -5.0"),
     ("invert", "resume={d}/ckpt_param_int", "its param is not a state of finite float tensors"),
+    ("invert", "resume={d}/ckpt_image_size", "its image is [3, 24, 24], not stage 1's 3 x 16 x 16 px"),
+    ("invert", "resume={d}/ckpt_other_classes", "holds classes 3, 4, not the run's 1, 2"),
     # a run of the other program
     ("invert", "resume={d}/train_ahead", "is a train_invert.py run; continue it with: python train_invert.py "
      "resume=true hydra.run.dir={d}/train_ahead"),
@@ -300,7 +302,8 @@ def damaged_checkpoints(d: Path) -> None:
     damage = {"rng_list": {"rng": [1, 2, 3]}, "rng_float": {"rng": checkpoint["rng"].float()},
               "stage_negative": {"stage": -1}, "stage_past": {"stage": 7}, "stage_text": {"stage": "two"},
               "image_nan": {"image": torch.full_like(checkpoint["image"], float("nan"))},
-              "seconds_negative": {"seconds": -5.0}, "param_int": {"param": {"pixels": torch.zeros(2, dtype=torch.long)}}}
+              "seconds_negative": {"seconds": -5.0}, "param_int": {"param": {"pixels": torch.zeros(2, dtype=torch.long)}},
+              "image_size": {"image": torch.rand(2, 3, 24, 24)}, "other_classes": {"class_ids": [3, 4]}}
     for name, entries in damage.items():
         shutil.copytree(d / "stopped", d / f"ckpt_{name}")
         torch.save({**checkpoint, **entries}, d / f"ckpt_{name}" / "checkpoint.pt")

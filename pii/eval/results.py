@@ -148,6 +148,12 @@ class RunResult:
                         "judge": None if judges is None else {k: JudgeResult.from_dict(j) for k, j in judges.items()}})
         if not all(isinstance(c.class_id, int) and isinstance(c.image, str) for c in result.classes):
             raise TypeError("a class entry without an integer class_id and an image name")
+        for name in ("seconds", "seconds_per_class", "mean_probability", "top1_rate"):  # what tables add up and rank
+            value = getattr(result, name)
+            if value is None and name.startswith("seconds"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} is {value!r}, not a number >= 0")
         return result
 
 

@@ -128,37 +128,43 @@ def finished_result(run_dir: Path) -> RunResult | None:
     return results.read(path) if path.is_file() else None
 
 
-def load_checkpoint(run_dir: Path, num_stages: int | None = None) -> dict | None:
+def load_checkpoint(run_dir: Path, sizes: list[int] | None = None, class_ids: list[int] | None = None) -> dict | None:
     """The checkpoint of the last completed stage (pii.run.outputs.Saver), or None; each entry checked
-    (its type, its range: a stage of the `num_stages` the schedule has), whoever wrote the file."""
+    (its type, its range), whoever wrote the file: with the schedule's stage `sizes` and the run's
+    `class_ids`, that it is a stage of this schedule, at its size, of these classes."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
     checkpoint = load_tensors(path, "resume checkpoint")
     if not isinstance(checkpoint, dict) or not {"stage", "image", "class_ids", "rng"} <= set(checkpoint):
         raise ConfigError(f"resume checkpoint {str(path)!r} is not one invert.py wrote (no stage, image, class_ids, rng)")
-    bad = checkpoint_problem(checkpoint, num_stages)
+    bad = checkpoint_problem(checkpoint, sizes)
     if bad:
         raise ConfigError(f"resume checkpoint {str(path)!r} is damaged: {bad}; start a new run, or resume a copy "
                           f"of the run whose checkpoint is whole")
+    if class_ids is not None and list(checkpoint["class_ids"]) != list(class_ids):
+        raise ConfigError(f"resume: the checkpoint {str(path)!r} holds classes {few(checkpoint['class_ids'])}, "
+                          f"not the run's {few(class_ids)}")
     return checkpoint
 
 
-def checkpoint_problem(checkpoint: dict, num_stages: int | None) -> str | None:
+def checkpoint_problem(checkpoint: dict, sizes: list[int] | None) -> str | None:
     """What is wrong with a checkpoint's entries (pii.run.outputs.Saver writes them), or None."""
 
     def integer(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     stage, image, rng, seconds = checkpoint["stage"], checkpoint["image"], checkpoint["rng"], checkpoint.get("seconds")
-    if not integer(stage) or stage < 0 or (num_stages is not None and stage >= num_stages):
-        return (f"its stage is {stage!r}, not a stage index 0..{num_stages - 1} of this schedule's {num_stages}"
-                if num_stages is not None else f"its stage is {stage!r}, not a stage index >= 0")
+    if not integer(stage) or stage < 0 or (sizes is not None and stage >= len(sizes)):
+        return (f"its stage is {stage!r}, not a stage index 0..{len(sizes) - 1} of this schedule's {len(sizes)}"
+                if sizes is not None else f"its stage is {stage!r}, not a stage index >= 0")
     ids = checkpoint["class_ids"]
     if not isinstance(ids, (list, tuple)) or not ids or not all(integer(c) for c in ids):
         return f"its class_ids are {type(ids).__name__} {str(ids)[:40]}, not a list of class ids"
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or len(image) != len(ids) or not image.is_floating_point():
         return "its image is not one float image (classes, 3, H, W) per class id"
+    if sizes is not None and tuple(image.shape[1:]) != (3, sizes[stage], sizes[stage]):
+        return f"its image is {list(image.shape[1:])}, not stage {stage + 1}'s 3 x {sizes[stage]} x {sizes[stage]} px"
     if not image.isfinite().all():
         return "its image holds nan or inf"
     cpu_state = torch.get_rng_state()
@@ -195,7 +201,9 @@ def check_files(cfg: DictConfig) -> None:
     if cfg.get("resume"):
         from pii import models
 
-        load_checkpoint(Path(str(cfg.resume)).expanduser(), len(models.plan_stages(cfg)))
+        load_checkpoint(Path(str(cfg.resume)).expanduser(), [stage.size for stage in models.plan_stages(cfg)],
+                        job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"),
+                                    cfg.get("class_chunk")))
     if cfg.get("init_from"):
         load_images(cfg.init_from, job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"),
                                                cfg.get("class_chunk")))
@@ -212,12 +220,12 @@ def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
     restored as well.
     """
     if cfg.get("resume"):
-        checkpoint = load_checkpoint(Path(cfg.output_dir), num_stages)
+        from pii import models
+
+        checkpoint = load_checkpoint(Path(cfg.output_dir), [stage.size for stage in models.plan_stages(cfg)], class_ids)
         if checkpoint is None:
             log.warning("resume: no finished stage in %s; starting from the first stage", cfg.output_dir)
             return None, 0, 0.0
-        if list(checkpoint["class_ids"]) != class_ids:
-            raise ConfigError(f"resume: the checkpoint holds classes {few(checkpoint['class_ids'])}, not {few(class_ids)}")
         first = int(checkpoint["stage"]) + 1
         seconds = checkpoint.get("seconds")
         if seconds is None:
