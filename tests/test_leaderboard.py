@@ -42,3 +42,32 @@ def test_a_sweep_of_the_methods_runs_each_and_the_leaderboard_reads_them(tmp_pat
         for entry in entries.values():
             assert entry["command"].startswith("python scripts/leaderboard.py ") and entry["commit"] and entry["hardware"]
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["date"])
+
+
+def test_a_run_of_unknown_time_is_not_ranked_fast_and_a_bad_time_is_skipped(tmp_path):
+    """metrics.json is read back whoever wrote it: a time that is not a number is skipped with a
+    warning; a run whose time is unknown (null: resumed from a checkpoint that did not keep it) makes
+    its row's time unknown, never 0."""
+    import torch
+    from torchvision.utils import save_image
+
+    from pii.eval import results
+    from tests.tiny import made_up_result
+
+    runs = tmp_path / "runs"
+    for name, seconds in (("timed", 2.0), ("unknown", None), ("bad", "fast")):
+        run = made_up_result({1: "1_a.png", 2: "2_b.png"})
+        run.seconds, run.seconds_per_class = (seconds, None if seconds is None else 1.0)
+        (runs / name).mkdir(parents=True)
+        results.write(runs / name / "metrics.json", run)
+        for image in ("1_a.png", "2_b.png"):
+            save_image(torch.rand(3, 8, 8), runs / name / image)
+    data = json.loads((runs / "bad" / "metrics.json").read_text())
+    data["seconds_per_class"] = "fast"
+    (runs / "bad" / "metrics.json").write_text(json.dumps(data))
+    proc = run_cli("scripts/leaderboard.py", runs, "--out", tmp_path / "board", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bad/metrics.json" in proc.stderr and "Traceback" not in proc.stderr
+    board = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
+    assert len(board["runs"]) == 2 and [r["seconds_per_class"] for r in board["rows"]] == [None]
+    assert (tmp_path / "board" / "leaderboard.md").read_text().rstrip().endswith("| unknown |")
