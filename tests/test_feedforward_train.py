@@ -257,3 +257,20 @@ def test_image_folder_with_a_model_group_classifier(tmp_path, tiny):
     metrics = train_invert(cfg)
     assert metrics["classifier"] == "resnet10t" and metrics["num_test"] == 4
     assert set(metrics["eval"]["logits"]) >= {"retrieval_features", "chance"}
+
+
+def test_resume_may_change_how_a_run_goes_not_what_it_trains(tmp_path, tiny):
+    """resume=true reads the run's .hydra/config.yaml: more steps, another device or logger continue;
+    a changed seed, learning rate or loss weight is refused naming it (metrics.json would claim it
+    for the steps trained without it)."""
+    from pii.feedforward.runner import check_unchanged
+
+    out = tmp_path / "run"
+    (out / ".hydra").mkdir(parents=True)
+    saved = OmegaConf.to_container(tiny(), resolve=False)
+    saved.pop("hydra", None)
+    OmegaConf.save(OmegaConf.create(saved), out / ".hydra" / "config.yaml")
+    check_unchanged(tiny("resume=true", "schedule.steps=40", "device=cpu", "logger=wandb", "num_threads=2"), out)
+    for changed in ("seed=7", "schedule.lr_g=0.003", "loss.pixel_l1=0.5", "generator.base=16", "conditions=[logits]"):
+        with pytest.raises(ConfigError, match=f"resume=true: {changed.split('=')[0]}=.* would change what its checkpoints mean"):
+            check_unchanged(tiny("resume=true", changed), out)
