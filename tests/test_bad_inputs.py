@@ -676,7 +676,7 @@ def test_views_are_chunked_to_fit_the_memory_and_give_the_same_images(tmp_path, 
     cfg = tiny_cfg(tmp_path / "whole", "verifier=none", "precision=fp32", "channels_last=false",
                    "augmentation.chunk=auto")
     classifier, augment = models.build(cfg.model, fold=bool(cfg.fold_batchnorm)), build.augmentation(cfg)
-    size = models.plan_stages(cfg)[-1].size
+    size = build.stages(cfg)[-1].size
     image = torch.rand(1, 3, size, size, requires_grad=True)
     per_class, views = device.saved_bytes(lambda: augment(image, device.Draws.seeded(0, [1], 0)))
     per_class += views.nelement() * 4 + 8 * image.nelement() * 4

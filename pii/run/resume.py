@@ -199,9 +199,9 @@ def check_files(cfg: DictConfig) -> None:
     from pii.models.classes import job_classes
 
     if cfg.get("resume"):
-        from pii import models
+        from pii.run import build
 
-        load_checkpoint(Path(str(cfg.resume)).expanduser(), [stage.size for stage in models.plan_stages(cfg)],
+        load_checkpoint(Path(str(cfg.resume)).expanduser(), [stage.size for stage in build.stages(cfg)],
                         job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"),
                                     cfg.get("class_chunk")))
     if cfg.get("init_from"):
@@ -220,9 +220,9 @@ def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
     restored as well.
     """
     if cfg.get("resume"):
-        from pii import models
+        from pii.run import build
 
-        checkpoint = load_checkpoint(Path(cfg.output_dir), [stage.size for stage in models.plan_stages(cfg)], class_ids)
+        checkpoint = load_checkpoint(Path(cfg.output_dir), [stage.size for stage in build.stages(cfg)], class_ids)
         if checkpoint is None:
             log.warning("resume: no finished stage in %s; starting from the first stage", cfg.output_dir)
             return None, 0, 0.0
