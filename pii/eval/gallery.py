@@ -179,7 +179,8 @@ def page(jobs: list[Job], root: Path, title: str) -> str:
         images = "".join(
             f'<img src="{quote(job.image(cid).relative_to(root).as_posix())}" width="64" height="64" alt="{cid}">'
             for cid, _ in cols if job.image(cid) is not None)
-        figures = [r.mean_probability, r.top1_rate, r.seconds, r.steps] if r else ["not finished", "", "", ""]
+        figures = ([r.mean_probability, r.top1_rate, "unknown" if r.seconds is None else r.seconds, r.steps] if r
+                   else ["not finished", "", "", ""])
         cells = [job.dir.name, row_label(job, keys), " ".join(job.overrides) or "(none)",
                  *figures] + [probs.get(cid, "") for cid, _ in cols]
         rows.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in cells) + f"<td>{images}</td></tr>")
