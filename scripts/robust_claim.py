@@ -39,10 +39,11 @@ from pii import models
 from pii.eval import gallery, results
 from pii.models.digits import digits_split
 from pii.models.robust import PGD, robust_accuracy
+from pii.feedforward.config import compose_train_invert
 from pii.models.training import accuracy
 from pii.run import digits
 from pii.run.cli import script_main
-from pii.run.compose import compose, compose_train_invert
+from pii.run.compose import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("train", "accuracy", "pii", "feedforward")

@@ -608,8 +608,8 @@ def test_every_numeric_key_has_its_range_checked(program):
     by the check the preflight runs, with a message naming the key."""
     from conftest import compose_config
 
-    from pii.run.compose import compose_train_invert
-    from pii.run.config import check_invert, check_train_invert
+    from pii.feedforward.config import check_train_invert, compose_train_invert
+    from pii.run.config import check_invert
 
     conf = ROOT / "conf" / ("train_invert" if program == "train_invert" else "")
     compose, check = (compose_train_invert, check_train_invert) if program == "train_invert" else (

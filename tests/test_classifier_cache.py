@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from pii.feedforward.classifier import checkpoint_path
-from pii.run.compose import compose_train_invert as compose
+from pii.feedforward.config import compose_train_invert as compose
 
 
 def path_for(*overrides: str) -> Path:

@@ -74,7 +74,7 @@ def test_every_key_has_a_value_from_the_yaml_files():
     """With types-only schemas, a key no YAML file sets stays missing (???): found here, not where it is read."""
     for overrides in ([], ["experiment=fast"], ["experiment=maco"], ["param=fourier"], ["verifier=none"]):
         assert OmegaConf.missing_keys(compose_config([*overrides, "output_dir=/x"])) == set(), overrides
-    from pii.run.compose import compose_train_invert
+    from pii.feedforward.config import compose_train_invert
 
     assert OmegaConf.missing_keys(compose_train_invert(["output_dir=/x"])) == set()
 

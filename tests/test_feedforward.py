@@ -5,11 +5,11 @@ import torch
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
+from pii.feedforward.config import TRAIN_INVERT_CONF_DIR
 from pii.feedforward.discriminator import ProjectionDiscriminator
 from pii.feedforward.evaluate import chance, psnr, retrieval, ssim
 from pii.feedforward.generator import ConditionalBatchNorm, Generator
 from pii.feedforward.losses import hinge_d, hinge_g
-from pii.run.compose import TRAIN_INVERT_CONF_DIR
 
 
 def small32(group: str) -> dict:
@@ -147,8 +147,8 @@ def test_reconstruction_terms_vanish_on_the_source_and_pull_towards_it():
 def test_every_train_invert_config_composes():
     from pathlib import Path
 
-    from pii.run.compose import TRAIN_INVERT_CONF_DIR
-    from pii.run.compose import compose_train_invert as compose
+    from pii.feedforward.config import TRAIN_INVERT_CONF_DIR
+    from pii.feedforward.config import compose_train_invert as compose
 
     root = Path(TRAIN_INVERT_CONF_DIR)
     groups = sorted(p.name for p in root.iterdir() if p.is_dir())

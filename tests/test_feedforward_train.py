@@ -17,7 +17,7 @@ from pii.feedforward import data as data_lib
 from pii.feedforward import losses
 from pii.feedforward.runner import discriminator, generator, train_invert
 from pii.feedforward.train import CHECKPOINT, load_checkpoint, train
-from pii.run.compose import compose_train_invert as compose
+from pii.feedforward.config import compose_train_invert as compose
 
 
 @pytest.fixture

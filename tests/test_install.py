@@ -35,9 +35,9 @@ def test_a_non_editable_install_finds_its_configs_outside_the_repo(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    out = run(sys.executable, "-c", "import pii, pii.run.compose as c; "
+    out = run(sys.executable, "-c", "import pii, pii.run.compose as c, pii.feedforward.config as f; "
               "print(pii.__file__, c.CONF_DIR, c.compose(['model=vit_b32']).model.name, "
-              "c.compose_train_invert([]).data.name)")
+              "f.compose_train_invert([]).data.name)")
     module, conf, model, data = out.split()
     assert module == str(site / "pii" / "__init__.py") and conf == str(site / "pii" / "conf")
     assert (model, data) == ("vit_base_patch32_224.augreg_in21k_ft_in1k", "digits")

@@ -231,7 +231,7 @@ def test_a_robust_digits_model_is_reused_only_by_runs_that_would_train_the_same_
 def test_a_robust_small_cnn_is_cached_apart_from_the_natural_one(tmp_path):
     from pii.feedforward import classifier as classifier_lib
     from pii.feedforward import data as data_lib
-    from pii.run.compose import compose_train_invert
+    from pii.feedforward.config import compose_train_invert
 
     paths = {}
     for robust in ("linf", "none"):
@@ -295,7 +295,7 @@ def test_train_invert_sweeps_natural_against_robust_with_one_key():
     from pii.feedforward.classifier import checkpoint_path
     from pii.feedforward.cli import check_job
     from pii.run.cli import preflight
-    from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR, compose_train_invert
+    from pii.feedforward.config import SEARCHPATH, TRAIN_INVERT_CONF_DIR, compose_train_invert
 
     # every job checked, none bad: the sweep's config comes back (its hydra.sweep.dir is claimed next)
     assert preflight(["-m", "robust=none,linf,l2", SEARCHPATH], TRAIN_INVERT_CONF_DIR, "config", check_job) is not None

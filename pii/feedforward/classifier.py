@@ -23,11 +23,11 @@ from torch import nn
 
 from pii import models
 from pii.errors import ConfigError
+from pii.feedforward.config import TRAIN_INVERT_CONF_DIR
 from pii.feedforward.data import Data, load_all
 from pii.files import write_atomic, write_json
 from pii.models.robust import PGD, robust_accuracy
 from pii.models.training import accuracy, fit
-from pii.run.compose import TRAIN_INVERT_CONF_DIR
 from pii.run.config import target
 
 log = logging.getLogger(__name__)

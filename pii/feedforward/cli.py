@@ -14,9 +14,9 @@ import hydra
 from omegaconf import DictConfig
 
 from pii.errors import ConfigError
+from pii.feedforward.config import SEARCHPATH, TRAIN_INVERT_CONF_DIR, check_train_invert
 from pii.run.cli import ending, launch, preflight
-from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR, hydra_arg
-from pii.run.config import check_train_invert
+from pii.run.compose import hydra_arg
 
 
 @hydra.main(version_base="1.3", config_path=TRAIN_INVERT_CONF_DIR, config_name="config")

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from pii.errors import ConfigError
+from pii.feedforward.config import TRAIN_INVERT_CONF_DIR
 from pii.models.training import split
-from pii.run.compose import TRAIN_INVERT_CONF_DIR
 from pii.run.config import target
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from pii.feedforward import classifier as classifier_lib
 from pii.feedforward import data as data_lib
 from pii.feedforward import evaluate as eval_lib
 from pii.feedforward import generator as g_lib
+from pii.feedforward.config import TRAIN_INVERT_CONF_DIR, check_train_invert
 from pii.feedforward.train import (
     CHECKPOINT,
     CHECKPOINT_KEYS,
@@ -39,8 +40,7 @@ from pii.files import write_json
 from pii.models.device import resolve_device
 from pii.models.weights import check_weights
 from pii.run import tracking
-from pii.run.compose import TRAIN_INVERT_CONF_DIR
-from pii.run.config import check_train_invert, target
+from pii.run.config import target
 from pii.run.outputs import METRICS, write_metrics
 
 log = logging.getLogger(__name__)

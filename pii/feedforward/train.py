@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
+from pii.core.precision import PRECISIONS
 from pii.errors import ConfigError
 from pii.feedforward.data import StepBatches
 from pii.feedforward.losses import GeneratorLoss, hinge_d, hinge_g
@@ -54,9 +55,6 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-
-PRECISIONS = ("fp32", "bf16")
 
 
 def ema_update(ema: ModelEmaV3, model: nn.Module, step: int, start: int) -> None:

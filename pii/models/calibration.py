@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pii.core.precision import AUTO, PRECISIONS
 from pii.errors import few
 from pii.models import cpu
 
@@ -54,7 +55,6 @@ CHUNKS = (8, 16, 32, 64)
 # differed by less than their own noise (5%), and splitting is never faster by much on the CPU.
 SPLIT_GAIN = 1.10
 CACHE_FILE = "calibration.json"
-PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -272,17 +272,17 @@ def settle(precision: str, channels_last: bool | str, chunk: int | str, device: 
     classifier in the cache key (with everything else that changes its speed: fold, ...);
     `build(precision, channels_last)` makes it for timing; `splits`: the loss allows views in
     several chunks; `seconds_per_view` replaces the real timer (tests)."""
-    explicit = precision != "auto" and channels_last != "auto" and (chunk != "auto" or not splits)
+    explicit = precision != AUTO and channels_last != "auto" and (chunk != "auto" or not splits)
     if device.type != "cpu" or explicit:
         source = "config" if explicit else "policy"
-        return DeviceSettings("bf16" if precision == "auto" else precision,
+        return DeviceSettings("bf16" if precision == AUTO else precision,
                               True if channels_last == "auto" else bool(channels_last), chunk, source)
     size, where = timed_size(stages), machine()
     key = f"{where}; {model}; {size} px; pii code {code_version()}"
     known = read_cache(key).get("seconds_per_view", {})
     started = time.perf_counter()
     best, timings = calibrate(
-        PRECISIONS if precision == "auto" else [precision],
+        PRECISIONS if precision == AUTO else [precision],
         [True, False] if channels_last == "auto" else [bool(channels_last)],
         chunk_candidates(views) if chunk == "auto" and splits else [views if chunk == "auto" else min(int(chunk), views)],
         seconds_per_view or StepTimer(build, size, device), known)

@@ -22,6 +22,7 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from pii.core.precision import PRECISIONS
 from pii.errors import ConfigError
 from pii.models import timm_extra  # noqa: F401  (registers pii_* architectures with timm)
 from pii.models import device as device_policy
@@ -45,8 +46,8 @@ class Classifier(nn.Module):
         self.name, self.input_size, self.fixed_size, self.num_classes = name, input_size, fixed_size, num_classes
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

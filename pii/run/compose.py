@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import hydra
 from hydra.errors import HydraException, OverrideParseException
@@ -18,11 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pii import CONF_DIR
 from pii.errors import ConfigError
-from pii.run.config import check_train_invert
-
-TRAIN_INVERT_CONF_DIR = str(Path(CONF_DIR) / "train_invert")
-# train_invert's configs reach conf/'s groups (the `model` group: any classifier of invert.py)
-SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"
+from pii.run import config  # noqa: F401  (registers the schemas that conf/config.yaml's defaults name)
 
 
 def one_line(err: Exception) -> str:
@@ -91,15 +86,4 @@ def compose(overrides: list[str]) -> DictConfig:
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(one_line(err)) from None
-    return cfg
-
-
-def compose_train_invert(overrides: list[str] = ()) -> DictConfig:
-    """The train_invert config, composed without running (tests, notebooks), ranges checked."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(TRAIN_INVERT_CONF_DIR, version_base="1.3"):
-        cfg = hydra_compose("config", overrides=[*overrides, SEARCHPATH])
-    check_train_invert(cfg)
     return cfg

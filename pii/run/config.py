@@ -1,18 +1,18 @@
-"""The configs' schemas and their checks: what a value may be, in one place.
+"""invert.py's config schemas and their checks: what a value may be, in one place; and the
+checks and groups train_invert's config (pii.feedforward.config) shares with it (`model`,
+`logger`, `robust`).
 
 The dataclasses hold types only (every field MISSING): the values, defaults included, are in
 the YAML files of conf/, each written once there (docs/architecture.md says why). The schemas are
-registered in Hydra's ConfigStore and are the first entry of conf/config.yaml's and
-conf/train_invert/config.yaml's defaults, so Hydra itself refuses a value of the wrong type
-(`augmentation.ensemble_size=abc` or `=1.5`) while composing, and a key no YAML sets
-fails where it is read. The `param` group's options differ in their keys: each has its own
-schema (PixelParam, ...), named in its file's defaults. What a type cannot say (ranges, choices,
-the class ids against the model, a `_target_` that must load) is checked by `check_invert` /
-`check_train_invert`. Both run before anything loads or is written (pii.run.cli.preflight, and
-again at the top of the run functions for callers that skip the CLI).
+registered in Hydra's ConfigStore and are the first entry of conf/config.yaml's defaults, so Hydra
+itself refuses a value of the wrong type (`augmentation.ensemble_size=abc` or `=1.5`) while
+composing, and a key no YAML sets fails where it is read. The `param` group's options differ in
+their keys: each has its own schema (PixelParam, ...), named in its file's defaults. What a type
+cannot say (ranges, choices, the class ids against the model, a `_target_` that must load) is
+checked by `check_invert`, before anything loads or is written (pii.run.cli.preflight, and again at
+the top of the runner for callers that skip the CLI).
 
-Groups whose keys differ between options (train_invert's `data`) or that hold user data
-(`class_id`: an int, a list, or `classes=...`) stay `Any`. This module imports no torch at import
+Groups that hold user data (`class_id`: an int, a list, or `classes=...`) stay `Any`. This module imports no torch at import
 time: a bad command line fails in about a second.
 """
 
@@ -29,6 +29,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pii import CONF_DIR
+from pii.core.precision import AUTO, PRECISIONS
 from pii.errors import ConfigError, few
 
 OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
@@ -163,7 +164,7 @@ class InvertConfig:
     class_chunk: Optional[int] = MISSING
     seed: int = MISSING
     device: str = MISSING
-    precision: str = MISSING  # fp32 | bf16 | auto
+    precision: str = MISSING  # one of PRECISIONS, or AUTO
     channels_last: Any = MISSING  # true, false, or auto (pii.models.calibration)
     fold_batchnorm: bool = MISSING
     cudnn_benchmark: bool = MISSING
@@ -176,115 +177,14 @@ class InvertConfig:
     init_from: Optional[str] = MISSING
 
 
-@dataclass
-class SmallCNNConfig:
-    """conf/train_invert/classifier/small_cnn.yaml: `_target_` is its builder, the other keys its arguments."""
-    _target_: str = MISSING
-    num_classes: Optional[int] = MISSING
-    width: int = MISSING
-    epochs: int = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
-    seed: int = MISSING
-    checkpoint: Optional[str] = MISSING
-    cache_dir: str = MISSING
-
-
-@dataclass
-class ModelClassifierConfig:
-    """conf/train_invert/classifier/model.yaml: the `model` group's model (its builder takes no keys)."""
-    _target_: str = MISSING
-
-
-@dataclass
-class GeneratorConfig:
-    """conf/train_invert/generator/: `_target_` is the class (pii.feedforward.generator.Generator),
-    the other keys its arguments."""
-    _target_: str = MISSING
-    resolution: int = MISSING
-    base: int = MISSING
-    width: int = MISSING
-    max_mult: int = MISSING
-    z_dim: int = MISSING
-    embed_dim: int = MISSING
-    hierarchical: bool = MISSING
-    spectral_norm: bool = MISSING
-
-
-@dataclass
-class DiscriminatorConfig:
-    """conf/train_invert/discriminator/: as the generator's; its resolution is the generator's."""
-    _target_: str = MISSING
-    base: int = MISSING
-    width: int = MISSING
-    max_mult: int = MISSING
-    spectral_norm: bool = MISSING
-
-
-@dataclass
-class GanLossConfig:
-    adversarial: float = MISSING
-    pixel_l1: float = MISSING
-    feature_matching: float = MISSING
-    logit_consistency: float = MISSING
-
-
-@dataclass
-class TrainScheduleConfig:
-    steps: int = MISSING
-    batch_size: int = MISSING
-    lr_g: float = MISSING
-    lr_d: float = MISSING
-    betas: List[float] = MISSING
-    ema_decay: float = MISSING
-    ema_start: int = MISSING
-    checkpoint_every: int = MISSING
-    sample_every: int = MISSING
-    log_every: int = MISSING
-    workers: int = MISSING
-    precision: str = MISSING
-    compile: bool = MISSING
-    sync_batchnorm: bool = MISSING
-
-
-@dataclass
-class TrainInvertConfig:
-    data: Any = MISSING  # digits, cifar10 and folder have different keys
-    classifier: Any = MISSING  # each option's own schema (SmallCNNConfig, ModelClassifierConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    loss: GanLossConfig = field(default_factory=GanLossConfig)
-    schedule: TrainScheduleConfig = field(default_factory=TrainScheduleConfig)
-    logger: Any = MISSING  # each option's own schema (NoLoggerConfig, WandbLoggerConfig): its file's defaults name it
-    robust: RobustConfig = field(default_factory=RobustConfig)
-    model: Optional[ModelConfig] = MISSING
-    mode: str = MISSING
-    conditions: List[str] = MISSING
-    temperature: float = MISSING
-    seed: int = MISSING
-    device: str = MISSING
-    num_threads: Optional[int] = MISSING
-    channels_last: bool = MISSING
-    resume: bool = MISSING
-    run_dir: Optional[str] = MISSING
-    fit_images: int = MISSING
-    eval_batch_size: int = MISSING
-    grid_images: int = MISSING
-    analyses: List[str] = MISSING
-    output_dir: str = MISSING
-
-
 STORE = ConfigStore.instance()
 STORE.store(name="invert_schema", node=InvertConfig)
-STORE.store(name="train_invert_schema", node=TrainInvertConfig)
 # a group option's own schema, named first in its file's defaults (`- /schema/param/fourier@_here_`)
 for _name, _schema in (("pixel", PixelParam), ("fourier", FourierParam), ("maco", MacoParam)):
     STORE.store(group="schema/param", name=_name, node=_schema)
 STORE.store(group="schema/optimizer", name="adam", node=AdamParams)
 STORE.store(group="schema/logger", name="none", node=NoLoggerConfig)
 STORE.store(group="schema/logger", name="wandb", node=WandbLoggerConfig)
-STORE.store(group="schema/classifier", name="small_cnn", node=SmallCNNConfig)
-STORE.store(group="schema/classifier", name="model", node=ModelClassifierConfig)
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -341,7 +241,7 @@ def cfg_get(cfg: DictConfig, key: str) -> Any:
     return node
 
 
-def _betas(problems: Problems, key: str, betas) -> None:
+def check_betas(problems: Problems, key: str, betas) -> None:
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         problems.append(f"{key} must be two numbers in [0, 1), got {list(betas)}; e.g. {key}=[0.5,0.99]")
 
@@ -355,12 +255,12 @@ def _range(problems: Problems, key: str, pair, high: float | None = None, why: s
         problems.append(f"{key} must be [low, high] with 0 < {bound}, got {list(pair)}; e.g. {key}=[0.5,1.0]")
 
 
-def _device(problems: Problems, device: str) -> None:
+def check_device(problems: Problems, device: str) -> None:
     if not DEVICE.fullmatch(device):
         problems.append(f"unknown device {device!r}; use device=auto, device=cpu, device=cuda or device=cuda:<n>")
 
 
-def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
+def check_model(problems: Problems, cfg: DictConfig, key: str) -> None:
     """A model config at `key` (model, or verifier.<name>)."""
     node = OmegaConf.select(cfg, key)
     if OmegaConf.is_dict(node) and "name" in node.keys() and OmegaConf.is_missing(node, "name"):
@@ -376,7 +276,7 @@ def _model(problems: Problems, cfg: DictConfig, key: str) -> None:
             problems.append(f"{key}.{name} must be 3 numbers (R, G, B), {rule}, got {list(values)}")
 
 
-def _robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
+def check_robust(problems: Problems, cfg: DictConfig, model_key: str | None) -> None:
     """The `robust` group; `model_key`: the model whose weights it picks (None: one trained in the run)."""
     robust = cfg.get("robust")
     if robust is None:
@@ -407,9 +307,9 @@ def check_invert(cfg: DictConfig) -> None:
 
     problems = Problems()
     problems.finite(cfg)
-    _model(problems, cfg, "model")
+    check_model(problems, cfg, "model")
     for name in cfg.get("verifier") or {}:
-        _model(problems, cfg, f"verifier.{name}")
+        check_model(problems, cfg, f"verifier.{name}")
     for key in ("augmentation.ensemble_size", "schedule.stages", "schedule.steps", "log_every"):
         problems.at_least(cfg, key, 1)
     chunk = cfg.augmentation.chunk
@@ -433,15 +333,15 @@ def check_invert(cfg: DictConfig) -> None:
     problems.at_most(cfg, "schedule.lr", MAX_IMAGE_LR, "Adam moves each parameter by about lr a step; pixels span 1, "
                      "phases 2 pi")
     problems.seed(cfg, "seed")
-    _betas(problems, "schedule.betas", cfg.schedule.betas)
-    _device(problems, cfg.device)
-    if cfg.precision not in ("fp32", "bf16", "auto"):
-        problems.append(f"precision must be fp32, bf16 or auto, got {cfg.precision!r}")
+    check_betas(problems, "schedule.betas", cfg.schedule.betas)
+    check_device(problems, cfg.device)
+    if cfg.precision not in (*PRECISIONS, AUTO):
+        problems.append(f"precision must be {', '.join(PRECISIONS)} or {AUTO}, got {cfg.precision!r}")
     if cfg.channels_last not in (True, False, "auto"):
         problems.append(f"channels_last must be true, false or auto, got {cfg.channels_last!r}")
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
-    _robust(problems, cfg, "model")
+    check_robust(problems, cfg, "model")
     problems.raise_any()
     # after the model's num_classes is known to be sane
     job_classes(cfg.class_id, cfg.model.num_classes, cfg.get("classes_per_job"), cfg.get("class_chunk"))
@@ -462,45 +362,6 @@ def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
     if shift >= sizes[0]:
         problems.append(f"augmentation.shift={shift} crops the whole first stage ({sizes[0]} px) away; "
                         f"use augmentation.shift < {sizes[0]}")
-    problems.raise_any()
-
-
-def check_train_invert(cfg: DictConfig) -> None:
-    """Ranges and choices of a train_invert.py config; ConfigError naming every bad key."""
-    problems = Problems()
-    problems.finite(cfg)
-    for key in ("schedule.steps", "schedule.batch_size", "schedule.checkpoint_every", "schedule.sample_every",
-                "schedule.log_every", "grid_images", "fit_images", "eval_batch_size", "generator.resolution",
-                "generator.base", "generator.width", "generator.max_mult", "generator.z_dim",
-                "generator.embed_dim", "discriminator.base", "discriminator.width", "discriminator.max_mult",
-                "classifier.width", "classifier.epochs", "classifier.batch_size", "classifier.num_classes",
-                "num_threads", "data.max_test"):
-        problems.at_least(cfg, key, 1)
-    for key in ("schedule.ema_start", "schedule.workers", "loss.adversarial", "loss.pixel_l1",
-                "loss.feature_matching", "loss.logit_consistency"):
-        problems.at_least(cfg, key, 0)
-    for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr", "temperature", "logger.init_timeout"):
-        problems.at_least(cfg, key, 0, strict=True)
-    for key in ("schedule.lr_g", "schedule.lr_d", "classifier.lr"):
-        problems.at_most(cfg, key, 1, "Adam moves each weight by about lr a step")
-    for key in ("seed", "classifier.seed", "data.split_seed"):
-        problems.seed(cfg, key)
-    if not 0 <= cfg.schedule.ema_decay < 1:
-        problems.append(f"schedule.ema_decay must be in [0, 1), got {cfg.schedule.ema_decay}")
-    fraction = cfg_get(cfg, "data.test_fraction")
-    if fraction is not None and not 0 < fraction < 1:
-        problems.append(f"data.test_fraction must be in (0, 1): a share of the images held out, got {fraction}")
-    _betas(problems, "schedule.betas", cfg.schedule.betas)
-    _device(problems, cfg.device)
-    if cfg.schedule.precision not in ("fp32", "bf16"):
-        problems.append(f"schedule.precision must be fp32 or bf16, got {cfg.schedule.precision!r}")
-    if not cfg.conditions:
-        problems.append("conditions is empty: nothing to train; e.g. conditions=[logits,onehot]")
-    if len(set(cfg.conditions)) != len(cfg.conditions):
-        problems.append(f"conditions lists one twice: {list(cfg.conditions)}")
-    if cfg.get("model") is not None:
-        _model(problems, cfg, "model")
-    _robust(problems, cfg, "model" if str(cfg.classifier._target_).endswith(".model_group") else None)
     problems.raise_any()
 
 
