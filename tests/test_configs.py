@@ -1,28 +1,127 @@
-"""Every option of every config group composes with the real primary config."""
+"""Every option of every config group composes with the real primary config, and each default is
+written once: in the YAML files, never again in a schema or in the code a `_target_` names."""
 
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import compose_config
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
+import pii
 from pii import CONF_DIR
 from pii.core.param import Pixel
+from pii.feedforward.config import SEARCHPATH, TRAIN_INVERT_CONF_DIR
 
-# A folder with its own config.yaml is another entry point's config root (conf/train_invert), not a group;
-# conf/hydra holds Hydra's own groups. An option may sit in a sub-folder: experiment=digits/pii.
-GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir()
-                if p.is_dir() and p.name != "hydra" and not (p / "config.yaml").exists())
-OPTIONS = [(g, str(p.relative_to(Path(CONF_DIR) / g).with_suffix(""))) for g in GROUPS
-           for p in sorted((Path(CONF_DIR) / g).rglob("*.yaml"))]
+# Each entry point's config root and what it composes with. A folder with its own config.yaml is another
+# entry point's root (conf/train_invert), not a group; conf/hydra holds Hydra's own groups (its plugins'
+# targets). An option may sit in a sub-folder: experiment=digits/pii.
+ROOTS = {"invert": (CONF_DIR, ["output_dir=/x"]), "train_invert": (TRAIN_INVERT_CONF_DIR, ["output_dir=/x", SEARCHPATH])}
+OPTIONS = [(program, group.name, str(option.relative_to(group).with_suffix("")))
+           for program, (root, _) in ROOTS.items()
+           for group in sorted(Path(root).iterdir())
+           if group.is_dir() and group.name != "hydra" and not (group / "config.yaml").exists()
+           for option in sorted(group.rglob("*.yaml"))]
+LABELS = {"name"}  # a label for logs and tables, not an argument (pii.run.config.target)
 
 
-@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes(group, option):
-    cfg = compose_config([f"{group}={option}", "output_dir=/tmp/x"])
+def composed(program: str, overrides: list[str]) -> DictConfig:
+    """`program`'s config as its entry point composes it (types checked, ranges not)."""
+    root, fixed = ROOTS[program]
+    with initialize_config_dir(config_dir=root, version_base="1.3"):
+        return compose(config_name="config", overrides=[*overrides, *fixed])
+
+
+def targets(node, key: str = ""):
+    """(key, node) of every dict of a config (as plain containers) that names a `_target_`."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield key, node
+        for name, item in node.items():
+            yield from targets(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from targets(item, f"{key}[{i}]")
+
+
+def defaults_in_code(cfg: DictConfig, ours: str = "pii.") -> list[str]:
+    """The arguments of our `_target_`s (their module's name starts with `ours`) that a YAML key sets
+    but that also have a default in code."""
+    found = []
+    for key, node in targets(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)):
+        made = get_object(node["_target_"])
+        if not made.__module__.startswith(ours):  # torch.optim's defaults are torch's
+            continue
+        parameters = inspect.signature(made).parameters
+        for name in sorted(set(node) - {"_target_"} - LABELS):
+            if name in parameters and parameters[name].default is not inspect.Parameter.empty:
+                found.append(f"{key}.{name}: {node['_target_']} has a default ({parameters[name].default!r}) "
+                             f"for what the YAML sets; remove it from the code")
+    return found
+
+
+@pytest.mark.parametrize("program,group,option", OPTIONS, ids=[f"{p}:{g}={o}" for p, g, o in OPTIONS])
+def test_every_option_composes_and_its_targets_take_their_values_from_the_yaml(program, group, option):
+    cfg = composed(program, [f"{group}={option}"])
     OmegaConf.resolve(cfg)  # every interpolation resolves
-    assert cfg.class_id is not None
+    assert defaults_in_code(cfg) == []
+
+
+def test_a_default_in_code_for_a_yaml_key_is_found():
+    cfg = composed("train_invert", [])
+    cfg.data._target_ = f"{__name__}.digits_with_a_default"
+    assert defaults_in_code(cfg, ours=__name__) == [f"data.split_seed: {__name__}.digits_with_a_default has a default (0) for "
+                                     f"what the YAML sets; remove it from the code"]
+
+
+def digits_with_a_default(resolution, test_fraction, split_seed=0):
+    """The data builder with a second default for data.split_seed (read by the test above, never called)."""
+
+
+def schemas() -> set[type]:
+    """The dataclasses of pii's modules that Hydra's ConfigStore holds (every module imported, so each
+    registers its own), and the schemas their fields nest."""
+    for module in pkgutil.walk_packages(pii.__path__, "pii."):
+        importlib.import_module(module.name)
+
+    def stored(repo: dict):
+        for item in repo.values():
+            if isinstance(item, dict):
+                yield from stored(item)
+            elif isinstance(item.node, DictConfig):
+                yield OmegaConf.get_type(item.node)
+
+    def inside(hint) -> set[type]:  # the dataclasses a field's type names (Optional[ModelConfig], Dict[str, ...])
+        return ({hint} if dataclasses.is_dataclass(hint) else set()) | {t for a in typing.get_args(hint) for t in inside(a)}
+
+    def nested(schema: type) -> set[type]:
+        return {schema} | {s for hint in typing.get_type_hints(schema).values() for inner in inside(hint)
+                           for s in nested(inner)}
+
+    return {s for schema in stored(ConfigStore.instance().repo)
+            if dataclasses.is_dataclass(schema) and schema.__module__.startswith("pii.") for s in nested(schema)}
+
+
+def test_every_schema_holds_types_only():
+    """One source for each default: the YAML files hold the values, the schemas only the types (a
+    field with a value would be a second default, and one a YAML file could drift from)."""
+    found = schemas()
+    assert {s.__name__ for s in found} >= {"InvertConfig", "TrainInvertConfig", "ModelConfig", "SmallCNNConfig",
+                                           "GeneratorConfig", "FourierParam", "WandbLoggerConfig", "RobustConfig"}
+    for schema in found:
+        for f in dataclasses.fields(schema):
+            if f.default_factory is not dataclasses.MISSING:  # a nested schema: its own fields are checked
+                assert dataclasses.is_dataclass(f.default_factory), (schema.__name__, f.name)
+            else:
+                assert f.default == "???", f"{schema.__name__}.{f.name} has a default ({f.default!r}): put it in conf/"
 
 
 def test_defaults_are_the_papers_settings():
@@ -49,25 +148,6 @@ def test_fast_preset_keeps_the_algorithm_and_shrinks_the_budget():
     assert pixels.param.name == "pixel" and pixels.schedule.steps == fast.schedule.steps
     # fewer steps, larger steps: Adam's ~lr-sized updates add up to the paper's per-stage budget
     assert pixels.schedule.lr * pixels.schedule.steps == pytest.approx(paper.schedule.lr * paper.schedule.steps)
-
-
-def test_every_schema_holds_types_only():
-    """One source for each default: the YAML files hold the values, the schemas only the types (a
-    field with a value would be a second default, and one a YAML file could drift from)."""
-    import dataclasses
-
-    from pii.run import config
-
-    schemas = [config.InvertConfig, config.TrainInvertConfig, config.AugmentationConfig, config.ScheduleConfig,
-               config.LossConfig, config.ModelConfig, config.PixelParam, config.FourierParam, config.MacoParam,
-               config.AdamParams, config.GeneratorConfig, config.DiscriminatorConfig, config.GanLossConfig,
-               config.TrainScheduleConfig]
-    for schema in schemas:
-        for f in dataclasses.fields(schema):
-            if f.default_factory is not dataclasses.MISSING:  # a nested schema: its own fields are checked
-                assert dataclasses.is_dataclass(f.default_factory), (schema.__name__, f.name)
-            else:
-                assert f.default == "???", f"{schema.__name__}.{f.name} has a default ({f.default!r}): put it in conf/"
 
 
 def test_every_key_has_a_value_from_the_yaml_files():

@@ -221,6 +221,7 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny):
 
 @pytest.mark.parametrize("override,message", [
     ("data=folder data.root=/no/such/folder", "data folder '/no/such/folder' does not exist"),
+    ("data=folder", r"data.root has no value \(pii.feedforward.data.folder needs it\); pass data.root=<value>"),
     ("classifier.num_classes=7", "the classifier has 7 classes but the data has 10"),
     ("classifier=model model=resnet50", "the classifier has 1000 classes but the data has 10"),
     ("generator.resolution=48", "resolution=48 cannot be made"),

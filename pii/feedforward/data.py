@@ -51,7 +51,7 @@ def held_out(ds: Dataset, test_fraction: float, split_seed: int) -> tuple[Subset
     return Subset(ds, sorted(train_idx)), Subset(ds, sorted(test_idx))
 
 
-def digits(resolution: int, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
+def digits(resolution: int, test_fraction: float, split_seed: int) -> Data:
     from pii.models.digits import load_digits
 
     x, y = load_digits(resolution)
@@ -66,8 +66,7 @@ def _transform(resolution: int):
                                transforms.ToTensor()])
 
 
-def cifar10(resolution: int, root: str, download: bool = False, max_test: int | None = None,
-            split_seed: int = 0) -> Data:
+def cifar10(resolution: int, root: str, download: bool, max_test: int | None, split_seed: int) -> Data:
     from torchvision.datasets import CIFAR10
 
     root = Path(root).expanduser()
@@ -81,8 +80,8 @@ def cifar10(resolution: int, root: str, download: bool = False, max_test: int | 
     return Data(train, test, len(train.classes), list(train.classes))
 
 
-def folder(resolution: int, root: str | None = None, test_root: str | None = None, test_fraction: float = 0.05,
-           max_test: int | None = None, split_seed: int = 0) -> Data:
+def folder(resolution: int, root: str, test_root: str | None, test_fraction: float, max_test: int | None,
+           split_seed: int) -> Data:
     """`root` holds one sub-folder per class; `test_root` (optional) is the held-out tree, else a split."""
     from torchvision.datasets import ImageFolder
 
@@ -96,8 +95,6 @@ def folder(resolution: int, root: str | None = None, test_root: str | None = Non
         except (FileNotFoundError, RuntimeError) as err:
             raise ConfigError(f"data folder {str(p)!r} holds no images in class sub-folders ({err})") from None
 
-    if root is None:
-        raise ConfigError("data=folder needs data.root=/path/to/images (one sub-folder per class)")
     train = load(root)
     if test_root:
         test = load(test_root)

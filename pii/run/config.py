@@ -393,5 +393,8 @@ def target(node: DictConfig, key: str, *runtime: str, root: str = CONF_DIR) -> f
         raise ConfigError(f"{key}._target_={node._target_!r} cannot be loaded "
                           f"({type(err.__cause__ or err).__name__}); {choices}") from None
     except TypeError as err:  # a key the target has no argument for, or one it needs that is missing
+        if unset := [k for k in node if OmegaConf.is_missing(node, k)]:  # `???` in the YAML: the user's to give
+            raise ConfigError(f"{key}.{unset[0]} has no value ({node._target_} needs it); pass "
+                              f"{key}.{unset[0]}=<value>") from None
         raise ConfigError(f"{key} ({node._target_}): {err}") from None
     return make
