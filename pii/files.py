@@ -1,4 +1,5 @@
-"""Files written whole or not at all, JSON that is strict, and the lock of a run directory.
+"""Files written whole or not at all, JSON that is strict, the images and YAML files a run left read
+back, and the lock of a run directory.
 
 Every checkpoint, JSON file, image and page pii writes goes through `write_atomic`: the bytes go to a
 temporary file beside the target, which replaces the target only once it is complete. A write that
@@ -15,9 +16,12 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pii.errors import ConfigError, WriteError
+
+if TYPE_CHECKING:  # this module imports no torch: every layer, and the CLI before torch, uses it
+    import torch
 
 LOCK = ".pii.lock"  # held by the process that writes into a run (or sweep) directory
 
@@ -96,6 +100,19 @@ def json_text(data) -> str:
 
 def write_json(path: str | os.PathLike, data) -> Path:
     return write_text(path, json_text(data))
+
+
+def read_png(path: str | os.PathLike) -> torch.Tensor:
+    """A saved image (pii.run.outputs.save_png) as a float tensor [3, H, W] of pixels in [0, 1], 8-bit
+    as saved; a one-line ConfigError if it cannot be read."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(img.convert("RGB")).float() / 255
+    except (OSError, ValueError, SyntaxError) as err:  # missing, truncated or not an image (PIL's own types)
+        raise ConfigError(f"cannot read image {str(path)!r} ({type(err).__name__}: {str(err)[:80]})") from None
 
 
 def read_yaml(path: str | os.PathLike, key: str = ""):

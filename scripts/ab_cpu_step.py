@@ -21,6 +21,7 @@ import torch
 
 from pii import models
 from pii.core.draws import Draws
+from pii.core.precision import PRECISIONS
 from pii.eval import provenance
 from pii.models import cpu
 from pii.run.build import augmentation
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-freed-memory", action="store_true", help="pii.models.cpu.keep_freed_memory() first")
-    parser.add_argument("--network", choices=["fp32", "bf16"], help="time the CPU's network changes in this precision")
+    parser.add_argument("--network", choices=PRECISIONS, help="time the CPU's network changes in this precision")
     parser.add_argument("--json", type=Path, help="write the timings here")
     return parser
 
@@ -65,10 +66,11 @@ def main() -> None:
 
 
 def layout_variants(cfg) -> dict:
-    variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl)
-                for p in ["fp32", "bf16"] for cl in [False, True]}
+    variants = {f"{p}_{'nhwc' if cl else 'nchw'}": models.build(cfg.model, "cpu", precision=p, channels_last=cl,
+                                                                 compile=False, fold=False)
+                for p in PRECISIONS for cl in [False, True]}
     variants["bf16_all_nhwc"] = all_bf16 = models.build(cfg.model, "cpu", precision="bf16", channels_last=True,
-                                                        adapt=False)
+                                                        compile=False, fold=False, adapt=False)
     for name, change in cpu.network_changes("bf16", all_bf16.input_size):
         if name != "fp32_strided_dw_backward":  # the strided depthwise convs' backward in bf16 too
             change(all_bf16.net)
@@ -79,7 +81,8 @@ def network_variants(cfg, precision: str) -> dict:
     """timm's network (BatchNorm folded, NHWC, as runs have it), then pii.models.device.adapt_network's
     changes added one at a time."""
     def timms():
-        return models.build(cfg.model, "cpu", precision=precision, channels_last=True, fold=True, adapt=False)
+        return models.build(cfg.model, "cpu", precision=precision, channels_last=True, compile=False, fold=True,
+                            adapt=False)
 
     variants = {"timm": timms()}
     changes = cpu.network_changes(precision, variants["timm"].input_size)

@@ -16,7 +16,6 @@ whole list (docs/cluster.md says why it is not otherwise), at the cost of speed.
 """
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -26,8 +25,9 @@ import time
 from pathlib import Path
 
 from pii.errors import ConfigError
-from pii.eval import results
+from pii.eval import provenance, results
 from pii.eval.leaderboard import find_runs
+from pii.files import read_png, write_json
 from pii.models.classes import parse_class_ids
 from pii.run.cli import script_main
 from pii.run.compose import compose
@@ -48,20 +48,6 @@ def timed(cmd: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
-def git_commit() -> str | None:
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return proc.stdout.strip() or None
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.processor() or platform.machine()
-
-
 def judged(run: results.RunResult) -> dict:
     return {name: {"top1": j.top1, "top5": j.top5, "mean_probability": j.mean_probability}
             for name, j in (run.judge or {}).items()}
@@ -69,10 +55,8 @@ def judged(run: results.RunResult) -> dict:
 
 def image_gap(single: results.RunResult, single_dir: Path, sweep: results.RunResult) -> dict:
     """Per class, the largest difference between the two runs' PNGs, in 8-bit levels."""
-    from pii.eval.judge import load_png
-
     theirs = {e.class_id: Path(e.image) for e in sweep.classes}
-    gaps = [float((load_png(single_dir / e.image) - load_png(theirs[e.class_id])).abs().max() * 255)
+    gaps = [float((read_png(single_dir / e.image) - read_png(theirs[e.class_id])).abs().max() * 255)
             for e in single.classes]
     return {"max_levels": max(gaps), "identical_classes": sum(g == 0 for g in gaps), "classes": len(gaps)}
 
@@ -124,7 +108,6 @@ def main(argv: list[str]) -> None:
     (sweep_dir, sweep), = results.gather(find_runs([dirs["sweep"]]))
     mean = {kind: sum(v) / len(v) for kind, v in seconds.items()}
     figures = {
-        "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "cpu": cpu_name(),
         "classes": classes, "jobs": math.ceil(classes / per_job), "classes_per_job": per_job,
         "launcher": args.launcher, "cores": os.cpu_count(), "same_arithmetic": args.same_arithmetic,
         "overrides": args.overrides, "order": order,
@@ -141,7 +124,8 @@ def main(argv: list[str]) -> None:
     gap = figures["images"]
     print(f"images: {gap['identical_classes']} of {gap['classes']} classes identical, largest gap "
           f"{gap['max_levels']:.0f} of 255 levels")
-    (out / "benchmark_sweep.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(out / "benchmark_sweep.json", figures)
+    provenance.record([out / "benchmark_sweep.json"])  # its command, commit, date and machine, in manifest.json
     print(f"runs and benchmark_sweep.json in {out}")
     print(f"sweep_over_single={figures['sweep_over_single']:.3f}")
 

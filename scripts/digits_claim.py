@@ -15,23 +15,10 @@ judge's top-1 accuracy per architecture x method and writes <out>/claim.json
 import argparse
 from pathlib import Path
 
-from pii.errors import ConfigError
 from pii.eval import provenance
 from pii.files import write_json
 from pii.run import digits
 from pii.run.cli import script_main
-
-EPOCHS = {"cnn": 10, "vit": 20, "mixer": 10, "judge": 10}
-
-
-def chosen(option: str, value: str, choices: dict) -> dict:
-    """The entries of `choices` named by the comma-separated `value`; ConfigError names any unknown."""
-    names = value.split(",")
-    unknown = sorted(set(names) - set(choices))
-    if unknown:
-        raise ConfigError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
-    return {name: choices[name] for name in names}
-
 
 def parser() -> argparse.ArgumentParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
@@ -51,15 +38,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     args = parser().parse_intermixed_args(argv)
     out = Path(args.out)
-    methods = chosen("--methods", args.methods, digits.METHODS)
-    architectures = chosen("--architectures", args.architectures, digits.ARCHITECTURES)
+    methods = digits.chosen("--methods", args.methods, digits.METHODS)
+    architectures = digits.chosen("--architectures", args.architectures, digits.ARCHITECTURES)
     if args.skip_train:
         accuracies = digits.test_accuracies(out)
     else:
-        digits.train_all(out, {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()},
-                         which=args.train.split(","))
+        digits.train_all(out, digits.scaled_epochs(args.epochs), which=args.train.split(","), robust="none")
         accuracies = digits.test_accuracies(out)
-    results = digits.invert_all(out, args.overrides, methods=methods, architectures=architectures)
+    results = digits.invert_all(out, args.overrides, methods=methods, architectures=architectures, robust="none")
     table = digits.format_table(results, accuracies)
     write_json(out / "claim.json", {"test_accuracy": accuracies, "results": results,
                                     "settings": {"methods": methods, "overrides": args.overrides}})

@@ -18,28 +18,25 @@ Parts (--parts, in this order; each reports its wall time):
   feedforward  train_invert.py's logit-conditioned generator on a natural and on a robust small CNN,
                the same budget: agreement, retrieval in features and pixels, PSNR, SSIM, chance; a grid
                of held-out originals over both reconstructions
-Writes --json (command, commit, date, hardware, wall times, every figure) and the grids to --figures.
+Writes --json (wall times, every figure; its command, commit, date and hardware in the manifest.json
+beside it) and the grids to --figures.
 """
 
 import argparse
-import json
 import os
-import platform
 import shlex
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from digits_claim import EPOCHS, chosen  # the natural models' budget: the same for the robust ones
 from torchvision.utils import make_grid, save_image
 
 from pii import models
-from pii.eval import gallery, results
+from pii.eval import gallery, provenance, results
+from pii.feedforward.config import compose_train_invert
+from pii.files import write_json
 from pii.models.digits import digits_split
 from pii.models.robust import PGD, robust_accuracy
-from pii.feedforward.config import compose_train_invert
 from pii.models.training import accuracy
 from pii.run import digits
 from pii.run.cli import script_main
@@ -50,19 +47,6 @@ PARTS = ("train", "accuracy", "pii", "feedforward")
 VERSIONS = ("natural", "robust")
 
 
-def provenance(argv: list[str]) -> dict:
-    """What a reader needs to rerun and place the figures: the command, the commit, when, on what."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return {"command": shlex.join(["python", "scripts/robust_claim.py", *argv]),
-            "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                         "load_average_at_start": os.getloadavg()[0]}}
-
-
 def weights(out: Path, short: str, tag: str) -> Path:
     return out / f"{short}{tag}.pt"
 
@@ -70,8 +54,9 @@ def weights(out: Path, short: str, tag: str) -> Path:
 def train_missing(out: Path, robust: str, tag: str, architectures: dict, epoch_scale: float) -> dict:
     """Train the natural models (and the natural judge), then the robust ones, that --out lacks with
     these settings (pii.run.digits.is_trained); per version the files trained and the seconds it took."""
-    epochs = {k: max(1, round(v * epoch_scale)) for k, v in EPOCHS.items()}
-    missing = {"natural": [s for s in [*architectures, digits.JUDGE] if not digits.is_trained(out, s, epochs)],
+    epochs = digits.scaled_epochs(epoch_scale)  # the natural models' budget: the same for the robust ones
+    missing = {"natural": [s for s in [*architectures, digits.JUDGE]
+                           if not digits.is_trained(out, s, epochs, robust="none")],
                "robust": [s for s in architectures if not digits.is_trained(out, s, epochs, robust=robust)]}
     trained = {}
     for version, option in zip(VERSIONS, ("none", robust)):
@@ -91,7 +76,8 @@ def accuracies(out: Path, robust_cfg, tag: str, architectures: dict) -> dict:
     table = {}
     for short, name in architectures.items():
         for version, version_tag in zip(VERSIONS, ("", tag)):
-            clf = models.build(digits.model_config(name, str(weights(out, short, version_tag))))
+            clf = models.build(digits.model_config(name, str(weights(out, short, version_tag))), "cpu",
+                               **models.PLAIN)
             table.setdefault(short, {})[version] = {"clean": accuracy(clf, x_test, y_test),
                                                     "robust": robust_accuracy(clf, x_test, y_test, attack)}
     return {"attack": vars(attack), "held_out_images": len(x_test), "accuracy": table}
@@ -175,17 +161,19 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     cli = parser()
     args = cli.parse_intermixed_args(argv)
-    parts = chosen("--parts", args.parts, dict.fromkeys(PARTS))
-    methods = chosen("--methods", args.methods, digits.METHODS)
-    architectures = chosen("--architectures", args.architectures, digits.ARCHITECTURES)
+    parts = digits.chosen("--parts", args.parts, dict.fromkeys(PARTS))
+    methods = digits.chosen("--methods", args.methods, digits.METHODS)
+    architectures = digits.chosen("--architectures", args.architectures, digits.ARCHITECTURES)
     robust_cfg = compose([f"robust={args.robust}"]).robust  # a bad option fails here, before anything runs
     if robust_cfg.norm is None:
         cli.error("--robust must name a robust option (linf, l2), not none")
     out, figures, json_path = Path(args.out), Path(args.figures), Path(args.json)
     figures.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    report = {**provenance(argv), "robust": {"option": args.robust, **{k: robust_cfg[k] for k in robust_cfg}},
-              "epochs": {k: max(1, round(v * args.epochs)) for k, v in EPOCHS.items()}, "wall_seconds": {}}
+    # the command, commit, date and machine go to manifest.json beside it (pii.eval.provenance)
+    report = {"load_average_at_start": os.getloadavg()[0],
+              "robust": {"option": args.robust, **{k: robust_cfg[k] for k in robust_cfg}},
+              "epochs": digits.scaled_epochs(args.epochs), "wall_seconds": {}}
     tag = robust_cfg.tag
     for part in parts:
         started = time.perf_counter()
@@ -201,7 +189,8 @@ def main(argv: list[str]) -> None:
             report["feedforward"] = {"overrides": overrides,
                                      **feedforward_part(out, args.robust, robust_cfg, overrides, figures)}
         report["wall_seconds"][part] = round(time.perf_counter() - started, 1)
-        json_path.write_text(json.dumps(report, indent=2) + "\n")  # after each part: a later failure keeps it
+        write_json(json_path, report)  # after each part: a later failure keeps it
+        provenance.record([json_path])
         print(f"{part}: {report['wall_seconds'][part]:.0f} s", flush=True)
     print(format_tables(report))
     print(f"written to {json_path}")

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser().parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     (xt, yt), (xs, ys) = digits.digits_split()
-    clf = digits.train(model_config("digits_judge"), xt, yt, args.epochs, seed=2000, shift=3, colour=0.5,
+    clf = digits.train(model_config("digits_judge", "random"), xt, yt, args.epochs, seed=2000, shift=3, colour=0.5,
                        polarity=0.5)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(clf.net.state_dict(), args.out)

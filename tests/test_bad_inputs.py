@@ -427,12 +427,12 @@ def test_a_diverging_inversion_stops_at_the_step_it_diverged():
             self.done.append(index)
 
     cfg = tiny_cfg("unused", "param=fourier", "schedule.lr=1e37", "precision=fp32")
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     stages = build.stages(cfg)
     observer = Stages()
     with pytest.raises(ConfigError, match=r"became nan or inf at stage 1 of 3 \(16 px\), step \d+.*lower schedule.lr"):
         invert(classifier, [1, 2], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg),
-               observer, param=build.param(cfg, 2, "cpu"))
+               observer, log_every=cfg.log_every, chunk=None, param=build.param(cfg, 2, "cpu"), seed=cfg.seed)
     assert observer.done == []
 
 

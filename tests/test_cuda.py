@@ -27,7 +27,7 @@ def test_inversion_on_cuda_raises_the_target_probability(tiny_config):
 def test_chunked_equals_unchunked_gradient_on_cuda(tmp_path, precision):
     cuda = device.resolve_device("cuda")
     cfg = tiny_cfg(tmp_path, f"precision={precision}")
-    classifier = models.build(cfg.model, cuda, precision=precision, channels_last=True)
+    classifier = models.build(cfg.model, cuda, precision=precision, channels_last=True, compile=False, fold=False)
     loss_fn = build.loss(cfg, classifier)
     image = torch.rand(2, 3, 32, 32, device=cuda)
     shifts = torch.rand(16, 3, 1, 1, device=cuda)
@@ -45,7 +45,7 @@ def test_chunked_equals_unchunked_gradient_on_cuda(tmp_path, precision):
 
 def test_auto_chunk_fits_the_free_memory(tmp_path, monkeypatch):
     cuda = device.resolve_device("cuda")
-    classifier = models.build(tiny_cfg(tmp_path).model, cuda)
+    classifier = models.build(tiny_cfg(tmp_path).model, cuda, **models.PLAIN)
     assert device.views_per_chunk("auto", classifier, 64, 32) == 64  # plenty of memory: all at once
     per_view = device._memory_per_view(classifier, 32, cuda)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (int(10 * per_view), 10**12))
@@ -58,10 +58,11 @@ def test_auto_chunk_fits_the_free_memory(tmp_path, monkeypatch):
 def test_compiled_path_runs_and_matches_eager(tmp_path):
     cuda = device.resolve_device("cuda")
     cfg = tiny_cfg(tmp_path, "precision=fp32", "schedule.stages=1")  # one stage: one shape to compile
-    classifier = models.build(cfg.model, cuda, compile=True)
+    classifier = models.build(cfg.model, cuda, precision="fp32", channels_last=False, compile=True, fold=False)
     x = torch.rand(4, 3, 32, 32, device=cuda)
     torch.testing.assert_close(classifier(x), classifier(x, eager=True), rtol=1e-3, atol=1e-3)
     stages = build.stages(cfg)
     image = invert(classifier, [1, 2], build.augmentation(cfg), stages, build.loss(cfg, classifier),
-                   build.optimizer(cfg))
+                   build.optimizer(cfg), log_every=cfg.log_every, chunk=None, param=build.param(cfg, 2, cuda),
+                   seed=cfg.seed)
     assert image.shape == (2, 3, 32, 32) and torch.isfinite(image).all()

@@ -17,7 +17,7 @@ def bn_first_classifier() -> Classifier:
     net = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
     return Classifier(net, name="tiny-bn", input_size=16, fixed_size=False, mean=[0, 0, 0], std=[1, 1, 1],
-                      num_classes=5)
+                      num_classes=5, precision="fp32", channels_last=False)
 
 
 def test_penalty_is_zero_at_the_running_statistics_and_positive_elsewhere():
@@ -51,7 +51,8 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
     assert image.grad.abs().sum() > 0
 
     vit = Classifier(timm.create_model("test_vit", num_classes=5), name="test_vit", input_size=160,
-                     fixed_size=True, mean=[0.5] * 3, std=[0.5] * 3, num_classes=5)
+                     fixed_size=True, mean=[0.5] * 3, std=[0.5] * 3, num_classes=5, precision="fp32",
+                     channels_last=False)
     with pytest.raises(ConfigError, match="needs a model with BatchNorm.*test_vit has none"):
         losses.build(vit, tv_weight=0.0, l2_weight=0.0, bn_weight=0.01)
 

@@ -31,11 +31,12 @@ class Recorder(Observer):
 def run_tiny(cfg, class_ids=(980, 1)):
     """Invert a few classes of the config's (random-weight) model; return the image and what was reported."""
     torch.manual_seed(0)
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     recorder = Recorder()
     stages = build.stages(cfg)
     image = invert(classifier, list(class_ids), build.augmentation(cfg), stages,
-                   build.loss(cfg, classifier), build.optimizer(cfg), recorder, log_every=1)
+                   build.loss(cfg, classifier), build.optimizer(cfg), recorder, log_every=1, chunk=None,
+                   param=build.param(cfg, len(class_ids), "cpu"), seed=cfg.seed)
     return classifier, image, recorder
 
 
@@ -73,11 +74,12 @@ def test_fixed_size_model_sees_its_own_input_size(tiny_config):
     cfg = tiny_config("model=timm", "model.name=vit_tiny_patch16_224", "model.weights=random",
                       "model.input_size=224", "schedule.stages=2", "schedule.steps=1")
     given, seen = [], []
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     classifier.register_forward_pre_hook(lambda m, args: given.append(args[0].shape[-1]))
     classifier.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
     stages = build.stages(cfg)
-    invert(classifier, [0], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg))
+    invert(classifier, [0], build.augmentation(cfg), stages, build.loss(cfg, classifier), build.optimizer(cfg),
+           log_every=cfg.log_every, chunk=None, param=build.param(cfg, 1, "cpu"), seed=cfg.seed)
     assert set(given) == {149, 224} and set(seen) == {224}
 
 
@@ -91,12 +93,13 @@ def test_a_class_gets_the_same_image_whatever_else_is_in_its_batch():
     # below one Adam step (lr = 1e-2) and what another seed gives (tenths), the mean at rounding
     cfg = tiny_cfg(Path("/unused"), "precision=fp32")
     torch.manual_seed(0)
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     stages = build.stages(cfg)
 
-    def images(class_ids, seed=0):
+    def images(class_ids, seed=cfg.seed):
         return invert(classifier, class_ids, build.augmentation(cfg), stages, build.loss(cfg, classifier),
-                      build.optimizer(cfg), seed=seed)
+                      build.optimizer(cfg), log_every=cfg.log_every, chunk=None,
+                      param=build.param(cfg, len(class_ids), "cpu"), seed=seed)
 
     together = images([1, 2, 3, 4])
     split = torch.cat([images([1, 2]), images([3, 4])])
@@ -118,7 +121,7 @@ def chunk_gradient(classifier, loss_fn, views_of, image, per_chunk):
 def test_chunked_views_give_the_unchunked_gradient():
     # augmentation.chunk trades speed for memory and must not change the result
     cfg = tiny_cfg(Path("/unused"), "loss=tv", "precision=fp32")
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     loss_fn = build.loss(cfg, classifier)
     image = torch.rand(2, 3, 32, 32)
     torch.manual_seed(1)
@@ -135,15 +138,16 @@ def test_chunked_views_give_the_unchunked_gradient():
 
 def test_chunking_is_refused_where_the_loss_needs_every_view_at_once(tiny_config):
     cfg = tiny_config("loss=deepinversion", "augmentation.chunk=1")
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     with pytest.raises(ConfigError, match="augmentation.chunk"):
         invert(classifier, [1, 2], build.augmentation(cfg), build.stages(cfg),
-               build.loss(cfg, classifier), build.optimizer(cfg), chunk=1)
+               build.loss(cfg, classifier), build.optimizer(cfg), log_every=cfg.log_every, chunk=1,
+               param=build.param(cfg, 2, "cpu"), seed=cfg.seed)
 
 
 def test_the_loop_reports_every_log_every_steps_and_each_stage_end(tiny_config):
     cfg = tiny_config("schedule.stages=2", "schedule.steps=7")
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     steps = []
 
     class Steps(Observer):
@@ -151,5 +155,6 @@ def test_the_loop_reports_every_log_every_steps_and_each_stage_end(tiny_config):
             steps.append((index, step))
 
     invert(classifier, [1], build.augmentation(cfg), build.stages(cfg),
-           build.loss(cfg, classifier), build.optimizer(cfg), Steps(), log_every=3)
+           build.loss(cfg, classifier), build.optimizer(cfg), Steps(), log_every=3, chunk=None,
+           param=build.param(cfg, 1, "cpu"), seed=cfg.seed)
     assert steps == [(0, 0), (0, 3), (0, 6), (1, 0), (1, 3), (1, 6)]

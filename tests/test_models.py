@@ -17,7 +17,7 @@ MODEL_ENTRIES = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml")
 @pytest.mark.parametrize("entry", MODEL_ENTRIES)
 def test_model_entry_builds_and_runs_forward_backward(entry):
     cfg = compose_config([f"model={entry}", "model.weights=random", "output_dir=/x"]).model
-    classifier = models.build(cfg)
+    classifier = models.build(cfg, "cpu", **models.PLAIN)
     assert not classifier.training and not any(p.requires_grad for p in classifier.parameters())
     for layer in classifier.modules():  # timm zero-inits some heads (Mixer, ResMLP); trained ones never are
         if isinstance(layer, torch.nn.Linear) and not layer.weight.any():
@@ -85,14 +85,14 @@ def test_an_architecture_timm_has_no_config_for_needs_every_value():
 
 def test_generic_timm_entry_reads_timms_config():
     cfg = compose_config(["model=timm", "model.name=vit_tiny_patch16_224", "model.weights=random", "output_dir=/x"]).model
-    classifier = models.build(cfg)
+    classifier = models.build(cfg, "cpu", **models.PLAIN)
     assert classifier.fixed_size and classifier.input_size == 224
     assert classifier(torch.rand(1, 3, 32, 32)).shape == (1, 1000)
 
 
 def test_embedded_lite0_has_real_imagenet_weights():
     import skimage.data as skimage_data
-    classifier = models.build(compose_config(["output_dir=/x"]).model)
+    classifier = models.build(compose_config(["output_dir=/x"]).model, "cpu", **models.PLAIN)
     image = torch.from_numpy(skimage_data.coffee()).permute(2, 0, 1).float().div(255)[None]
     image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
     with torch.no_grad():
@@ -102,32 +102,32 @@ def test_embedded_lite0_has_real_imagenet_weights():
 
 def test_local_weights_file_round_trip(tmp_path):
     cfg = compose_config(["model=timm", "model.name=resnet18", "model.weights=random", "output_dir=/x"]).model
-    trained = models.build(cfg)
+    trained = models.build(cfg, "cpu", **models.PLAIN)
     path = tmp_path / "resnet18.pth"
     torch.save(trained.net.state_dict(), path)
     cfg.weights = str(path)
-    loaded = models.build(cfg)
+    loaded = models.build(cfg, "cpu", **models.PLAIN)
     x = torch.rand(1, 3, 64, 64)
     assert torch.allclose(trained(x), loaded(x))
     import safetensors.torch as safetensors
     st_path = tmp_path / "resnet18.safetensors"
     safetensors.save_file(trained.net.state_dict(), st_path)
     cfg.weights = str(st_path)
-    assert torch.allclose(trained(x), models.build(cfg)(x))
+    assert torch.allclose(trained(x), models.build(cfg, "cpu", **models.PLAIN)(x))
 
 
 def test_unknown_timm_name_lists_how_to_fix():
     cfg = compose_config(["model=timm", "model.name=resnet_does_not_exist", "output_dir=/x"]).model
     with pytest.raises(ConfigError, match="unknown timm model model.name='resnet_does_not_exist'.*timm.list_models"):
-        models.build(cfg)
+        models.build(cfg, "cpu", **models.PLAIN)
 
 
 def test_bf16_runs_the_backward_of_strided_depthwise_convs_in_fp32_on_cpu():
     # oneDNN's bf16 backward of a strided depthwise conv is several times slower than fp32 on the CPU
     # (pii.models.cpu.conv2d); its forward stays in bf16
     cfg = compose_config(["output_dir=/x"]).model  # Lite0, real weights
-    fp32 = models.build(cfg, precision="fp32", channels_last=True)
-    bf16 = models.build(cfg, precision="bf16", channels_last=True)
+    fp32 = models.build(cfg, "cpu", precision="fp32", channels_last=True, compile=False, fold=False)
+    bf16 = models.build(cfg, "cpu", precision="bf16", channels_last=True, compile=False, fold=False)
     strided = [m for m in bf16.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.stride[0] > 1]
     assert len(strided) == 4  # Lite0 drops resolution in four depthwise convs
     outputs = []
@@ -201,7 +201,7 @@ def test_the_cpus_network_gives_timms_outputs_and_gradients_without_copying_acti
             assert (grad_ours - grad_timm).abs().max() <= 1e-5 * grad_timm.abs().max(), name
             assert copied_ours == [] and copied_timm, name  # activations padded or copied: none (weights only)
     cfg = compose_config(["output_dir=/x"]).model
-    lite0 = models.build(cfg)  # the CPU's classifier
+    lite0 = models.build(cfg, "cpu", **models.PLAIN)  # the CPU's classifier
     assert any(type(m) is cpu.KernelPaddedConv2d for m in lite0.modules())
     relu6 = [m for m in lite0.modules() if isinstance(m, torch.nn.Hardtanh)]
     assert len(relu6) == 33 and all(type(m) is cpu.HardtanhInPlace for m in relu6)
@@ -242,7 +242,7 @@ def test_relu6_masks_its_gradient_in_place_only_where_a_convolution_alone_reads_
     assert not torch.allclose(gradient(ours), expected, rtol=1e-5, atol=1e-6)
 
     # the same arithmetic as writing a new tensor: Lite0's image gradient bit for bit
-    lite0 = models.build(compose_config(["output_dir=/x"]).model)
+    lite0 = models.build(compose_config(["output_dir=/x"]).model, "cpu", **models.PLAIN)
     relu6 = [m for m in lite0.modules() if type(m) is cpu.HardtanhInPlace]
     at_64px = lambda x: lite0(torch.nn.functional.interpolate(x, size=64))  # noqa: E731
     grads = [gradient(at_64px)]
@@ -282,7 +282,8 @@ def test_cpu_runs_keep_freed_memory():
 
 def test_batchnorm_folds_into_convolutions_with_the_same_logits_and_image_gradients():
     cfg = compose_config(["output_dir=/x"]).model  # Lite0, real weights: BatchNorm with real statistics
-    plain, folded = models.build(cfg), models.build(cfg, fold=True)
+    plain = models.build(cfg, "cpu", **models.PLAIN)
+    folded = models.build(cfg, "cpu", precision="fp32", channels_last=False, compile=False, fold=True)
     count = lambda classifier: sum(isinstance(m, torch.nn.BatchNorm2d) for m in classifier.modules())  # noqa: E731
     assert (count(plain), count(folded)) == (49, 0)
     outputs = []

@@ -153,11 +153,11 @@ def test_pixel_param_is_the_papers_loop():
     # operation, a step) moves pixels by ~lr = 1e-2.
     cfg = tiny_cfg(Path("/unused"))
     torch.manual_seed(0)
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     plan = build.stages(cfg)
     assert len(plan) == 3 and sum(s.steps for s in plan) == 9
     ours = invert(classifier, [1, 2], build.augmentation(cfg), plan, build.loss(cfg, classifier), build.optimizer(cfg),
-                  seed=1)
+                  log_every=cfg.log_every, chunk=None, param=build.param(cfg, 2, "cpu"), seed=1)
     reference = papers_loop(classifier, [1, 2], build.augmentation(cfg), plan, cfg.schedule, seed=1)
     assert ours.shape == reference.shape == (2, 3, 32, 32)
     assert (ours - reference).abs().max() < 1e-5
@@ -184,10 +184,10 @@ def test_each_method_preset_raises_the_target_probability(tiny_config, preset):
     if preset == "lucent":
         cfg.augmentation.pad, cfg.augmentation.shift = 4, 4
     torch.manual_seed(0)
-    classifier = models.build(cfg.model)
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     recorder = Probs()
     invert(classifier, [980, 1], build.augmentation(cfg), build.stages(cfg), build.loss(cfg, classifier),
-           build.optimizer(cfg), recorder, log_every=1, param=build.param(cfg, 2, "cpu"))
+           build.optimizer(cfg), recorder, log_every=1, chunk=None, param=build.param(cfg, 2, "cpu"), seed=cfg.seed)
     k = 3
     assert sum(recorder.probs[-k:]) / k > sum(recorder.probs[:k]) / k
 

@@ -67,7 +67,7 @@ def test_robustness_library_checkpoint_loads_with_its_own_normalisation(tmp_path
     checkpoint = {weights_key: saved.state_dict(), **training_state(tiny_resnet())}
     assert {"module.normalizer.new_mean", "module.attacker.model.fc.weight"} <= set(checkpoint[weights_key])
     torch.save(checkpoint, tmp_path / "robust.pt")
-    loaded = models.build(robust_resnet_cfg(tmp_path / "robust.pt"))
+    loaded = models.build(robust_resnet_cfg(tmp_path / "robust.pt"), "cpu", **models.PLAIN)
     assert loaded.mean.flatten().tolist() == pytest.approx(MEAN) and loaded.std.flatten().tolist() == pytest.approx(STD)
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_dataparallel_state_dict_under_state_dict_loads(tmp_path):
     assert all(k.startswith("module.") for k in checkpoint["state_dict"])
     torch.save(checkpoint, tmp_path / "free.pth.tar")
     cfg = robust_resnet_cfg(tmp_path / "free.pth.tar")
-    loaded = models.build(cfg)
+    loaded = models.build(cfg, "cpu", **models.PLAIN)
     spec = models.model_spec(cfg)  # no normalisation in the file: timm's for the architecture
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_a_checkpoint_that_holds_objects_is_refused_in_one_line_naming_them(tmp_
                   "args": argparse.Namespace(eps=3.0), "hook": Opens(marker)}
     torch.save(checkpoint, tmp_path / "objects.pt")
     with pytest.raises(ConfigError) as err:
-        models.build(robust_resnet_cfg(tmp_path / "objects.pt"))
+        models.build(robust_resnet_cfg(tmp_path / "objects.pt"), "cpu", **models.PLAIN)
     message = str(err.value)
     assert "\n" not in message and "could run code" in message
     assert "argparse.Namespace" in message and "io.open" in message
@@ -118,7 +118,7 @@ def test_without_a_file_the_robust_entry_never_falls_back_to_natural_weights(tmp
     monkeypatch.setenv("PII_WEIGHTS_DIR", str(tmp_path))
     cfg = compose_config(["model=resnet50_robust", "output_dir=/x"]).model
     with pytest.raises(ConfigError, match="resnet50_robust.pt' does not exist"):
-        models.build(cfg)
+        models.build(cfg, "cpu", **models.PLAIN)
 
 
 def test_adversarially_trained_inception_entry_needs_no_network_to_configure():
@@ -143,7 +143,7 @@ def natural_linear(digits_data):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     clf = models.Classifier(net, name="linear", input_size=32, fixed_size=False, mean=[0.5] * 3, std=[0.5] * 3,
-                            num_classes=10)
+                            num_classes=10, precision="fp32", channels_last=False)
     net.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(100):
@@ -204,7 +204,7 @@ def test_a_tiny_robust_training_step_trains_on_attacked_batches(digits_data):
     from pii.run.digits import model_config
 
     (x, y), _ = digits_data
-    cfg = model_config("digits_cnn")
+    cfg = model_config("digits_cnn", "random")
     attack = RecordingPGD(PGD("linf", 0.1, steps=2, step_size=0.08, warmup=0.5))
     robust = train(cfg, x[:32], y[:32], epochs=1, seed=0, batch_size=16, attack=attack)
     natural = train(cfg, x[:32], y[:32], epochs=1, seed=0, batch_size=16)
@@ -222,7 +222,7 @@ def test_a_robust_digits_model_is_reused_only_by_runs_that_would_train_the_same_
     tag = compose_config(["robust=linf", "output_dir=/x"]).robust.tag
     assert [p.name for p in tmp_path.glob("*.pt")] == [f"vit{tag}.pt"]  # the name the model config loads
     assert digits.is_trained(tmp_path, "vit", epochs, robust="linf")
-    assert not digits.is_trained(tmp_path, "vit", epochs)  # no natural one
+    assert not digits.is_trained(tmp_path, "vit", epochs, robust="none")  # no natural one
     assert not digits.is_trained(tmp_path, "vit", {"vit": 2}, robust="linf")  # other epochs
     assert not digits.is_trained(tmp_path, "vit", epochs, seed=1, robust="linf")
     assert not digits.is_trained(tmp_path, "vit", epochs, robust="l2")

@@ -66,7 +66,7 @@ def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(
     assert "timm/top1" in table_file["columns"] and "timm/prediction" in table_file["columns"]
     column = table_file["columns"].index("timm/probability")
     assert [row[column] for row in table_file["data"]] == pytest.approx([c.probability for c in judged.classes])
-    assert objective(result) == judged.top1  # what a Hydra sweeper optimises
+    assert objective(result, cfg.objective) == judged.top1  # what a Hydra sweeper optimises (objective=judged_top1)
     (images,) = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"
                  and r.artifact.type == "inversions"]
     assert {e.path for e in images.manifest.contents} >= {"1_class-1.png", "2_class-2.png", "metrics.json"}

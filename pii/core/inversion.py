@@ -14,7 +14,7 @@ from pii.core.augment import Augmentation
 from pii.core.draws import Draws
 from pii.core.losses import InversionLoss
 from pii.core.observers import Observer
-from pii.core.param import Param, Pixel
+from pii.core.param import Param
 from pii.core.schedule import Stage
 from pii.errors import ConfigError
 
@@ -22,12 +22,11 @@ from pii.errors import ConfigError
 def invert(classifier: nn.Module, class_ids: list[int], augment: Augmentation, stages: list[Stage],
            loss_fn: InversionLoss, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
            observer: Observer | None = None,
-           image: torch.Tensor | None = None, first_stage: int = 0, log_every: int = 10,
-           chunk: int | Callable[[int, int], int] | None = None,
-           param: Param | None = None, seed: int = 0) -> torch.Tensor:
+           image: torch.Tensor | None = None, first_stage: int = 0, *, log_every: int,
+           chunk: int | Callable[[int, int], int] | None, param: Param, seed: int) -> torch.Tensor:
     """Optimise one image per class so that `classifier` puts it in that class.
 
-    The image is a parametrization (pii.core.param; default: the pixels). For each
+    The image is `param`, a parametrization (pii.core.param: pixels, ...). For each
     stage: grow it (the previous image pasted in the centre of a fresh canvas),
     make a fresh optimiser (`make_optimizer(parameters)`) and cosine schedule, then step: render, augment,
     forward, loss, backward, step, project (pixels: clamp to [0, 1]). `image`
@@ -50,7 +49,6 @@ def invert(classifier: nn.Module, class_ids: list[int], augment: Augmentation, s
     observer = observer or Observer()
     device = next(classifier.buffers()).device
     targets = torch.tensor(class_ids, device=device)
-    param = param or Pixel(len(class_ids), device)
     if image is not None:
         param.encode(image.to(device))
     for index in range(first_stage, len(stages)):

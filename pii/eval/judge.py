@@ -17,8 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from pii import models
 from pii.errors import ConfigError, few
@@ -32,7 +30,7 @@ from pii.eval.results import (
     nan_if_none,
     to_json,
 )
-from pii.files import write_text
+from pii.files import read_png, write_text
 from pii.models import Classifier
 from pii.models.classes import class_name
 
@@ -53,7 +51,7 @@ def build_judges(verifier: DictConfig | None, device: torch.device | str = "cpu"
             log.warning("judge %s has %d classes, the inverted model %d: skipped", name, model_cfg.num_classes,
                         num_classes)
             continue
-        judges[str(name)] = models.build(model_cfg, device, key=f"verifier.{name}")
+        judges[str(name)] = models.build(model_cfg, device, **models.PLAIN, key=f"verifier.{name}")
     return judges
 
 
@@ -156,15 +154,6 @@ def judge_run(judges: dict[str, Classifier], image: torch.Tensor, class_ids: lis
     return results
 
 
-def load_png(path: Path) -> torch.Tensor:
-    """A saved image as [3, H, W] pixels in [0, 1] (8-bit, as saved); ConfigError if it cannot be read."""
-    try:
-        with Image.open(path) as img:
-            return pil_to_tensor(img.convert("RGB")).float() / 255
-    except (OSError, ValueError, SyntaxError) as err:  # missing, truncated or not an image (PIL's own types)
-        raise ConfigError(f"cannot read image {str(path)!r} ({type(err).__name__}: {str(err)[:80]})") from None
-
-
 def find_inversions(root: Path) -> list[tuple[Path, int]]:
     """Every `<class_id>_<slug>.png` under `root` (recursively: a run or a multirun directory)."""
     root = Path(root)
@@ -186,7 +175,7 @@ def read_inversions(root: Path) -> Inversions:
     damaged = []
     for path, cid in find_inversions(root):
         try:
-            image = load_png(path)
+            image = read_png(path)
         except ConfigError as err:  # one damaged file costs its own verdict, not the others'
             damaged.append(str(err))
             continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import torch
 
 from pii.errors import ConfigError
 from pii.files import write_json
+from pii.models import cpu
 from pii.models.cpu import DISPATCH_VARIABLES
 
 MANIFEST = "manifest.json"
@@ -50,24 +50,13 @@ def commit() -> str:
     return head.stdout.strip() + ("+uncommitted" if changed else "")
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware(device: torch.device | str | None = None) -> str:
     """The machine in words: the GPU when `device` is CUDA, else the CPU and its threads; torch's version."""
     device = torch.device(device) if device is not None else None
     if device is not None and device.type == "cuda":
-        what = f"{torch.cuda.get_device_name(device)}, {cpu_name()} host"
+        what = f"{torch.cuda.get_device_name(device)}, {cpu.model_name()} host"
     else:
-        what = f"{cpu_name()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
+        what = f"{cpu.model_name()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
     return f"{what}; torch {torch.__version__}"
 
 

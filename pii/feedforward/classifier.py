@@ -65,7 +65,7 @@ MEAN, STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 
 def wrap(net: nn.Module, num_classes: int, resolution: int) -> models.Classifier:
     return models.Classifier(net, name="small_cnn", input_size=resolution, fixed_size=False, mean=MEAN, std=STD,
-                             num_classes=num_classes)
+                             num_classes=num_classes, precision="fp32", channels_last=False)
 
 
 RUN_ARGUMENTS = ("data", "resolution", "device", "model_cfg", "data_cfg", "robust_cfg", "is_main", "barrier")
@@ -94,7 +94,7 @@ def model_group(*, data: Data, resolution: int, device: torch.device, model_cfg:
     if model_cfg is None:
         raise ConfigError("classifier=model needs a model from the model group, e.g. model=resnet50")
     check_classes(int(model_cfg.num_classes), data)
-    return models.build(model_cfg, device)
+    return models.build(model_cfg, device, **models.PLAIN)
 
 
 def small_cnn(*, data: Data, resolution: int, device: torch.device, data_cfg: DictConfig | None = None,

@@ -5,6 +5,7 @@ torchvision by name, weights from an installed package, timm's hub or a local fi
 """
 
 from pii.models.classifier import (
+                                   PLAIN,
                                    SPEC_KEYS,
                                    Classifier,
                                    build,
@@ -13,4 +14,5 @@ from pii.models.classifier import (
 )
 from pii.models.weights import load_weights, resolve_weights
 
-__all__ = ["SPEC_KEYS", "Classifier", "build", "fold_batchnorm", "load_weights", "model_spec", "resolve_weights"]
+__all__ = ["PLAIN", "SPEC_KEYS", "Classifier", "build", "fold_batchnorm", "load_weights", "model_spec",
+           "resolve_weights"]

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -180,7 +179,7 @@ def machine() -> str:
     limit = next((os.environ[name] for name in cpu.ONEDNN_ISA_LIMITS if os.environ.get(name)), None)
     if limit:
         isa += f", oneDNN<={limit}"
-    return f"{cpu_model()}; {isa}; {torch.get_num_threads()} threads; torch {torch.__version__}"
+    return f"{cpu.model_name()}; {isa}; {torch.get_num_threads()} threads; torch {torch.__version__}"
 
 
 # The code whose changes move the timings: the CPU's network changes, the device policy, the
@@ -196,14 +195,6 @@ def code_version() -> str:
     for name in TIMED_CODE:
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:12]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def cache_path() -> Path:

@@ -30,6 +30,10 @@ from pii.models.weights import load_weights, resolve_weights
 
 log = logging.getLogger(__name__)
 
+# `build`'s settings for a classifier to train, to judge with or to compare against: fp32, NCHW,
+# BatchNorm kept, eager. An inversion's classifier has its own, from its config (pii.run.build.classifier).
+PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "fold": False}
+
 
 class Classifier(nn.Module):
     """A frozen classifier that takes [0, 1] pixels and normalises inside.
@@ -40,7 +44,7 @@ class Classifier(nn.Module):
 
     def __init__(self, net: nn.Module, *, name: str, input_size: int, fixed_size: bool,
                  mean: list[float], std: list[float], num_classes: int,
-                 precision: str = "fp32", channels_last: bool = False):
+                 precision: str, channels_last: bool):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
         self.name, self.input_size, self.fixed_size, self.num_classes = name, input_size, fixed_size, num_classes
@@ -69,16 +73,16 @@ class Classifier(nn.Module):
             return net(x).float()
 
 
-def build(cfg: DictConfig, device: torch.device | str = "cpu", precision: str = "fp32",
-          channels_last: bool = False, compile: bool = False, fold: bool = False, key: str = "model",
-          adapt: bool = True) -> Classifier:
+def build(cfg: DictConfig, device: torch.device | str, *, precision: str, channels_last: bool, compile: bool,
+          fold: bool, key: str = "model", adapt: bool = True) -> Classifier:
     """Create the model named by `cfg.name` with timm and load its weights (`key`: where the config
     holds `cfg`, model or verifier.<name>, for messages). Weights from a file must give finite
     outputs on an ordinary image, else ConfigError naming the first layer that does not.
 
-    `fold`: BatchNorm folded into the convolution before it (see `fold_batchnorm`): the runner's
-    choice (`fold_batchnorm=true`) unless the loss reads BatchNorm statistics; off by default, so a
-    classifier built to train, or for DeepInversion's penalty, keeps its BatchNorm layers.
+    `precision`, `channels_last`, `compile` and `fold` are an inversion's settings (`pii.run.build.classifier`,
+    from its config); a classifier to train, to judge with or to compare against is built with
+    PLAIN's. `fold`: BatchNorm folded into the convolution before it (see `fold_batchnorm`): the
+    runner's choice (`fold_batchnorm=true`) unless the loss reads BatchNorm statistics.
     `compile`: torch.compile the network with static shapes: one graph per stage
     size, each specialised to its shape (and, on CUDA, autotuned for it). `adapt`: the device's
     changes to the network (pii.models.device.adapt_network); off, the network as timm makes it."""

@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import platform
 from collections.abc import Callable
 
 import torch
@@ -39,6 +40,16 @@ DISPATCH_VARIABLES = (*ONEDNN_ISA_LIMITS, "ATEN_CPU_CAPABILITY")
 # mallopt parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+
+
+def model_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says: the machine in a
+    calibration's cache key and in a result's provenance."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
 
 
 @functools.cache

@@ -40,5 +40,5 @@ def train(model_cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, epochs: int, 
     """The classifier of `model_cfg` built with seed `seed` and trained from scratch (pii.models.training.fit);
     `attack`: adversarially, each augmented batch replaced by its PGD attack (pii.models.robust)."""
     torch.manual_seed(seed)
-    return fit(models.build(model_cfg), x, y, epochs, shift=shift, colour=colour, polarity=polarity, lr=lr,
-               batch_size=batch_size, attack=attack)
+    return fit(models.build(model_cfg, "cpu", **models.PLAIN), x, y, epochs, shift=shift, colour=colour,
+               polarity=polarity, lr=lr, batch_size=batch_size, attack=attack)

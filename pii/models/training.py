@@ -47,8 +47,8 @@ def augment_batch(x: torch.Tensor, shift: int, colour: float, polarity: float = 
     return x
 
 
-def fit(clf: Classifier, x: torch.Tensor, y: torch.Tensor, epochs: int, *, shift: int = 2, colour: float = 0.0,
-        polarity: float = 0.0, lr: float = 2e-3, batch_size: int = 64, weight_decay: float = 0.05,
+def fit(clf: Classifier, x: torch.Tensor, y: torch.Tensor, epochs: int, *, lr: float, batch_size: int,
+        shift: int = 2, colour: float = 0.0, polarity: float = 0.0, weight_decay: float = 0.05,
         attack: PGD | None = None) -> Classifier:
     """Train the network inside `clf` on pixels `x` in [0, 1] and labels `y`: AdamW with one-cycle
     decay, every image once per epoch in shuffled batches, each batch augmented (`augment_batch`).

@@ -9,7 +9,7 @@ instantiate (pii.run.config.target); the others are the keyword arguments of one
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -77,7 +77,7 @@ def device_settings(cfg: DictConfig, device: torch.device, run_stages: list[Stag
         return calibration.settle(
             str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, run_stages,
             views, lambda precision, channels_last: models.build(cfg.model, device, precision=precision,
-                                                                 channels_last=channels_last, fold=fold),
+                                                                 channels_last=channels_last, compile=False, fold=fold),
             splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
 
 
@@ -107,7 +107,7 @@ class Pieces:
     augment: augment.Augmentation
     loss: InversionLoss
     make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
-    log_every: int = field(default=0)
+    log_every: int
 
     def param(self, batch: int) -> Param:
         """A fresh parametrization of `batch` images (the `param` group's)."""

@@ -268,7 +268,7 @@ def _invert_main(cfg: DictConfig) -> float:
     return objective(result, cfg.objective)
 
 
-def objective(result: RunResult, name: str = "judged_top1") -> float:
+def objective(result: RunResult, name: str) -> float:
     """What a sweeper optimises (`objective=`): the first judge's top-1, the judged number (without
     a judge, verifier=none: the inverted model's own top-1 rate); or that per second of inversion."""
     judges = list((result.judge or {}).values())

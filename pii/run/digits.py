@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pii import models
+from pii.errors import ConfigError
 from pii.files import write_json
 from pii.models.digits import digits_split, train
 from pii.models.robust import PGD
@@ -33,14 +34,32 @@ JUDGE = "judge"
 # method name -> the `experiment` option that composes it.
 METHODS = {name: f"digits/{name}" for name in options("experiment/digits")}
 CLAIM_METHODS = ("pii", "pii_no_color_shift", "plain_ce")  # the paper's claim: digits_claim.py's default
+# Each model's training epochs (robust_claim.py trains the robust versions with the same)
+EPOCHS = {"cnn": 10, "vit": 20, "mixer": 10, JUDGE: 10}
 
 
-def model_config(model: str, weights: str = "random") -> DictConfig:
+def scaled_epochs(scale: float) -> dict[str, int]:
+    """EPOCHS times `scale` (the scripts' --epochs), at least one each."""
+    return {short: max(1, round(epochs * scale)) for short, epochs in EPOCHS.items()}
+
+
+def chosen(option: str, value: str, choices: dict) -> dict:
+    """The entries of `choices` (METHODS, ARCHITECTURES) named by the comma-separated `value` of a
+    script's `option`; ConfigError names any unknown."""
+    names = value.split(",")
+    unknown = sorted(set(names) - set(choices))
+    if unknown:
+        raise ConfigError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
+    return {name: choices[name] for name in names}
+
+
+def model_config(model: str, weights: str) -> DictConfig:
+    """The `model` group's `model` with `weights` (random: untrained, to train here; else a file)."""
     return compose([f"model={model}", f"model.weights={weights}"]).model
 
 
-def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None,
-              robust: str = "none") -> dict[str, float]:
+def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[str] | None = None, *,
+              robust: str) -> dict[str, float]:
     """Train the three architectures and the judge (or those in `which`); save state_dicts as
     <out_dir>/<short>.pt; return their test accuracies. `robust`: an option of conf/robust/; other
     than none, the architectures are trained adversarially, with the same settings otherwise, and
@@ -58,8 +77,8 @@ def train_all(out_dir: Path, epochs: dict[str, int], seed: int = 0, which: list[
     for short, (name, model_seed, shift, colour) in recipes(seed).items():
         if (which and short not in which) or (attack and short == JUDGE):
             continue
-        clf = train(model_config(name), x_train, y_train, epochs[short], model_seed, shift=shift, colour=colour,
-                    attack=attack)
+        clf = train(model_config(name, "random"), x_train, y_train, epochs[short], model_seed, shift=shift,
+                    colour=colour, attack=attack)
         path = out_dir / f"{short}{robust_cfg.tag}.pt"
         save_checkpoint(path, clf.net.state_dict())
         accuracies[short] = accuracy(clf, x_test, y_test)
@@ -83,7 +102,7 @@ def shaping_settings(short: str, epochs: dict[str, int], seed: int, attack: PGD 
             "robust": vars(attack) if attack else None}
 
 
-def is_trained(out_dir: Path, short: str, epochs: dict[str, int], seed: int = 0, robust: str = "none") -> bool:
+def is_trained(out_dir: Path, short: str, epochs: dict[str, int], seed: int = 0, *, robust: str) -> bool:
     """Whether <out_dir> holds `short`'s file (robust: the one its tag names) with a record of the same
     settings: the cache test of a script that trains only what it lacks (robust_claim.py)."""
     robust_cfg = compose([f"robust={robust}"]).robust
@@ -98,12 +117,13 @@ def test_accuracies(out_dir: Path) -> dict[str, float]:
     """Held-out accuracy of the saved checkpoints (the same split train_all trained on)."""
     _, (x_test, y_test) = digits_split()
     names = {**ARCHITECTURES, JUDGE: "digits_judge"}
-    return {short: accuracy(models.build(model_config(name, str(Path(out_dir) / f"{short}.pt"))), x_test, y_test)
+    return {short: accuracy(models.build(model_config(name, str(Path(out_dir) / f"{short}.pt")), "cpu", **models.PLAIN),
+                            x_test, y_test)
             for short, name in names.items()}
 
 
 def invert_all(out_dir: Path, overrides: list[str] = (), methods: dict[str, str] = METHODS,
-               architectures: dict[str, str] = ARCHITECTURES, robust: str = "none") -> dict[str, dict[str, dict]]:
+               architectures: dict[str, str] = ARCHITECTURES, *, robust: str) -> dict[str, dict[str, dict]]:
     """Invert digits 0-9 of every architecture with every method (name -> its experiment preset);
     judged metrics per (architecture, method). `robust`: which version of each architecture
     (train_all's), its runs in runs/<short><robust.tag>/."""

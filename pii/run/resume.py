@@ -14,9 +14,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pii import CONF_DIR
 from pii.errors import ConfigError, few
 from pii.eval import results
-from pii.eval.judge import load_png
 from pii.eval.results import METRICS, RunResult
-from pii.files import read_yaml
+from pii.files import read_png, read_yaml
 from pii.models.weights import load_tensors
 from pii.run.outputs import CHECKPOINT
 
@@ -191,7 +190,7 @@ def load_images(run_dir: Path, class_ids: list[int]) -> torch.Tensor:
     missing = [c for c in class_ids if c not in files]
     if missing:
         raise ConfigError(f"init_from={run_dir} has no image for class {few(missing)}; it has classes {few(sorted(files))}")
-    return torch.stack([load_png(files[c]) for c in class_ids])
+    return torch.stack([read_png(files[c]) for c in class_ids])
 
 
 def check_files(cfg: DictConfig) -> None:

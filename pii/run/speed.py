@@ -160,7 +160,8 @@ def count_flops(pieces: build.Pieces, num_classes: int) -> float:
 
 def naive_classifier(cfg: DictConfig, device: torch.device) -> models.Classifier:
     """The paper's code: timm's network as it is, fp32, weight gradients at every step."""
-    classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, adapt=False)
+    classifier = models.build(cfg.model, device, precision="fp32", channels_last=False, compile=False, fold=False,
+                              adapt=False)
     classifier.net.requires_grad_(True)
     return classifier
 

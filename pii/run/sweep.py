@@ -310,7 +310,7 @@ def log_gathered(sweep_dir: Path, master: DictConfig) -> None:
 def _log_run(sweep_dir: Path, result, name: str) -> None:
     import torch
 
-    from pii.eval.judge import load_png
+    from pii.files import read_png
     from pii.run import tracking
 
     cfg = OmegaConf.create(result.config)
@@ -320,4 +320,4 @@ def _log_run(sweep_dir: Path, result, name: str) -> None:
         cfg.resume = str(out_dir) if (out_dir / tracking.RUN_ID_FILE).is_file() else None
     with tracking.opened(cfg, out_dir, job_type="sweep", job_name=name, job_group=sweep_dir.name) as tracker:
         tracker.watch_inversion([e.class_id for e in result.classes], int(cfg.model.num_classes), [])
-        tracker.log_results(torch.stack([load_png(Path(e.image)) for e in result.classes]), result)
+        tracker.log_results(torch.stack([read_png(Path(e.image)) for e in result.classes]), result)
