@@ -38,8 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pii import CONF_DIR
 from pii.errors import ConfigError
+from pii.feedforward.config import SEARCHPATH, TRAIN_INVERT_CONF_DIR
 from pii.models.cpu import DISPATCH_VARIABLES
-from pii.run.compose import SEARCHPATH, TRAIN_INVERT_CONF_DIR
 
 DOCS = ROOT / "docs"
 STAND_IN = "STAND_IN"  # what a placeholder of a command becomes
@@ -127,7 +127,7 @@ def invert_job(cfg, overrides) -> None:
 
 
 def train_invert_job(cfg, overrides) -> None:
-    from pii.run.config import check_train_invert
+    from pii.feedforward.config import check_train_invert
 
     check_train_invert(cfg)
 
