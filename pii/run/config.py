@@ -12,8 +12,8 @@ cannot say (ranges, choices, the class ids against the model, a `_target_` that 
 checked by `check_invert`, before anything loads or is written (pii.run.cli.preflight, and again at
 the top of the runner for callers that skip the CLI).
 
-Groups that hold user data (`class_id`: an int, a list, or `classes=...`) stay `Any`. This module imports no torch at import
-time: a bad command line fails in about a second.
+Groups that hold user data (`class_id`: an int, a list, or `classes=...`) stay `Any`. This module
+imports no torch at import time: a bad command line fails in about a second.
 """
 
 from __future__ import annotations
