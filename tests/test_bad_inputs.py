@@ -31,8 +31,8 @@ from conftest import ROOT, Payload, as_hydra_run, file_bytes, run_cli, stopped_a
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
+from pii.feedforward.config import compose_train_invert
 from pii.run import runner
-from pii.run.compose import compose_train_invert
 from tests.tiny import RANDOM_TINY, tiny_cfg
 
 ENTRY = {"invert": ["invert.py"], "train": ["train_invert.py"], "judge": ["scripts/judge.py"],
@@ -675,7 +675,9 @@ def test_views_are_chunked_to_fit_the_memory_and_give_the_same_images(tmp_path, 
 
     cfg = tiny_cfg(tmp_path / "whole", "verifier=none", "precision=fp32", "channels_last=false",
                    "augmentation.chunk=auto")
-    classifier, augment = models.build(cfg.model, fold=bool(cfg.fold_batchnorm)), build.augmentation(cfg)
+    classifier = models.build(cfg.model, "cpu", precision=cfg.precision, channels_last=cfg.channels_last, compile=False,
+                              fold=bool(cfg.fold_batchnorm))
+    augment = build.augmentation(cfg)
     size = build.stages(cfg)[-1].size
     image = torch.rand(1, 3, size, size, requires_grad=True)
     per_class, views = device.saved_bytes(lambda: augment(image, device.Draws.seeded(0, [1], 0)))
