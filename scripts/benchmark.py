@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
                         help="time the default path both eager and compiled (row `compiled`; its warm-up is "
                              "the compile time)")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--unit", metavar="LAYER", help="instead: one step for a unit of LAYER (objective=channel; "
+                        "the network stops after LAYER) against a class step, at the model's input size, and the ratio")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
     return parser
 
@@ -68,6 +70,8 @@ def main(argv: list[str]) -> None:
         args.json = writable_file(args.json, "--json")
         provenance.read(args.json.parent)
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
+    if args.unit:
+        return unit_step(args.overrides, cfg, class_ids, args.unit, device)
 
     if args.compare_compile:
         cfg = OmegaConf.merge(cfg, {"compile": False})
@@ -105,6 +109,20 @@ def main(argv: list[str]) -> None:
                       for r in (*batched, naive)]})
         provenance.record([args.json], device)
     print(f"speedup_vs_naive={ratio:.2f}")
+
+
+def unit_step(overrides: list[str], cfg, class_ids: list[int], layer: str, device: torch.device) -> None:
+    """Prints a class step's seconds, a unit step's (as many images), and their ratio."""
+    from pii import models
+
+    unit_cfg = compose([*overrides, "objective=channel", f"objective.layer={layer}",
+                        f"objective.units=first:{len(class_ids)}"])
+    classifier = models.build(cfg.model, device, **{**models.PLAIN, "fold": True})
+    class_s = speed.objective_step_seconds(cfg, classifier, class_ids, device)
+    unit_s = speed.objective_step_seconds(unit_cfg, classifier, list(range(len(class_ids))), device)
+    print(f"one step, {len(class_ids)} images x {cfg.augmentation.ensemble_size} views at {classifier.input_size} px "
+          f"({classifier.name}, fp32, {device}): class {class_s:.3f} s, unit of {layer} {unit_s:.3f} s, "
+          f"ratio {class_s / unit_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pii.core import losses
+from pii.core.objectives import L2, BatchNorm, Class, Objective, TotalVariation
 from pii.errors import ConfigError
 from pii.eval import results
 from pii.models import Classifier
@@ -41,11 +42,12 @@ def test_penalty_is_zero_at_the_running_statistics_and_positive_elsewhere():
 
 def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnorm():
     classifier = bn_first_classifier()
-    loss = losses.build(classifier, tv_weight=0.05, l2_weight=1e-4, bn_weight=0.01)
+    loss = Objective([Class(), TotalVariation(0.05), L2(1e-4), BatchNorm(0.01)], classifier)
     image = torch.rand(2, 3, 16, 16, requires_grad=True)
-    logits = classifier(image)
-    total = loss(logits, torch.tensor([1, 2]), image)
-    ce = nn.functional.cross_entropy(logits, torch.tensor([1, 2]))
+    targets = torch.tensor([1, 2])
+    views_loss, _ = loss.views_loss(classifier, image, targets, torch.arange(2))
+    total = views_loss + loss.image_loss(image)
+    ce = nn.functional.cross_entropy(classifier(image), targets)
     assert total.item() > ce.item()
     total.backward()
     assert image.grad.abs().sum() > 0
@@ -54,7 +56,7 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
                      fixed_size=True, mean=[0.5] * 3, std=[0.5] * 3, num_classes=5, precision="fp32",
                      channels_last=False)
     with pytest.raises(ConfigError, match="needs a model with BatchNorm.*test_vit has none"):
-        losses.build(vit, tv_weight=0.0, l2_weight=0.0, bn_weight=0.01)
+        Objective([Class(), BatchNorm(0.01)], vit)
 
 
 def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def summary_of(path) -> dict:
 
 
 def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(tmp_path):
-    from pii.run.cli import objective
+    from pii.run.cli import sweep_metric
 
     cfg = tiny_cfg(tmp_path, "logger=wandb", *JUDGE)
     result = runner.run(cfg)
@@ -66,7 +66,7 @@ def test_the_judged_numbers_reach_the_summary_the_table_and_the_sweep_objective(
     assert "timm/top1" in table_file["columns"] and "timm/prediction" in table_file["columns"]
     column = table_file["columns"].index("timm/probability")
     assert [row[column] for row in table_file["data"]] == pytest.approx([c.probability for c in judged.classes])
-    assert objective(result, cfg.objective) == judged.top1  # what a Hydra sweeper optimises (objective=judged_top1)
+    assert sweep_metric(result, cfg.sweep_metric) == judged.top1  # what a Hydra sweeper optimises
     (images,) = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"
                  and r.artifact.type == "inversions"]
     assert {e.path for e in images.manifest.contents} >= {"1_class-1.png", "2_class-2.png", "metrics.json"}

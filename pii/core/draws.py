@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 
-def stream_seed(seed: int, class_id: int, stage: int) -> int:
+def stream_seed(seed: int, class_id: int, stage: int, copy: int = 0) -> int:
     """A 64-bit seed for the stream of (seed, class_id, stage), all >= 0: numpy's SeedSequence mixes
-    them, so nearby triples give unrelated streams."""
-    return int(np.random.SeedSequence([int(seed), int(class_id), int(stage)]).generate_state(1, np.uint64)[0])
+    them, so nearby triples give unrelated streams. `copy` k > 0: the k-th other image of the same
+    target in a batch (the objective's diversity compares them), a stream of its own."""
+    entropy = [int(seed), int(class_id), int(stage)] + ([int(copy)] if copy else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
 class Draws:
@@ -35,7 +37,9 @@ class Draws:
 
     @classmethod
     def seeded(cls, seed: int, class_ids: Sequence[int], stage: int) -> Draws:
-        return cls([torch.Generator().manual_seed(stream_seed(seed, c, stage)) for c in class_ids])
+        """A stream per image; a target repeated in `class_ids` gets a new stream at each repeat."""
+        copies = [list(class_ids[:i]).count(c) for i, c in enumerate(class_ids)]
+        return cls([torch.Generator().manual_seed(stream_seed(seed, c, stage, k)) for c, k in zip(class_ids, copies)])
 
     def __len__(self) -> int:
         return len(self.generators)

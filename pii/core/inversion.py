@@ -12,7 +12,7 @@ from torch import nn
 from pii.core import schedule
 from pii.core.augment import Augmentation
 from pii.core.draws import Draws
-from pii.core.losses import InversionLoss
+from pii.core.objectives import Objective
 from pii.core.observers import Observer
 from pii.core.param import Param
 from pii.core.schedule import Stage
@@ -20,11 +20,13 @@ from pii.errors import ConfigError
 
 
 def invert(classifier: nn.Module, class_ids: list[int], augment: Augmentation, stages: list[Stage],
-           loss_fn: InversionLoss, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+           loss_fn: Objective, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
            observer: Observer | None = None,
            image: torch.Tensor | None = None, first_stage: int = 0, *, log_every: int,
            chunk: int | Callable[[int, int], int] | None, param: Param, seed: int) -> torch.Tensor:
-    """Optimise one image per class so that `classifier` puts it in that class.
+    """Optimise one image per target so that `loss_fn` (an Objective of weighted terms) falls: by
+    default each image's class (`class_ids`); with unit terms, `class_ids` are the units the images
+    are made for.
 
     The image is `param`, a parametrization (pii.core.param: pixels, ...). For each
     stage: grow it (the previous image pasted in the centre of a fresh canvas),
@@ -91,35 +93,37 @@ def chunk_size(chunk: int | Callable[[int, int], int] | None, views: int, size: 
     return views if chunk is None else min(int(chunk), views)
 
 
-def forward_backward(classifier: nn.Module, loss_fn: InversionLoss, views: torch.Tensor, targets: torch.Tensor,
+def forward_backward(classifier: nn.Module, loss_fn: Objective, views: torch.Tensor, targets: torch.Tensor,
                      image: torch.Tensor, per_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of all views, backpropagated into `image` `per_chunk` views at a time (gradients
     accumulate, so peak memory is one chunk's). Returns the loss and each view's target
-    probability, both detached and left on the device.
+    score (pii.core.objectives.Objective.views_loss), both detached and left on the device.
 
     The loss is the mean over the batch; what is backpropagated is that times the batch size, the
     sum of each image's own loss (the mean over its views, its priors), so that an image's
     gradient does not shrink with the number of images beside it: Adam's step would (through its
     eps), and a class's image would depend on its batch."""
     if per_chunk < len(views) and not loss_fn.splits_over_views:
-        raise ConfigError("loss=deepinversion needs all views in one batch (its BatchNorm statistics are over the "
-                          "batch); set augmentation.chunk to at least the number of views, or use fewer views")
+        raise ConfigError("loss=deepinversion and the objective's diversity need all views in one batch (BatchNorm "
+                          "statistics and Gram matrices are compared over the batch); set augmentation.chunk to at "
+                          "least the number of views, or use fewer views")
     split = per_chunk < len(views)
     # Split, each chunk's graph starts at its own copy of the views, and the augmentation's graph
     # (views from image), which all chunks share, runs back once with all their gradients: run back
     # from every chunk, it cost a whole batch's augmentation backward per chunk (+30% per step at
     # 2 chunks on a 2-core CPU).
     chunks = [c.detach().requires_grad_() for c in views.split(per_chunk)] if split else [views]
-    losses, probs = [], []
-    for index, (chunk, chunk_targets) in enumerate(zip(chunks, targets.split(per_chunk))):
-        logits = classifier(chunk)
-        loss = loss_fn.views_loss(logits, chunk_targets, total=len(views))
+    images = torch.arange(len(image), device=targets.device).repeat_interleave(len(views) // len(image))
+    losses, scores = [], []
+    for index, (chunk, chunk_targets, chunk_images) in enumerate(zip(chunks, targets.split(per_chunk),
+                                                                     images.split(per_chunk))):
+        loss, score = loss_fn.views_loss(classifier, chunk, chunk_targets, chunk_images, total=len(views))
         if index == 0:
             loss = loss + loss_fn.image_loss(image)
         # the first chunk's priors run back through the image's graph, which the views' pass needs again
         (loss * len(image)).backward(retain_graph=split and index == 0)
         losses.append(loss.detach())
-        probs.append(logits.detach().softmax(-1).gather(1, chunk_targets[:, None]).squeeze(1))
+        scores.append(score)
     if split:
         views.backward(torch.cat([c.grad for c in chunks]))
-    return torch.stack(losses).sum(), torch.cat(probs)
+    return torch.stack(losses).sum(), torch.cat(scores)

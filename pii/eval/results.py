@@ -51,6 +51,18 @@ class ClassResult:
 
 
 @dataclass
+class UnitResult:
+    """One image made for a unit of a layer (pii.eval.units)."""
+    layer: str
+    unit: int
+    activation: float  # the objective's target term on the final image, unaugmented (e.g. the channel's mean)
+    start_activation: float | None = None  # on the starting noise
+    top1: bool | None = None  # specificity: the unit is its layer's most activated after z-scoring each unit
+    image: str | None = None  # the PNG, relative to the run directory: <layer>_<unit>.png
+    spectral_slope: float | None = None
+
+
+@dataclass
 class Verdict:
     """A judge's verdict on one image."""
     class_id: int  # the target class
@@ -129,6 +141,9 @@ class RunResult:
     # the CUDA policy, a calibration on this CPU or its cache) with the candidates' seconds per view
     # (pii.models.calibration.DeviceSettings); None in runs made before it was recorded
     device_settings: dict | None = None
+    units: list[UnitResult] | None = None  # a unit objective's images (then `classes` is empty)
+    specificity: float | None = None  # the share of `units` whose unit is the most activated of its layer
+    diversity: float | None = None  # mean pairwise feature distance of the images of one target (several per target)
 
     @property
     def method(self) -> str:
@@ -141,9 +156,10 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:
-        stages, judges = d.get("stage_seconds"), d.get("judge")
+        stages, judges, units = d.get("stage_seconds"), d.get("judge"), d.get("units")
         result = cls(**{"seconds": None, "seconds_per_class": None,  # written as absent where unknown (to_dict)
                         **d, "classes": [ClassResult.from_dict(c) for c in d["classes"]],
+                        "units": None if units is None else [UnitResult(**u) for u in units],
                         "stage_seconds": None if stages is None else [StageTime(**t) for t in stages],
                         "judge": None if judges is None else {k: JudgeResult.from_dict(j) for k, j in judges.items()}})
         if not all(isinstance(c.class_id, int) and isinstance(c.image, str) for c in result.classes):

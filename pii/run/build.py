@@ -11,21 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pii import models
-from pii.core import augment, losses, schedule
+from pii.core import augment, schedule
 from pii.core.inversion import invert
-from pii.core.losses import InversionLoss
+from pii.core.objectives import Objective
 from pii.core.observers import Observer
 from pii.core.param import Param
 from pii.core.schedule import Stage
 from pii.models import calibration
+from pii.errors import ConfigError
 from pii.models import device as device_policy
-from pii.run.config import target
+from pii.models import layers
+from pii.models.classes import job_classes
+from pii.run.config import parse_units, target
 
 
 def settings(node: DictConfig, *leave_out: str) -> dict:
@@ -45,8 +49,48 @@ def augmentation(cfg: DictConfig) -> augment.Augmentation:
     return augment.build(**settings(cfg.augmentation, "chunk"))
 
 
-def loss(cfg: DictConfig, classifier: nn.Module) -> InversionLoss:
-    return losses.build(classifier, **settings(cfg.loss))
+def loss(cfg: DictConfig, classifier: nn.Module) -> Objective:
+    """The `objective` group's weighted terms on `classifier`: each term's layer resolved and its
+    layout found (pii.models.layers), its units and vector checked against it, and the targets
+    against the layer, before anything runs."""
+    terms = [target(node, f"objective.terms.{name}")() for name, node in cfg.objective.terms.items()
+             if node is not None]
+    return layers.objective(terms, classifier, targets(cfg, classifier.num_classes) if unit_targets(cfg) else None)
+
+
+def unit_targets(cfg: DictConfig) -> bool:
+    """Whether the images are made for units (objective.units), not for classes (class_id)."""
+    return cfg.objective.get("units") is not None
+
+
+def targets(cfg: DictConfig, num_classes: int) -> list[int]:
+    """What this run's images are made for, objective.images_per_target each, side by side: the
+    job's classes, or objective.units (a list, or first:N)."""
+    per_target = cfg.objective.get("images_per_target", 1)
+    if isinstance(per_target, bool) or not isinstance(per_target, int) or per_target < 1:
+        raise ConfigError(f"objective.images_per_target must be a number >= 1, got {per_target!r}")
+    if not unit_targets(cfg):
+        ids = job_classes(cfg.class_id, num_classes, cfg.get("classes_per_job"), cfg.get("class_chunk"))
+    else:
+        ids = parse_units(cfg.objective.units)
+    return [i for i in ids for _ in range(per_target)]
+
+
+def photo(cfg: DictConfig, size: int, device: torch.device | str) -> torch.Tensor | None:
+    """objective.photo (feature accentuation: the images start from it, and its Near term keeps them
+    near it) as (1, 3, size, size) pixels: the centre square, resized; None when not set."""
+    import torch.nn.functional as F
+
+    from pii.eval.judge import load_png
+
+    path = cfg.objective.get("photo")
+    if not path:
+        return None
+    image = load_png(Path(str(path)).expanduser())
+    side = min(image.shape[-2:])
+    top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
+    square = image[None, :, top:top + side, left:left + side]
+    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=True).to(device)
 
 
 def optimizer(cfg: DictConfig) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
@@ -60,8 +104,8 @@ def param(cfg: DictConfig, batch: int, device: torch.device | str) -> Param:
 
 
 def folds_batchnorm(cfg: DictConfig) -> bool:
-    """`fold_batchnorm`, unless the loss reads BatchNorm statistics (DeepInversion's penalty)."""
-    return bool(cfg.fold_batchnorm) and not losses.reads_batchnorm(cfg.loss.bn_weight)
+    """`fold_batchnorm`, unless the objective reads BatchNorm statistics (DeepInversion's penalty)."""
+    return bool(cfg.fold_batchnorm) and not layers.reads_batchnorm(cfg.objective)
 
 
 def device_settings(cfg: DictConfig, device: torch.device, run_stages: list[Stage], views: int,
@@ -78,17 +122,18 @@ def device_settings(cfg: DictConfig, device: torch.device, run_stages: list[Stag
             str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, run_stages,
             views, lambda precision, channels_last: models.build(cfg.model, device, precision=precision,
                                                                  channels_last=channels_last, compile=False, fold=fold),
-            splits=not losses.reads_batchnorm(cfg.loss.bn_weight), seconds_per_view=seconds_per_view)
+            splits=layers.splits_over_views(cfg.objective), seconds_per_view=seconds_per_view)
 
 
 def classifier(cfg: DictConfig, device: torch.device, run_stages: list[Stage], views: int,
                device_choice: calibration.DeviceSettings) -> tuple[models.Classifier, bool]:
     """The classifier a run of `cfg` optimises against, and whether it is compiled: the precision and
     channels_last of `device_choice`, compiled where `compile` asks or (auto) where it pays for the
-    stages and views (pii.models.device.wants_compile), BatchNorm folded by `folds_batchnorm`."""
+    stages and views (pii.models.device.wants_compile), BatchNorm folded by `folds_batchnorm`; never
+    where a term reads a layer (forward hooks, one of which may stop the pass)."""
     spec = models.model_spec(cfg.model)
-    compiled = device_policy.wants_compile(cfg.compile, device, run_stages, views,
-                                           fixed_size=spec["input_size"] if spec["fixed_size"] else None)
+    compiled = not layers.reads_layers(cfg.objective) and device_policy.wants_compile(
+        cfg.compile, device, run_stages, views, fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     return models.build(cfg.model, device, precision=device_choice.precision,
                         channels_last=device_choice.channels_last, compile=compiled,
                         fold=folds_batchnorm(cfg)), compiled
@@ -105,7 +150,7 @@ class Pieces:
     classifier: models.Classifier
     compiled: bool
     augment: augment.Augmentation
-    loss: InversionLoss
+    loss: Objective
     make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
     log_every: int
 

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pii import CONF_DIR, files
 from pii.errors import ConfigError, WriteError, few
 from pii.eval.results import RunResult
-from pii.run.compose import hydra_arg, one_line, quoted
+from pii.run.compose import hydra_arg, one_line, quoted, renamed
 from pii.run.config import check_invert, check_stages
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def preflight(argv: list[str], config_dir: str, config_name: str,
     """
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
         return None
+    renamed(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -265,11 +266,11 @@ def _invert_main(cfg: DictConfig) -> float:
     out = str(cfg.get("resume") or cfg.output_dir)
     with ending(f"finished stages are saved; continue with: python invert.py {hydra_arg('resume', out)}"):
         result = run(cfg)
-    return objective(result, cfg.objective)
+    return sweep_metric(result, cfg.sweep_metric)
 
 
-def objective(result: RunResult, name: str) -> float:
-    """What a sweeper optimises (`objective=`): the first judge's top-1, the judged number (without
+def sweep_metric(result: RunResult, name: str) -> float:
+    """What a sweeper optimises (`sweep_metric=`): the first judge's top-1, the judged number (without
     a judge, verifier=none: the inverted model's own top-1 rate); or that per second of inversion."""
     judges = list((result.judge or {}).values())
     top1 = judges[0].top1 if judges else result.top1_rate

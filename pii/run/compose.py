@@ -37,6 +37,18 @@ def one_line(err: Exception) -> str:
     return text
 
 
+def renamed(overrides: list[str]) -> None:
+    """An old key on the command line, said in one line: `objective=` named the sweep's metric
+    before it picked what is optimised (conf/objective/)."""
+    from pii.run.config import SWEEP_METRICS
+
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "objective" and value in SWEEP_METRICS:
+            raise ConfigError(f"{override!r}: what a sweeper optimises is now sweep_metric={value}; objective= picks "
+                              f"what the inversion optimises (conf/objective/: class, channel, ...)")
+
+
 def quoted(value: str) -> str:
     """A value as Hydra's override grammar reads it back unchanged (a sweep job's dir holds '=' and ',')."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -81,6 +93,7 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    renamed(list(overrides))
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="script"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))

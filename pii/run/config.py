@@ -32,7 +32,7 @@ from pii import CONF_DIR
 from pii.core.precision import AUTO, PRECISIONS
 from pii.errors import ConfigError, few
 
-OBJECTIVES = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.objective
+SWEEP_METRICS = ("judged_top1", "judged_top1_per_second")  # pii.run.cli.sweep_metric
 ROBUST_NORMS = ("linf", "l2")  # robust.norm; pii.models.robust.PGD attacks in either
 
 
@@ -170,7 +170,8 @@ class InvertConfig:
     cudnn_benchmark: bool = MISSING
     compile: Any = MISSING  # true, false, or auto (pii.models.device.wants_compile)
     log_every: int = MISSING
-    objective: str = MISSING
+    objective: Any = MISSING  # the terms' keys differ between options (conf/objective/)
+    sweep_metric: str = MISSING
     method: str = MISSING  # the leaderboard's label of a method preset
     output_dir: str = MISSING
     resume: Optional[str] = MISSING
@@ -316,8 +317,8 @@ def check_invert(cfg: DictConfig) -> None:
     if chunk != "auto" and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         problems.append(f"augmentation.chunk must be auto or a number of views >= 1, got {chunk!r}; "
                         f"e.g. augmentation.chunk=64")
-    if cfg.objective not in OBJECTIVES:
-        problems.append(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+    if cfg.sweep_metric not in SWEEP_METRICS:
+        problems.append(f"sweep_metric must be one of {', '.join(SWEEP_METRICS)}, got {cfg.sweep_metric!r}")
     if cfg.compile not in (True, False, "auto"):
         problems.append(f"compile must be true, false or auto, got {cfg.compile!r}")
     for key in ("augmentation.jitter", "augmentation.alpha", "augmentation.beta", "augmentation.pad",
@@ -342,12 +343,19 @@ def check_invert(cfg: DictConfig) -> None:
     if cfg.get("resume") and cfg.get("init_from"):
         problems.append("resume= and init_from= exclude each other: resume continues a run, init_from starts a new one")
     check_robust(problems, cfg, "model")
+    _objective(problems, cfg)
     problems.raise_any()
-    # after the model's num_classes is known to be sane
-    job_classes(cfg.class_id, cfg.model.num_classes, cfg.get("classes_per_job"), cfg.get("class_chunk"))
+    # after the model's num_classes is known to be sane; a unit objective's targets are its units
+    if cfg.objective.get("units") is None:
+        job_classes(cfg.class_id, cfg.model.num_classes, cfg.get("classes_per_job"), cfg.get("class_chunk"))
+    else:
+        parse_units(cfg.objective.units)
     # last, once the cheap checks pass: loading a target imports its module (torch)
     target(cfg.param, "param", "batch", "device")
     target(cfg.optimizer, "optimizer", "params")
+    for name, node in cfg.objective.terms.items():
+        if node is not None:
+            target(node, f"objective.terms.{name}")
 
 
 def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
@@ -363,6 +371,29 @@ def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
         problems.append(f"augmentation.shift={shift} crops the whole first stage ({sizes[0]} px) away; "
                         f"use augmentation.shift < {sizes[0]}")
     problems.raise_any()
+
+
+def _objective(problems: Problems, cfg: DictConfig) -> None:
+    """The objective's numbers. A term's weight may be negative (a channel minus another); the
+    priors' weights are the `loss` group's, checked there."""
+    problems.at_least(cfg, "objective.images_per_target", 1)
+    for name, node in (cfg.objective.get("terms") or {}).items():
+        if node is None:
+            continue
+        for key, low in (("unit", 0), ("cossim_power", 0), ("class_id", 0)):
+            if key in node:
+                problems.at_least(cfg, f"objective.terms.{name}.{key}", low)
+
+
+def parse_units(value) -> list[int]:
+    """objective.units: a unit, a list of them, or first:N (units 0 .. N-1)."""
+    if isinstance(value, str) and value.startswith("first:") and value[6:].isdigit() and int(value[6:]) >= 1:
+        return list(range(int(value[6:])))
+    items = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
+    if not items or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in items):
+        raise ConfigError(f"objective.units must be unit numbers >= 0: a list such as [0,5,9], or first:N, "
+                          f"got {value!r}")
+    return [int(u) for u in items]
 
 
 def options(group: str, root: str = CONF_DIR) -> list[str]:

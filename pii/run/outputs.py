@@ -56,10 +56,10 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
 
 
 def save_images(out_dir: Path, image: torch.Tensor, result: RunResult) -> None:
-    """One PNG per class and the grid of all classes (metrics.json, which marks the run finished, comes
-    after the judges: pii.run.runner)."""
+    """One PNG per class (or per unit) and the grid of all of them (metrics.json, which marks the run
+    finished, comes after the judges: pii.run.runner)."""
     out_dir = Path(out_dir)
-    for img, entry in zip(image, result.classes):
+    for img, entry in zip(image, result.classes or result.units or []):
         save_png(img, out_dir / entry.image)
     save_grid(image, out_dir / "grid.png")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -12,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from pii.core.observers import Observer, Observers
 from pii.eval import judge as judge_lib
-from pii.eval import results
+from pii.eval import results, units
 from pii.eval.results import METRICS, RunResult, StageTime
-from pii.models.classes import class_key, job_classes
+from pii.models.classes import class_key
 from pii.models.device import fit_memory, resolve_device
 from pii.run import build, resume, tracking
 from pii.run.config import check_invert, check_stages
@@ -24,19 +25,20 @@ log = logging.getLogger(__name__)
 
 
 class ProgressBar(Observer):
-    """A tqdm bar per stage with the loss and the mean target probability (as often as the loop reports)."""
+    """A tqdm bar per stage with the loss and the mean target probability, or activation (`score`), as
+    often as the loop reports."""
 
-    def __init__(self, num_stages: int):
+    def __init__(self, num_stages: int, score: str = "p_target"):
         from tqdm.auto import tqdm
 
-        self.tqdm, self.num_stages, self.bar = tqdm, num_stages, None
+        self.tqdm, self.num_stages, self.score, self.bar = tqdm, num_stages, score, None
 
     def stage_started(self, index, stage, image):
         self.bar = self.tqdm(total=stage.steps, desc=f"stage {index + 1}/{self.num_stages} {stage.size}px",
                              leave=True, dynamic_ncols=True)
 
     def step_done(self, index, step, loss, probs):
-        self.bar.set_postfix(loss=f"{loss:.3f}", p_target=f"{probs.mean().item():.3f}", refresh=False)
+        self.bar.set_postfix({"loss": f"{loss:.3f}", self.score: f"{probs.mean().item():.3f}"}, refresh=False)
         self.bar.update(step + 1 - self.bar.n)
 
     def stage_done(self, index, stage, image):
@@ -76,7 +78,8 @@ def run(cfg: DictConfig) -> RunResult:
             return finished
     check_invert(cfg)
     tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
-    class_ids = job_classes(cfg.class_id, int(cfg.model.num_classes), cfg.get("classes_per_job"), cfg.get("class_chunk"))
+    # the images' targets: classes, or a unit objective's units (pii.run.build.targets)
+    class_ids, unit_run = build.targets(cfg, int(cfg.model.num_classes)), build.unit_targets(cfg)
     check_stages(cfg, [stage.size for stage in build.stages(cfg)])
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
@@ -86,7 +89,11 @@ def run(cfg: DictConfig) -> RunResult:
     # the judges load before the inversion, so one that cannot load costs no inversion; their random
     # initialisation (before their weights load) leaves what the inversion draws as it was
     with torch.random.fork_rng(devices=[]):
-        judges = judge_lib.build_judges(cfg.get("verifier"), device, classifier.num_classes)
+        judges = {} if unit_run else judge_lib.build_judges(cfg.get("verifier"), device, classifier.num_classes)
+    if unit_run and cfg.get("verifier"):
+        log.info("the judges (verifier) judge classes: skipped for a unit objective, whose images are measured by "
+                 "their activation and specificity (pii.eval.units)")
+    loss_fn = pieces.loss
     pieces.settings.chunk = fit_memory(pieces.settings.chunk, cfg.augmentation.chunk, classifier, pieces.augment, class_ids,
                                        stages[-1].size, pieces.loss.splits_over_views, device)  # planned, not met in the allocator
     out_dir = Path(cfg.output_dir)
@@ -95,22 +102,32 @@ def run(cfg: DictConfig) -> RunResult:
              device, "compiled" if pieces.compiled else "eager", [s.size for s in stages], stages[0].steps, out_dir)
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
-    start = [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
+    photo = build.photo(cfg, classifier.input_size, device)  # feature accentuation: start from it, stay near it
+    if photo is not None:
+        loss_fn.anchor(photo)
+        noise = photo.expand(len(class_ids), -1, -1, -1)  # where the images start: the start's activation there
+    start = units.activations(loss_fn, classifier, noise, class_ids) if unit_run else \
+        [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
     param = pieces.param(len(class_ids))
     start_from, first_stage, seconds_before = resume.starting_point(cfg, class_ids, len(stages), device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
         param.load_state_dict(start_from)
     elif start_from is not None:  # images (init_from, or an older pixel checkpoint)
         param.encode(start_from)
-    with tracking.start(cfg, class_ids, classifier.num_classes, stages) as tracker:
+    elif photo is not None:
+        param.encode(noise)
+    keys = [name.removesuffix(".png") for name in units.image_names(loss_fn.reported.layer, class_ids)] \
+        if unit_run else None
+    with tracking.start(cfg, class_ids, classifier.num_classes, stages, keys) as tracker:
         timer = StageTimer()
         started = time.perf_counter()
         # the whole run's inversion time so far, carried in each checkpoint (None: a checkpoint that lacks it)
         elapsed = (lambda: None) if seconds_before is None else (lambda: seconds_before + time.perf_counter() - started)
-        observers = Observers([ProgressBar(len(stages)), timer, Saver(out_dir, class_ids, param, elapsed), tracker])
+        observers = Observers([ProgressBar(len(stages), "activation" if unit_run else "p_target"), timer, Saver(out_dir, class_ids, param, elapsed), tracker])
         image = pieces.invert(class_ids, observers, param, first_stage)
         seconds = elapsed()
-        result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device)
+        result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device,
+                         loss_fn if unit_run else None)
         result.device_settings = asdict(pieces.settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
@@ -127,12 +144,16 @@ def run(cfg: DictConfig) -> RunResult:
     return result
 
 
-def _result(cfg, classifier, class_ids, stages, image, start, seconds, device) -> RunResult:
-    report = judge_lib.class_report(classifier, image, class_ids)
+def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, objective=None) -> RunResult:
+    """The run's metrics; with a unit `objective`, its images' activations and specificity instead
+    of the classifier's probabilities."""
+    report = [] if objective else judge_lib.class_report(classifier, image, class_ids)
     for entry, p0, img in zip(report, start, image):
         entry.start_probability = p0
         entry.image = f"{class_key(entry.class_id, classifier.num_classes)}.png"
         entry.spectral_slope = judge_lib.spectral_slope(img)
+    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed)) if objective else None
+    entries = report or unit_report
     result = RunResult(
         model=classifier.name,
         device=str(device),
@@ -142,12 +163,20 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device) -
         stage_sizes=[s.size for s in stages],
         ensemble_size=int(cfg.augmentation.ensemble_size),
         param=str(cfg.param.name),
-        spectral_slope=sum(entry.spectral_slope for entry in report) / len(report),
-        mean_probability=sum(e.probability for e in report) / len(report),
-        top1_rate=sum(e.top1 for e in report) / len(report),
+        spectral_slope=sum(entry.spectral_slope for entry in entries) / len(entries),
+        mean_probability=sum(e.probability for e in report) / len(report) if report else math.nan,
+        top1_rate=sum(e.top1 for e in report) / len(report) if report else math.nan,
         classes=report,
         config=OmegaConf.to_container(cfg, resolve=True),
+        units=unit_report,
     )
+    if unit_report:
+        tops = [u.top1 for u in unit_report if u.top1 is not None]
+        result.specificity = sum(tops) / len(tops) if tops else None
+        result.diversity = units.diversity(units.features(classifier, image), class_ids)
+        for entry in unit_report:
+            log.info("%s unit %d: activation %.3f (from %.3f), the most activated of its layer: %s -> %s", entry.layer,
+                     entry.unit, entry.activation, entry.start_activation, entry.top1, entry.image)
     for entry in report:
         log.info("class %d %s: p=%.3f (from %.4f), top-1 %s, spectral slope %.2f -> %s", entry.class_id,
                  entry.name, entry.probability, entry.start_probability, entry.top5_classes[0].name,

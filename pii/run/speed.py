@@ -149,8 +149,11 @@ def count_flops(pieces: build.Pieces, num_classes: int) -> float:
         with FlopCounterMode(display=False) as forward:
             image = param.render()
             views = pieces.augment(image, draws)
-            logits = pieces.classifier(views, eager=True)  # FlopCounterMode counts eager ops
-            loss = pieces.loss(logits, targets.repeat_interleave(views.shape[0] // num_classes), image)
+            per_image = views.shape[0] // num_classes
+            images = torch.arange(num_classes, device=pieces.device).repeat_interleave(per_image)
+            # eager: FlopCounterMode counts eager ops
+            loss = pieces.loss.views_loss(pieces.classifier, views, targets.repeat_interleave(per_image), images,
+                                          eager=True)[0] + pieces.loss.image_loss(image)
         with FlopCounterMode(display=False) as backward:
             torch.autograd.grad(loss, param.parameters())
         step = forward.get_total_flops() * (2 if weight_grads else 1) + backward.get_total_flops()
@@ -232,3 +235,31 @@ def format_report(results: list[PathResult], peaks: dict[str, float]) -> str:
                      f"{r.images_per_second:>9.1f} {r.peak_memory_mb:>8.0f} {r.flops_per_second / 1e9:>8.1f} "
                      f"{share:>7.1%} {r.warmup_seconds:>9.1f}")
     return "\n".join(lines)
+
+
+def objective_step_seconds(cfg: DictConfig, classifier: models.Classifier, targets: list[int],
+                           device: torch.device, steps: int = 5) -> float:
+    """The median seconds of one step (augment, forward, objective, backward) at the model's input
+    size for `cfg`'s objective on `targets`, after one step of warm-up: a unit objective's network
+    stops after the deepest layer its terms read (pii.models.layers.Reader)."""
+    from pii.core.inversion import forward_backward
+
+    objective, augment = build.loss(cfg, classifier), build.augmentation(cfg)
+    size = classifier.input_size
+    image = torch.rand(len(targets), 3, size, size, device=device, requires_grad=True)
+    draws = Draws.seeded(int(cfg.seed), targets, 0)
+    times = []
+    try:
+        for _ in range(steps + 1):
+            _sync(device)
+            start = time.perf_counter()
+            views = augment(image, draws)
+            view_targets = torch.tensor(targets, device=device).repeat_interleave(len(views) // len(targets))
+            forward_backward(classifier, objective, views, view_targets, image, len(views))
+            image.grad = None
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    finally:
+        if hasattr(objective.read, "remove"):
+            objective.read.remove()
+    return sorted(times[1:])[len(times[1:]) // 2]

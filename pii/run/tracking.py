@@ -85,8 +85,10 @@ class Tracker(Observer):
     def __init__(self, **run_and_settings):
         """Takes (and ignores) what a tracker is built with: the run's identity (`opened`)."""
 
-    def watch_inversion(self, class_ids: list[int], num_classes: int, stages: list[Stage]) -> Tracker:
-        """Get ready for an inversion of `class_ids` in `stages` (its per-class keys and global step)."""
+    def watch_inversion(self, class_ids: list[int], num_classes: int, stages: list[Stage],
+                        unit_keys: list[str] | None = None) -> Tracker:
+        """Get ready for an inversion of `class_ids` in `stages` (its per-class keys and global step);
+        `unit_keys` (<layer>_<unit>): the images are made for units, whose activation is logged."""
         return self
 
     def log(self, metrics: dict, step: int | None = None) -> None: ...
@@ -163,21 +165,22 @@ class WandbTracker(Tracker):
     def finish(self, exit_code=0):
         self.run.finish(exit_code=exit_code)
 
-    def watch_inversion(self, class_ids, num_classes, stages):
+    def watch_inversion(self, class_ids, num_classes, stages, unit_keys=None):
         self.class_ids = class_ids
-        self.keys = [class_key(c, num_classes) for c in class_ids]
+        self.keys = unit_keys or [class_key(c, num_classes) for c in class_ids]
+        self.score = "activation" if unit_keys else "p_target"  # what the loop reports of each image's target
         # global step of each stage's first step, so a resumed run continues the same x axis
         steps = [s.steps for s in stages]
         self.offsets = [sum(steps[:i]) for i in range(len(stages))]
         self.run.define_metric("step")
         self.run.define_metric("loss", step_metric="step", summary="last")
-        self.run.define_metric("p_target/*", step_metric="step", summary="last")
+        self.run.define_metric(f"{self.score}/*", step_metric="step", summary="last")
         self.run.define_metric("stage", step_metric="step")
         return self
 
     def step_done(self, index, step, loss, probs):
         row = {"step": self.offsets[index] + step, "loss": loss, "stage": index + 1}
-        row.update({f"p_target/{key}": p for key, p in zip(self.keys, probs.tolist())})
+        row.update({f"{self.score}/{key}": p for key, p in zip(self.keys, probs.tolist())})
         self.log(row, step=row["step"])
 
     def stage_done(self, index, stage, image):
@@ -192,6 +195,8 @@ class WandbTracker(Tracker):
     def log_results(self, image: torch.Tensor, result: RunResult):
         """The per-class table, each class's final image, and the summary (also a sweep's classes gathered:
         pii.run.sweep)."""
+        if result.units:
+            return self._log_units(image, result)
         judges = result.judge or {}
         columns = ["class_id", "name", "image", "probability", "start_probability", "top1", "top1_name"]
         for name in judges:
@@ -211,11 +216,21 @@ class WandbTracker(Tracker):
         self.summary(summary(result))
         self.summary({f"probability/{key}": e.probability for key, e in zip(self.keys, result.classes)})
 
+    def _log_units(self, image: torch.Tensor, result: RunResult):
+        """A unit objective's table: each image's layer, unit, activation at start and end, specificity."""
+        table = self.wandb.Table(columns=["layer", "unit", "image", "activation", "start_activation", "top1"])
+        for img, entry in zip(image, result.units):
+            table.add_data(entry.layer, entry.unit, self._image(img, entry.image), entry.activation,
+                           entry.start_activation, entry.top1)
+        self.log({"results": table, **{f"final/{key}": self._image(img, "final") for key, img in zip(self.keys, image)}})
+        self.summary(summary(result))
+        self.summary({f"activation/{key}": e.activation for key, e in zip(self.keys, result.units)})
+
     def _log_images(self, result: RunResult):
         out_dir = Path(result.config["output_dir"])
         artifact = self.wandb.Artifact(f"inversions-{self.run.id}", type="inversions",
                                        metadata={"model": result.model, "class_ids": self.class_ids})
-        for entry in result.classes:
+        for entry in result.classes or result.units or []:
             artifact.add_file(str(out_dir / entry.image))
         artifact.add_file(str(out_dir / METRICS))
         self.run.log_artifact(artifact)
@@ -273,7 +288,8 @@ def opened(cfg: DictConfig, out_dir: Path, enabled: bool = True, **run) -> Itera
 
 
 @contextmanager
-def start(cfg: DictConfig, class_ids: list[int], num_classes: int, stages: list[Stage]) -> Iterator[Tracker]:
+def start(cfg: DictConfig, class_ids: list[int], num_classes: int, stages: list[Stage],
+          unit_keys: list[str] | None = None) -> Iterator[Tracker]:
     """An inversion's tracker (an Observer), writing under `cfg.output_dir`; see `opened`."""
     with opened(cfg, Path(cfg.output_dir)) as tracker:
-        yield tracker.watch_inversion(class_ids, num_classes, stages)
+        yield tracker.watch_inversion(class_ids, num_classes, stages, unit_keys)

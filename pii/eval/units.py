@@ -1,0 +1,98 @@
+"""Measures of images made for units (a channel, a neuron) rather than classes: no judge says what
+a unit is, so the checks are the usual ones (docs/objectives.md):
+
+- activation: the objective's target term on the image as it is (no augmentation), at the start
+  (noise) and at the end;
+- specificity: the image's unit is the most activated of its layer once each unit is z-scored over
+  a reference batch (the run's images and noise images); the share of such images is the run's;
+- diversity: where a target has several images, their mean pairwise distance in a classifier's
+  feature space (the input of its head).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from pii.core.objectives import Objective
+from pii.eval.judge import spectral_slope
+from pii.eval.results import UnitResult
+
+
+def image_names(layer: str, units: list[int]) -> list[str]:
+    """`<layer>_<unit>.png`; several images of one unit: `<layer>_<unit>_<k>.png`, k = 0, 1, ..."""
+    names, seen = [], defaultdict(int)
+    several = len(set(units)) < len(units)
+    for unit in units:
+        names.append(f"{layer}_{unit}_{seen[unit]}.png" if several else f"{layer}_{unit}.png")
+        seen[unit] += 1
+    return names
+
+
+@torch.no_grad()
+def activations(objective: Objective, classifier: nn.Module, images: torch.Tensor, units: list[int]) -> list[float]:
+    """The objective's target term (pii.core.objectives.Objective.reported) on each image as it is."""
+    targets = torch.tensor(units, device=images.device)
+    _, scores = objective.views_loss(classifier, images, targets, torch.arange(len(images), device=images.device),
+                                     eager=True)
+    return scores.tolist()
+
+
+@torch.no_grad()
+def unit_means(objective: Objective, classifier: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """(images, units): each unit's mean activation over the layer's positions."""
+    _, layers = objective.read(classifier, images, True)
+    return layers[layer].values.mean(-1)
+
+
+def specific(objective: Objective, classifier: nn.Module, images: torch.Tensor, units: list[int], layer: str,
+             noise: int = 8, seed: int = 0) -> list[bool]:
+    """Per image: is its unit the most activated of `layer` after z-scoring each unit over the
+    reference batch (these images and `noise` uniform noise images)?"""
+    generator = torch.Generator().manual_seed(seed)
+    reference = torch.rand(noise, *images.shape[1:], generator=generator).to(images.device)
+    means = unit_means(objective, classifier, images, layer)
+    pool = torch.cat([means, unit_means(objective, classifier, reference, layer)])
+    z = (means - pool.mean(0)) / (pool.std(0) + 1e-8)
+    return (z.argmax(1).cpu() == torch.tensor(units)).tolist()
+
+
+@torch.no_grad()
+def features(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(images, features): what a timm classifier's head takes."""
+    net = getattr(classifier.net, "_orig_mod", classifier.net)
+    seen = []
+    handle = net.get_classifier().register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1).float()))
+    try:
+        classifier(images, eager=True)
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
+def diversity(feats: torch.Tensor, units: list[int]) -> float | None:
+    """The mean over targets with several images of their mean pairwise Euclidean distance; None
+    when no target has several."""
+    groups = defaultdict(list)
+    for i, unit in enumerate(units):
+        groups[unit].append(i)
+    spreads = []
+    for members in groups.values():
+        if len(members) > 1:
+            d = torch.cdist(feats[members], feats[members])
+            spreads.append(d.sum() / (len(members) * (len(members) - 1)))
+    return float(torch.stack(spreads).mean()) if spreads else None
+
+
+def unit_report(objective: Objective, classifier: nn.Module, image: torch.Tensor, units: list[int],
+                start: list[float], seed: int = 0) -> list[UnitResult]:
+    """The per-image entries of a unit run's metrics.json."""
+    layer = objective.reported.layer
+    end = activations(objective, classifier, image, units)
+    # a direction's or a whole layer's images have no unit to be specific to
+    tops = specific(objective, classifier, image, units, layer, seed=seed) if objective.reported.targeted \
+        else [None] * len(units)
+    return [UnitResult(layer, unit, a, a0, top, name, spectral_slope(img))
+            for unit, a, a0, top, name, img in zip(units, end, start, tops, image_names(layer, units), image)]
