@@ -9,15 +9,25 @@ shape at the model's input size (batch left out), the layout (nchw, nhwc, tokens
 number of units and the grid of positions a unit has (prefix tokens left out).
 """
 
+import argparse
+
 from pii import models
 from pii.models.layers import probe
 from pii.run.cli import script_main
 from pii.run.compose import compose
 
 
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("args", nargs="*", help="Hydra overrides, as for invert.py (model=...), and words that "
+                        "filter the names")
+    return parser
+
+
 def main(argv: list[str]) -> None:
-    words = [a for a in argv if "=" not in a]
-    cfg = compose([a for a in argv if "=" in a])
+    args = parser().parse_intermixed_args(argv).args
+    words = [a for a in args if "=" not in a]
+    cfg = compose([a for a in args if "=" in a])
     classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     layers, order = probe(classifier)
     print(f"{classifier.name}: {len(order)} layers at {classifier.input_size} px, in the order they finish")
