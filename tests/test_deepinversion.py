@@ -42,7 +42,7 @@ def test_penalty_is_zero_at_the_running_statistics_and_positive_elsewhere():
 
 def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnorm():
     classifier = bn_first_classifier()
-    loss = Objective([Class(), TotalVariation(0.05), L2(1e-4), BatchNorm(0.01)], classifier)
+    loss = Objective([Class(1.0), TotalVariation(0.05), L2(1e-4), BatchNorm(0.01)], classifier)
     image = torch.rand(2, 3, 16, 16, requires_grad=True)
     targets = torch.tensor([1, 2])
     views_loss, _ = loss.views_loss(classifier, image, targets, torch.arange(2))
@@ -56,7 +56,7 @@ def test_deepinversion_loss_adds_the_penalty_and_refuses_models_without_batchnor
                      fixed_size=True, mean=[0.5] * 3, std=[0.5] * 3, num_classes=5, precision="fp32",
                      channels_last=False)
     with pytest.raises(ConfigError, match="needs a model with BatchNorm.*test_vit has none"):
-        Objective([Class(), BatchNorm(0.01)], vit)
+        Objective([Class(1.0), BatchNorm(0.01)], vit)
 
 
 def test_deepinversion_starts_from_a_pii_run_images(tmp_path, monkeypatch):

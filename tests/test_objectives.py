@@ -115,7 +115,7 @@ def test_nhwc_and_nchw_outputs_give_the_same_unit_activation():
         assert (layers["1"].layout, layers["2"].layout) == ("nhwc", "nchw")
         assert layers["1"].units == layers["2"].units == 8 and layers["1"].grid == (12, 12)
         for name in ("1", "2"):  # the same tensor, channels last (a real NHWC output) and back
-            for term in (Channel(name, 3), Neuron(name, 3, position=[2, 7])):
+            for term in (Channel(name, 3, 1.0), Neuron(name, 3, [2, 7], 1.0)):
                 objective = layer_objective([term], classifier)
                 values[channels_last, name, type(term)] = term_value(objective, classifier, image, [0, 0])
     for kind in (Channel, Neuron):
@@ -150,8 +150,8 @@ def test_a_token_model_channel_is_a_feature_over_the_patch_tokens(model, prefix)
 
     handle = classifier.net.blocks[1].register_forward_hook(huge_class_token)  # before the objective's hook
     image = torch.rand(2, 3, 32, 32)
-    channel = term_value(layer_objective([Channel("blocks.1", 5)], classifier), classifier, image, [0, 0])
-    neuron = term_value(layer_objective([Neuron("blocks.1", 5, position=[1, 2])], classifier), classifier, image, [0, 0])
+    channel = term_value(layer_objective([Channel("blocks.1", 5, 1.0)], classifier), classifier, image, [0, 0])
+    neuron = term_value(layer_objective([Neuron("blocks.1", 5, [1, 2], 1.0)], classifier), classifier, image, [0, 0])
     handle.remove()
     tokens = seen[-1][:, prefix:, 5]  # the last pass: the neuron term's, on the same image
     torch.testing.assert_close(channel, tokens.mean(1))
@@ -168,10 +168,10 @@ def test_terms_add_up_with_their_weights():
         with torch.no_grad():
             return layer_objective(list(terms), classifier).views_loss(classifier, image, units, torch.arange(2))[0]
 
-    one, two = loss(Channel("layer2", 12)), loss(Channel("layer2", 40))
-    torch.testing.assert_close(loss(Channel("layer2", 12), Channel("layer2", 40, weight=-1.0)), one - two)
-    torch.testing.assert_close(loss(Class(weight=0.5), Channel("layer2", 12, weight=3.0)),
-                               0.5 * loss(Class()) + 3 * one)
+    one, two = loss(Channel("layer2", 12, 1.0)), loss(Channel("layer2", 40, 1.0))
+    torch.testing.assert_close(loss(Channel("layer2", 12, 1.0), Channel("layer2", 40, weight=-1.0)), one - two)
+    torch.testing.assert_close(loss(Class(0.5), Channel("layer2", 12, weight=3.0)),
+                               0.5 * loss(Class(1.0)) + 3 * one)
     # on the command line: a channel minus another, one more term in the list
     cfg = digits_cfg("digits_cnn", "objective=channel", "objective.layer=layer2", "objective.units=[12]",
                      "+objective.terms.minus={_target_: pii.core.objectives.Channel, layer: layer2, unit: 40, "
@@ -205,7 +205,7 @@ def test_the_network_stops_after_the_last_layer_read_and_gives_the_same_activati
     reader.remove()
     # the backward of a stopped pass reaches the image
     x = image.clone().requires_grad_(True)
-    objective = layer_objective([Channel("layer2", 3)], classifier)
+    objective = layer_objective([Channel("layer2", 3, 1.0)], classifier)
     assert objective.read.stop == "layer2"
     loss, _ = objective.views_loss(classifier, x, torch.tensor([0, 0]), torch.arange(2))
     loss.backward()
@@ -267,12 +267,12 @@ def test_the_direction_vector_is_read_from_a_file(tmp_path):
     cfg = digits_cfg("digits_cnn")
     classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     image = torch.rand(2, 3, 32, 32)
-    got = term_value(layer_objective([Direction("layer2", str(tmp_path / "v.npy"))], classifier), classifier, image,
-                     [0, 0])
-    torch.testing.assert_close(got, term_value(layer_objective([Channel("layer2", 7)], classifier), classifier, image,
-                                               [0, 0]))
+    direction = layer_objective([Direction("layer2", str(tmp_path / "v.npy"), 0.0, 1.0)], classifier)
+    channel = layer_objective([Channel("layer2", 7, 1.0)], classifier)
+    torch.testing.assert_close(term_value(direction, classifier, image, [0, 0]),
+                               term_value(channel, classifier, image, [0, 0]))
     with pytest.raises(ConfigError, match="vector"):
-        Direction("layer2", [[1, 2]])
+        Direction("layer2", [[1, 2]], 0.0, 1.0)
 
 
 def test_feature_accentuation_starts_from_the_photo_and_stays_near_it(tmp_path):

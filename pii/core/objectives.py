@@ -59,7 +59,7 @@ class Term:
     splits = True                  # a view's loss depends on that view alone: chunks of views add up
     targeted = False               # reads each image's own target (its class or unit)
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float):
         self.weight = float(weight)
 
     def check(self, units: int, grid: tuple[int, int]) -> None:
@@ -86,15 +86,11 @@ class ImageTerm(Term):
 
 
 class Class(ViewTerm):
-    """Cross-entropy of each view against its class (`class_id`, or the image's target): PII's loss."""
-    reads_logits = True
-
-    def __init__(self, weight: float = 1.0, class_id: int | None = None):
-        super().__init__(weight)
-        self.class_id, self.targeted = class_id, class_id is None
+    """Cross-entropy of each view against its image's class: PII's loss."""
+    reads_logits, targeted = True, True
 
     def classes(self, out: Readout) -> torch.Tensor:
-        return out.targets if self.class_id is None else torch.full_like(out.targets, int(self.class_id))
+        return out.targets
 
     def loss(self, out):
         return F.cross_entropy(out.logits.float(), self.classes(out), reduction="none")
@@ -114,7 +110,7 @@ class Unit(ViewTerm):
     """A term on units of one layer: `unit`, or each image's target when None."""
     reads_layer = True
 
-    def __init__(self, layer: str, unit: int | None = None, weight: float = 1.0):
+    def __init__(self, layer: str, unit: int | None, weight: float):
         super().__init__(weight)
         self.layer, self.unit, self.targeted = str(layer), unit, unit is None
 
@@ -149,8 +145,7 @@ class Neuron(Unit):
     """A unit at one position: `position` [row, col] of the layer's grid at the model's input size
     (scaled to smaller stages), the centre when None."""
 
-    def __init__(self, layer: str, unit: int | None = None, position: Iterable[int] | None = None,
-                 weight: float = 1.0):
+    def __init__(self, layer: str, unit: int | None, position: Iterable[int] | None, weight: float):
         super().__init__(layer, unit, weight)
         self.position = None if position is None else tuple(int(p) for p in position)
 
@@ -179,7 +174,7 @@ class Direction(ViewTerm):
     dot * max(cos, 0.1)^cossim_power; mean over positions. `vector`: a list, or a .npy / .pt file."""
     reads_layer = True
 
-    def __init__(self, layer: str, vector, cossim_power: float = 0.0, weight: float = 1.0):
+    def __init__(self, layer: str, vector, cossim_power: float, weight: float):
         super().__init__(weight)
         self.layer, self.cossim_power = str(layer), float(cossim_power)
         self.vector = load_vector(vector)
@@ -227,7 +222,7 @@ class Layer(ViewTerm):
     """DeepDream: the mean squared activation of the whole layer."""
     reads_layer = True
 
-    def __init__(self, layer: str, weight: float = 1.0):
+    def __init__(self, layer: str, weight: float):
         super().__init__(weight)
         self.layer = str(layer)
 
@@ -242,7 +237,7 @@ class Diversity(ViewTerm):
     reads_layer = True
     splits = False
 
-    def __init__(self, layer: str, weight: float = 1.0):
+    def __init__(self, layer: str, weight: float):
         super().__init__(weight)
         self.layer = str(layer)
 
@@ -274,7 +269,7 @@ class Near(ImageTerm):
     keeps them near it, the mean squared pixel difference to the photo at the image's size.
     (Horama measures the distance in a layer's features; pixels keep the term free of a layer.)"""
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float):
         super().__init__(weight)
         self.photo: torch.Tensor | None = None
 
