@@ -278,7 +278,7 @@ def test_the_direction_vector_is_read_from_a_file(tmp_path):
 def test_feature_accentuation_starts_from_the_photo_and_stays_near_it(tmp_path):
     from tiny import tiny_cfg
 
-    from pii.eval.judge import load_png
+    from pii.files import read_png
     from pii.run.outputs import save_png
 
     ramp = torch.linspace(0, 1, 40)
@@ -290,7 +290,7 @@ def test_feature_accentuation_starts_from_the_photo_and_stays_near_it(tmp_path):
     result = runner.run(cfg)
     expected = build.photo(cfg, 32, "cpu")[0]
     for entry in result.units:
-        image = load_png(tmp_path / "run" / entry.image)
+        image = read_png(tmp_path / "run" / entry.image)
         distance = (image - expected).abs().mean()
         assert 0 < distance < 0.1, distance  # changed, and still the photo (noise is 0.3 away)
     with pytest.raises(ConfigError, match="objective.photo"):

@@ -81,12 +81,12 @@ def photo(cfg: DictConfig, size: int, device: torch.device | str) -> torch.Tenso
     near it) as (1, 3, size, size) pixels: the centre square, resized; None when not set."""
     import torch.nn.functional as F
 
-    from pii.eval.judge import load_png
+    from pii.files import read_png
 
     path = cfg.objective.get("photo")
     if not path:
         return None
-    image = load_png(Path(str(path)).expanduser())
+    image = read_png(Path(str(path)).expanduser())
     side = min(image.shape[-2:])
     top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
     square = image[None, :, top:top + side, left:left + side]
