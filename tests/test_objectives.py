@@ -103,7 +103,7 @@ def nhwc_classifier(channels_last=False) -> Classifier:
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), ToNHWC(8), ToNCHW(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(8, 5))
     return Classifier(net, name="tiny-nhwc", input_size=12, fixed_size=False, mean=[0, 0, 0], std=[1, 1, 1],
-                      num_classes=5, channels_last=channels_last)
+                      num_classes=5, precision="fp32", channels_last=channels_last)
 
 
 def test_nhwc_and_nchw_outputs_give_the_same_unit_activation():
