@@ -1,8 +1,7 @@
 """invert.py's default hydra/sweeper (conf/hydra/sweeper/pii.yaml); the logic is pii.run.sweep."""
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
 from pii.run import sweep
+from pii.run.hydra_private import BasicSweeper
 
 
 class JobSweeper(BasicSweeper):
@@ -13,5 +12,7 @@ class JobSweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=sweep.FailsAlone(task_function), config=config)
 
-    def sweep(self, arguments):
-        return sweep.run(self.launcher, self.hydra_context.config_loader, self.config, arguments, self.max_batch_size)
+    def sweep(self, arguments, jobs=None):
+        """`jobs`: the sweep's jobs as the entry point's preflight planned and checked them (else planned here)."""
+        return sweep.run(self.launcher, self.hydra_context.config_loader, self.config, arguments, self.max_batch_size,
+                         jobs=jobs)

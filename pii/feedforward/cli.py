@@ -1,7 +1,7 @@
 """`train_invert.py` / `pii-train-invert`: thin Hydra entry point around `train_invert(cfg)`.
 
-Its configs live in conf/train_invert/; conf/ is added to the search path so
-that the `model` group (any classifier of invert.py) is available as well.
+Its configs live in conf/train_invert/; conf/ is searched after them, so that the `model` group
+(any classifier of invert.py) is available as well.
 """
 
 from __future__ import annotations
@@ -13,18 +13,25 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from pii import CONF_DIR
 from pii.errors import ConfigError
 from pii.feedforward.config import SEARCHPATH, TRAIN_INVERT_CONF_DIR, check_train_invert
-from pii.run.cli import ending, launch, preflight
+from pii.run.cli import ending, launch, planned
 from pii.run.compose import hydra_arg
 
 
 @hydra.main(version_base="1.3", config_path=TRAIN_INVERT_CONF_DIR, config_name="config")
-def _main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> None:
+    """Hydra's own main, for its commands that only print (pii.run.cli.SHOWS): they never reach here."""
+    raise RuntimeError("train_invert.py runs through pii.run.cli.launch")
+
+
+def train_invert_job(cfg: DictConfig, checked: bool = False) -> float:
+    """One train_invert.py run (or sweep job) in Hydra's job; `checked`: by the preflight."""
     from pii.feedforward.runner import train_invert
 
     with ending(continue_hint(cfg) if cfg.mode == "train" else ""):
-        metrics = train_invert(cfg)
+        metrics = train_invert(cfg, checked=checked)
     return metrics.get("eval", {}).get("logits", {}).get("retrieval_features", 0.0) if metrics else 0.0
 
 
@@ -38,7 +45,7 @@ def continue_hint(cfg: DictConfig) -> str:
     return f"the checkpoints are saved; continue with: {' '.join(command)}"
 
 
-def check_job(cfg: DictConfig, overrides: list[str]) -> None:
+def check_job(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """Preflight of one train_invert.py job: ranges, then the choices the code knows (conditions, ...),
     then the files it starts from."""
     from pii.feedforward.runner import check, check_files
@@ -48,18 +55,19 @@ def check_job(cfg: DictConfig, overrides: list[str]) -> None:
     check(cfg)
     available_device(str(cfg.device))
     check_files(cfg, Path(str(cfg.hydra.run.dir)).expanduser())
+    return cfg
 
 
 def train_invert_main() -> None:
-    if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
-        sys.argv.append(SEARCHPATH)
-    with ending():
-        cfg = preflight(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", check_job)
-        if cfg is None:
+    with ending(), planned(sys.argv[1:], TRAIN_INVERT_CONF_DIR, "config", check_job, (CONF_DIR,)) as plan:
+        if plan is None:  # --help, --cfg, ...: Hydra prints (conf/ searched as well), nothing is written
+            if not any(a.startswith("hydra.searchpath") for a in sys.argv[1:]):
+                sys.argv.append(SEARCHPATH)
             return _main()
+        cfg = plan.cfg
         if not (cfg.resume and cfg.mode == "train"):
-            return launch(cfg, _main, resume_hint=lambda d: f"resume=true {hydra_arg('hydra.run.dir', d)}")
-        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+            return launch(plan, train_invert_job, resume_hint=lambda d: f"resume=true {hydra_arg('hydra.run.dir', d)}")
+        if plan.multirun:
             raise ConfigError("resume=true continues one run (hydra.run.dir=<its directory>); it does not go with -m")
         from pii.feedforward.runner import finished
 
@@ -67,4 +75,4 @@ def train_invert_main() -> None:
         if finished(cfg, run_dir) is not None:  # nothing left to train: the run is left as it is
             print(f"{run_dir} is a finished run (metrics.json covers schedule.steps); nothing to resume", file=sys.stderr)
             return
-        launch(cfg, _main, continuing=True)
+        launch(plan, train_invert_job, continuing=True)

@@ -183,14 +183,17 @@ def finished(cfg: DictConfig, out_dir: Path) -> dict | None:
     return metrics if isinstance(steps, int) and steps >= int(cfg.schedule.steps) else None
 
 
-def train_invert(cfg: DictConfig) -> dict:
-    """Train (or, with mode=analyse, reload) the generators; evaluate; return the metrics."""
-    check_train_invert(cfg)
-    check(cfg)
+def train_invert(cfg: DictConfig, checked: bool = False) -> dict:
+    """Train (or, with mode=analyse, reload) the generators; evaluate; return the metrics. `checked`:
+    the entry point's preflight checked `cfg` (pii.feedforward.cli.check_job); else it is checked here."""
+    if not checked:
+        check_train_invert(cfg)
+        check(cfg)
     if (metrics := finished(cfg, Path(cfg.output_dir))) is not None:  # nothing left to train: leave the run as it is
         log.info("%s is a finished run (%d steps); nothing to resume", cfg.output_dir, metrics["steps"])
         return metrics
-    check_files(cfg, Path(cfg.output_dir))
+    if not checked:
+        check_files(cfg, Path(cfg.output_dir))
     threads = torch.get_num_threads()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))

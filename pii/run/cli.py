@@ -4,24 +4,28 @@ write is one line on stderr and exit code 2, Ctrl-C or SIGTERM one line and exit
 
 from __future__ import annotations
 
+import argparse
+import copy
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from pii import CONF_DIR, files
 from pii.errors import ConfigError, WriteError, few
 from pii.eval.results import RunResult
-from pii.run.compose import hydra_arg, one_line, quoted, renamed
-from pii.run.config import check_invert, check_stages
+from pii.run.checks import check_invert_job
+from pii.run.compose import hydra_arg, one_line, override_key, quoted, renamed
 
 log = logging.getLogger(__name__)
 
@@ -84,78 +88,203 @@ def fail(err: ConfigError) -> None:
     sys.exit(2)
 
 
+# Hydra's commands that print and write nothing (--version prints while the flags are read): left to Hydra.
+SHOWS = ("help", "hydra_help", "cfg", "info", "shell_completion")
+
+
+def command_line(argv: list[str]) -> argparse.Namespace:
+    """`argv` read by Hydra's own parser, as `@hydra.main` reads it; a flag that Hydra does not know,
+    or one that would run past the preflight, is a ConfigError (docs/errors.md, "Hydra's flags")."""
+    from pii.run.hydra_private import args_parser
+
+    parser = args_parser()
+
+    def refuse(message: str):
+        raise ConfigError(f"{message} (--help lists the flags)")
+
+    parser.error = refuse
+    args = parser.parse_args(argv)
+    if any(getattr(args, name) for name in SHOWS):
+        return args
+    if args.experimental_rerun:
+        raise ConfigError("--experimental-rerun would run again into a run's directory: start a new run with its "
+                          "overrides, or continue it with resume=<its dir>")
+    if args.config_path:
+        raise ConfigError(f"--config-path {args.config_path!r}: the configs are conf/; add a directory of your own "
+                          f"configs with --config-dir <dir> (searched after conf/), and pick one with --config-name")
+    if args.resolve or args.package:
+        raise ConfigError("--resolve and --package go with --cfg (e.g. --cfg job --resolve): they print a config")
+    if args.run and args.multirun:
+        raise ConfigError("--run and --multirun (-m) exclude each other")
+    if any(override_key(o) == "hydra.mode" for o in args.overrides):
+        raise ConfigError("hydra.mode= is set by the flags: -m (--multirun) starts a sweep, no flag a run")
+    if args.config_dir is not None and not Path(args.config_dir).expanduser().is_dir():
+        raise ConfigError(f"--config-dir {args.config_dir!r} is not a directory")
+    return args
+
+
+@dataclass
+class Plan:
+    """What a command line runs, composed and checked once (`preflight`), then run as it is (`launch`)."""
+
+    cfg: DictConfig  # a run's config, or a sweep's master config
+    multirun: bool
+    checked: dict[tuple[str, ...], DictConfig]  # each planned job's checked config, by its overrides
+    jobs: list | None = None  # a sweep's jobs, as pii.run.sweep planned them (invert.py's JobSweeper)
+    loader: Any = None  # Hydra's config loader, which composes a sweep's jobs again where they run
+    overrides: list[str] = field(default_factory=list)  # the command line's
+
+    @property
+    def key(self) -> str:
+        return "hydra.sweep.dir" if self.multirun else "hydra.run.dir"
+
+    @property
+    def directory(self) -> str:
+        """The run's (or the sweep's) directory, ${now:} resolved once, here."""
+        return str(OmegaConf.select(self.cfg, self.key))
+
+
+@contextmanager
+def planned(argv: list[str], config_dir: str, config_name: str, check: Callable[[DictConfig, list[str]], DictConfig],
+            searchpath: tuple[str, ...] = ()) -> Iterator[Plan | None]:
+    """Inside, the Plan of `argv` (Hydra's config loader kept for its run); None for Hydra's commands that
+    only print (--help, --cfg, --info, ...), which are left to Hydra. `searchpath`: config directories
+    searched after `config_dir` unless the command line names its own (hydra.searchpath=...)."""
+    from hydra.core.utils import setup_globals
+
+    from pii.run.hydra_private import initialized
+
+    args = command_line(argv)
+    if any(getattr(args, name) for name in SHOWS):
+        yield None
+        return
+    multirun = bool(args.multirun)
+    overrides = list(args.overrides)
+    renamed(overrides)
+    if searchpath and not any(override_key(o) == "hydra.searchpath" for o in overrides):
+        overrides.append(f"hydra.searchpath=[{','.join(quoted('file://' + d) for d in searchpath)}]")
+    overrides.append(f"hydra.mode={'MULTIRUN' if multirun else 'RUN'}")
+    setup_globals()  # the ${now:} resolver of the output directory
+    extra = str(Path(args.config_dir).expanduser().absolute()) if args.config_dir else None
+    with initialized(config_dir, Path(sys.argv[0]).stem or "pii", extra) as loader:
+        yield preflight_plan(loader, args.config_name or config_name, overrides, multirun, check)
+
+
 def preflight(argv: list[str], config_dir: str, config_name: str,
-              check: Callable[[DictConfig, list[str]], None]) -> DictConfig | None:
-    """Compose and check every job this command line would run, before Hydra writes anything.
+              check: Callable[[DictConfig, list[str]], DictConfig], searchpath: tuple[str, ...] = ()) -> DictConfig | None:
+    """The config a command line runs (of a sweep: its master config), every job checked (`planned`);
+    None for Hydra's commands that only print. For a caller that checks a command line without running it."""
+    with planned(argv, config_dir, config_name, check, searchpath) as plan:
+        return plan.cfg if plan is not None else None
+
+
+def preflight_plan(loader, config_name: str, overrides: list[str], multirun: bool,
+                   check: Callable[[DictConfig, list[str]], DictConfig]) -> Plan:
+    """Compose and check every job this command line would run, before anything is written.
 
     Hydra reports a bad override with several lines and exit code 1, after it has made the run's
     directory; and a sweep would stop at its first bad job. So the entry points compose here
-    first: types (the schema), then `check(job_config, job_overrides)`; all bad jobs of a sweep
-    are named in one ConfigError. Returns the config (of a sweep: its hydra.sweep.dir is what
-    counts), or None for Hydra's own flags, --help, --cfg, ..., which are left to Hydra.
+    first: types (the schema), then `check(job_config, job_overrides)`, which returns the config the
+    job runs (with resume=, the run's own); all bad jobs of a sweep are named in one ConfigError.
     """
-    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
-        return None
-    renamed(argv)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.utils import setup_globals
     from hydra.types import RunMode
 
-    setup_globals()  # the ${now:} resolver of the output directory
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        try:
-            cfg = loader.load_configuration(config_name, [a for a in argv if not a.startswith("-")],
-                                            run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
-            task = list(cfg.hydra.overrides.task)
-            if not multirun:
-                check(cfg, task)
-                return cfg
-            sweeper = cfg.hydra.sweeper._target_
-            if not sweeper.endswith((".BasicSweeper", ".JobSweeper")):
-                check(cfg, task)  # Optuna and the like draw each job's values as they go: check the rest
-                return cfg
-            from pii.run.sweep import plan
+    try:
+        cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
+        record = cfg.hydra.output_subdir
+        if record is not None and (Path(str(record)).is_absolute() or ".." in Path(str(record)).parts):
+            raise ConfigError(f"hydra.output_subdir={record} would put Hydra's record of the run outside the run's "
+                              f"directory; name a folder inside it (default: .hydra)")
+        task = list(cfg.hydra.overrides.task)
+        if not multirun:
+            return Plan(cfg, False, {tuple(task): check(cfg, task)}, loader=loader, overrides=overrides)
+        sweeper = str(cfg.hydra.sweeper._target_)
+        if not sweeper.endswith((".BasicSweeper", ".JobSweeper")):
+            check(cfg, task)  # Optuna and the like draw each job's values as they go: each is checked where it runs
+            return Plan(cfg, True, {}, loader=loader, overrides=overrides)
+        from pii.run.sweep import plan
 
-            jobs = plan(loader, cfg, task, extended=sweeper.endswith(".JobSweeper"))
-        except (HydraException, OmegaConfBaseException) as err:
-            raise ConfigError(one_line(err)) from None
-        bad = []
-        for job in jobs:
-            try:
-                if job.error:
-                    raise ConfigError(job.error)
-                check(job.config, job.overrides)
-            except (ConfigError, HydraException, OmegaConfBaseException) as err:
-                bad.append(f"job {job.number} ({' '.join(job.overrides)}): "
-                           f"{err if isinstance(err, ConfigError) else one_line(err)}")
+        extended = sweeper.endswith(".JobSweeper")
+        jobs = plan(loader, cfg, task, extended=extended)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(one_line(err)) from None
+    bad, checked = [], {}
+    for job in jobs:
+        try:
+            if job.error:
+                raise ConfigError(job.error)
+            checked[tuple(job.config.hydra.overrides.task)] = check(job.config, job.overrides)
+        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+            bad.append(f"job {job.number} ({' '.join(o for o in job.overrides if not o.startswith('hydra.'))}): "
+                       f"{err if isinstance(err, ConfigError) else one_line(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {few(bad, 2, '; ')}")
-    return cfg
+    return Plan(cfg, True, checked, jobs if extended else None, loader, overrides)
 
 
-def pin(key: str, value: str) -> None:
-    """Set `key=value` (as Hydra's grammar reads it) on the command line Hydra will read, replacing the
-    user's: e.g. the output directory the preflight resolved, which Hydra would resolve again (${now:}
-    a second later)."""
-    sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(f"{key}=")] + [f"{key}={value}"]
+class Checked:
+    """The task of a run or of a sweep's job: it runs the config that the preflight composed and
+    checked for it (found by the job's overrides), trusted, rather than the one Hydra composes again
+    for the job. A job the preflight could not plan (a sweeper that draws its values as it goes:
+    Optuna) is checked where it runs."""
+
+    def __init__(self, task: Callable[[DictConfig, bool], object], configs: dict[tuple[str, ...], DictConfig]):
+        self.task, self.configs = task, configs
+
+    def __call__(self, cfg: DictConfig) -> object:
+        from hydra.core.hydra_config import HydraConfig
+
+        checked = self.configs.get(tuple(HydraConfig.get().overrides.task))
+        if checked is None:
+            return self.task(cfg, False)
+        checked = copy.deepcopy(checked)
+        with read_write(checked), open_dict(checked):
+            checked.pop("hydra", None)  # as Hydra hands a task its config
+        return self.task(checked, True)
 
 
-def launch(cfg: DictConfig, app: Callable[[], object], resume_hint: Callable[[str], str] | None = None,
-           continuing: bool = False) -> None:
-    """Run the Hydra `app` in the directory `cfg` names (hydra.run.dir, or a sweep's hydra.sweep.dir),
-    made and locked here (`run_directory`). `continuing`: a resumed run, in the directory that holds
-    it; its .hydra/ (what resume reads) is kept as the run was started."""
-    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    directory = str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
-    pin(key, quoted(directory))
-    if continuing and not multirun:  # a sweep's jobs keep their own .hydra/ (pii.run.sweep continues them)
-        pin("hydra.output_subdir", "null")
-    with run_directory(directory, key, None if multirun else resume_hint, continuing):
-        app()
+def launch(plan: Plan, task: Callable[[DictConfig, bool], object], resume_hint: Callable[[str], str] | None = None,
+           continuing: bool = False, directory: str | None = None, key: str | None = None) -> None:
+    """Run `task` (Hydra's job: its logging, .hydra/ record and callbacks) on the plan's checked configs,
+    in `directory` (default: the plan's hydra.run.dir, or hydra.sweep.dir), made and locked here
+    (`run_directory`); a sweep by its sweeper and launcher. `continuing`: a resumed run, in the
+    directory that holds it; its .hydra/ (what resume reads) is kept as the run was started."""
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import configure_log, run_job
+    from hydra.types import HydraContext
+
+    from pii.run.hydra_private import Callbacks
+
+    cfg, directory, key = plan.cfg, directory or plan.directory, key or plan.key
+    with run_directory(directory, key, None if plan.multirun else resume_hint, continuing):
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            if plan.multirun:  # each job is composed again from these (Hydra's load_sweep_config)
+                cfg.hydra.sweep.dir = directory
+                cfg.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted(directory)}")
+            else:
+                cfg.hydra.run.dir = directory
+                if continuing:
+                    cfg.hydra.output_subdir = None
+        configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+        callbacks = Callbacks(cfg)
+        context = HydraContext(config_loader=plan.loader, callbacks=callbacks)
+        name = str(cfg.hydra.job.config_name)
+        checked = Checked(task, plan.checked)
+        if not plan.multirun:
+            callbacks.on_run_start(config=cfg, config_name=name)
+            done = run_job(task_function=checked, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                           hydra_context=context)
+            callbacks.on_run_end(config=cfg, config_name=name, job_return=done)
+            done.return_value  # noqa: B018  (raises the job's error)
+            return
+        from pii.run.sweep import continue_command
+
+        with ending(f"continue with: {continue_command(directory)}"):
+            callbacks.on_multirun_start(config=cfg, config_name=name)
+            sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=checked)
+            arguments = list(cfg.hydra.overrides.task)
+            sweeper.sweep(arguments, jobs=plan.jobs) if plan.jobs is not None else sweeper.sweep(arguments)
+            callbacks.on_multirun_end(config=cfg, config_name=name)
 
 
 @contextmanager
@@ -195,77 +324,45 @@ def run_directory(directory: str, key: str, resume_hint: Callable[[str], str] | 
                 parent.rmdir()  # only if empty: a refused or failed start leaves no directory behind
 
 
-def check_invert_job(cfg: DictConfig, overrides: list[str]) -> None:
-    """Preflight of one invert.py job (types are the schema's by now): ranges and choices; then what
-    needs timm but no model (the stage sizes); then every file it names (resume='s checkpoint,
-    init_from='s images, weights of the model and of each judge, param.spectrum), read, so that a bad
-    one fails before Hydra makes the run's directory. A command line with a typo fails before torch
-    is imported."""
-    if cfg.get("resume"):
-        from pii.run.resume import resumed_config
-
-        cfg = resumed_config(cfg, overrides)
-    check_invert(cfg)
-    from pii.models.device import available_device
-    from pii.run import build
-
-    check_stages(cfg, [stage.size for stage in build.stages(cfg)])
-    available_device(str(cfg.device))
-    if cfg.get("resume") or cfg.get("init_from"):
-        from pii.run.resume import check_files
-
-        check_files(cfg)
-    from pii.models.weights import check_weights
-
-    check_weights(cfg.model.get("weights"), "model.weights")
-    for name, judge in (cfg.get("verifier") or {}).items():
-        check_weights(judge.get("weights"), f"verifier.{name}.weights")
-    if cfg.get("param") is not None and cfg.param.get("spectrum"):
-        from pii.core.param import load_spectrum
-
-        load_spectrum(str(cfg.param.spectrum))
-    from pii.run import tracking
-
-    tracking.builder(cfg.logger)
-
-
 def invert_main() -> None:
-    """`python invert.py ...` / `pii-invert`: preflight, claim the run's directory, then the Hydra app."""
+    """`python invert.py ...` / `pii-invert`: preflight, claim the run's directory, run what was checked."""
     from pii.run.sweep import register_plugins
 
     register_plugins()
-    with ending():
-        cfg = preflight(sys.argv[1:], CONF_DIR, "config", check_invert_job)
-        if cfg is None:
+    with ending(), planned(sys.argv[1:], CONF_DIR, "config", check_invert_job) as plan:
+        if plan is None:  # --help, --cfg, ...: Hydra prints, nothing is written
             return _invert_main()
-        if not cfg.get("resume"):
-            return launch(cfg, _invert_main, resume_hint=lambda d: hydra_arg("resume", d))
-        if any(a in ("-m", "--multirun") for a in sys.argv[1:]):  # resume=<sweep dir> (pii.run.sweep)
-            return launch(cfg, _invert_main, continuing=True)
+        if not plan.cfg.get("resume"):
+            return launch(plan, invert_job, resume_hint=lambda d: hydra_arg("resume", d))
+        if plan.multirun:  # resume=<sweep dir> (pii.run.sweep)
+            return launch(plan, invert_job, continuing=True)
         # A resumed run logs into its own directory (appending to invert.log) and keeps the .hydra/
         # of the run it continues: that config is what resume= reads.
-        run_dir = str(Path(str(cfg.resume)).expanduser().absolute())
-        given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.run.dir=")]
+        run_dir = str(Path(str(plan.cfg.resume)).expanduser().absolute())
+        given = [o.split("=", 1)[1] for o in plan.overrides if o.startswith("hydra.run.dir=")]
         if given and Path(given[-1].strip("'\"")).expanduser().absolute() != Path(run_dir):
             raise ConfigError(f"resume= writes into the run it continues ({run_dir}); drop hydra.run.dir=...")
         from pii.run.resume import finished_result
 
-        with run_directory(run_dir, "resume", continuing=True):
-            if finished_result(Path(run_dir)) is not None:  # resuming a finished run changes nothing
-                print(f"{run_dir} is a finished run (metrics.json is there); nothing to resume", file=sys.stderr)
-                return
-            pin("hydra.run.dir", quoted(run_dir))
-            pin("hydra.output_subdir", "null")
-            _invert_main()
+        if finished_result(Path(run_dir)) is not None:  # resuming a finished run changes nothing
+            print(f"{run_dir} is a finished run (metrics.json is there); nothing to resume", file=sys.stderr)
+            return
+        launch(plan, invert_job, continuing=True, directory=run_dir, key="resume")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _invert_main(cfg: DictConfig) -> float:
+def _invert_main(cfg: DictConfig) -> None:
+    """Hydra's own main, for its commands that only print (SHOWS): they never reach here."""
+    raise RuntimeError("invert.py runs through pii.run.cli.launch")
+
+
+def invert_job(cfg: DictConfig, checked: bool = False) -> float:
+    """One invert.py run (or sweep job) in Hydra's job; `checked`: by the preflight."""
     from pii.run.runner import run
 
     out = str(cfg.get("resume") or cfg.output_dir)
     with ending(f"finished stages are saved; continue with: python invert.py {hydra_arg('resume', out)}"):
-        result = run(cfg)
+        result = run(cfg, checked=checked)
     return sweep_metric(result, cfg.sweep_metric)
 
 

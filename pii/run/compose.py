@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shlex
 
-import hydra
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -64,22 +63,19 @@ def hydra_arg(key: str, value: str) -> str:
     return shlex.quote(f'{key}="{escaped}"')
 
 
+def override_key(override: str) -> str:
+    """The key an override sets (`+a.b=1`, `~a.b`: a.b)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def sweep_jobs(loader, overrides: list[str]) -> list[list[str]]:
     """Each job's overrides in a sweep of `overrides` (the sweeper's params, then the command line's),
-    split as Hydra's BasicSweeper splits them when it launches. Hydra has no public API for this:
-    BasicSweeper lives in hydra._internal, and this is the one place that reaches in;
-    tests/test_sweeps.py fails by name on a Hydra release that moves or changes it."""
+    split as Hydra's BasicSweeper splits them when it launches (pii.run.hydra_private)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from pii.run.hydra_private import split_sweep
 
-        split = BasicSweeper.split_arguments
-    except (ImportError, AttributeError) as err:
-        raise RuntimeError(f"hydra-core {hydra.__version__} moved BasicSweeper.split_arguments, which the sweep "
-                           f"preflight (pii.run.compose.sweep_jobs) uses: {err}; install hydra-core 1.3") from None
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-    return [list(job) for batch in split(parsed, None) for job in batch]
+    return split_sweep(OverridesParser.create(config_loader=loader).parse_overrides(overrides))
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -18,7 +18,7 @@ from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key
 from pii.models.device import fit_memory, resolve_device
 from pii.run import build, resume, tracking
-from pii.run.config import check_invert, check_stages
+from pii.run.checks import check_invert_job
 from pii.run.outputs import Saver, save_images
 
 log = logging.getLogger(__name__)
@@ -65,22 +65,22 @@ class StageTimer(Observer):
         self.stages[-1].seconds = time.perf_counter() - self.start
 
 
-def run(cfg: DictConfig) -> RunResult:
+def run(cfg: DictConfig, checked: bool = False) -> RunResult:
     """Invert `cfg.class_id` (or its chunk `class_chunk`) of `cfg.model`; write outputs to `cfg.output_dir`; return what metrics.json holds.
 
     `resume=<dir>` continues that run at its last completed stage; `init_from=<dir>` starts from its images.
+    `checked`: `cfg` is what the entry point's preflight checked and returned (pii.run.checks.check_invert_job);
+    else it is checked here, by the same function, before anything is written.
     """
+    if not checked:
+        cfg = check_invert_job(cfg)
     if cfg.get("resume"):
-        cfg = resume.resumed_config(cfg)
         finished = resume.finished_result(Path(cfg.output_dir))
         if finished is not None:  # resuming a finished run changes nothing, and says so
             log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
             return finished
-    check_invert(cfg)
-    tracking.builder(cfg.logger)  # a tracker that cannot be built fails before anything is written
     # the images' targets: classes, or a unit objective's units (pii.run.build.targets)
     class_ids, unit_run = build.targets(cfg, int(cfg.model.num_classes)), build.unit_targets(cfg)
-    check_stages(cfg, [stage.size for stage in build.stages(cfg)])
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
     pieces = build.pieces(cfg, device, views=len(class_ids) * int(cfg.augmentation.ensemble_size))

@@ -18,7 +18,7 @@ plugin, whenever it starts), nor Hydra's sweeper classes, which Hydra's plugin s
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
 import shlex
@@ -30,8 +30,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from pii import files
 from pii.errors import ConfigError
-from pii.run.compose import hydra_arg, one_line, quoted, sweep_jobs
+from pii.run.compose import hydra_arg, one_line, override_key, quoted, sweep_jobs
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ def register_plugins() -> None:
     for plugin in (sweeper.JobSweeper, getattr(ray_launcher, "RayLauncher", None)):
         if plugin is not None:
             plugins.register(plugin)
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def state(job_dir: Path) -> str:
@@ -159,17 +156,36 @@ def plan(loader, master: DictConfig, arguments: list[str], extended: bool = True
 def _job(loader, master: DictConfig, number: int, overrides: list[str], cfg: DictConfig, resuming: bool) -> Job:
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.job.num = number
-    subdir = str(cfg.hydra.sweep.subdir)
-    job_dir = Path(str(cfg.hydra.sweep.dir)) / subdir
+    subdir = job_subdir(str(cfg.hydra.sweep.subdir))
+    sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    job_dir = sweep_dir / subdir
+    if job_dir.resolve().parent != sweep_dir.resolve():
+        raise ConfigError(f"its directory {str(job_dir)!r} would not be a folder of the sweep's {str(sweep_dir)!r}")
     now = state(job_dir)
-    if not resuming or now == FINISHED:
-        return Job(number, overrides, job_dir, now, cfg)
-    # a launcher numbers the jobs it gets from 0: a job keeps its own dir by naming it
+    # every job names its dir: the one planned (and checked) here, whatever number a launcher gives it
     extra = [f"hydra.sweep.subdir={quoted(subdir)}"]
-    if now == STARTED:  # continue it in place, keeping the .hydra/ that resume= reads
-        extra += [f"resume={quoted(str(job_dir))}", "hydra.output_subdir=null"]
-    overrides = [*overrides, *extra]
+    if not (resuming and now == STARTED):
+        return Job(number, [*overrides, *extra], job_dir, now, cfg)
+    # continue it in place, keeping the .hydra/ that resume= reads
+    overrides = [*overrides, *extra, f"resume={quoted(str(job_dir))}", "hydra.output_subdir=null"]
     return Job(number, overrides, job_dir, now, loader.load_sweep_config(master, overrides))
+
+
+NAME_MAX = 255  # bytes in one path component (Linux, macOS)
+
+
+def job_subdir(subdir: str) -> str:
+    """A job's folder name (hydra.sweep.subdir, by default its number and its overrides `key=value,...`)
+    as one path component inside the sweep dir, whatever the values hold: `/` is written %2F (and `%`
+    %25), a leading `.` %2E, and a name too long for the file system is cut and ends in a hash of the
+    whole. So `init_from=/runs/a` or `x=../..` stay in the sweep's own folder."""
+    name = subdir.replace("%", "%25").replace("/", "%2F").replace("\0", "%00").replace("$", "%24")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name.encode()) > NAME_MAX:
+        digest = hashlib.sha256(subdir.encode()).hexdigest()[:16]
+        name = name.encode()[:NAME_MAX - len(digest) - 1].decode(errors="ignore") + "-" + digest
+    return name
 
 
 def check_launcher(master: DictConfig) -> None:
@@ -186,7 +202,8 @@ def check_launcher(master: DictConfig) -> None:
 
 
 class FailsAlone:
-    """The task function of a sweep's job: an error or a SIGTERM ends the job, not the sweep.
+    """The task function of a sweep's job: it holds the job dir's lock while it runs (so that
+    `resume=<job dir>` from another process is refused); an error or a SIGTERM ends the job, not the sweep.
 
     The entry point turns a ConfigError into exit code 2 and an interrupt into exit code 130
     (pii.run.cli); in a sweep they become exceptions, which Hydra records as the job's failure, so
@@ -198,8 +215,13 @@ class FailsAlone:
         self.sweep_pid = os.getpid()
 
     def __call__(self, cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+
         try:
-            return self.task(cfg)
+            with files.locked(HydraConfig.get().runtime.output_dir):
+                return self.task(cfg)
+        except ConfigError as err:  # the lock is another process's (the task ends its own in SystemExit: ending)
+            raise JobFailed(str(err)) from None
         except SystemExit as stop:
             if stop.code in (0, None):
                 raise
@@ -214,18 +236,20 @@ class FailsAlone:
             raise
 
 
-def run(launcher, loader, master: DictConfig, arguments: list[str], max_batch_size: int | None = None) -> list:
-    """The sweep (hydra_plugins/pii/sweeper.py's JobSweeper.sweep): plan its jobs, skip the finished ones,
-    give the rest to `launcher` (max_batch_size at once; None: all), then `report`. Returns Hydra's
-    records of the jobs that came back, by batch."""
-    jobs = plan(loader, master, list(arguments))
+def run(launcher, loader, master: DictConfig, arguments: list[str], max_batch_size: int | None = None,
+        jobs: list[Job] | None = None) -> list:
+    """The sweep (hydra_plugins/pii/sweeper.py's JobSweeper.sweep): its `jobs` (as the entry point's
+    preflight planned them; None: plan them here), the finished ones skipped, the rest given to `launcher`
+    (max_batch_size at once; None: all), then `report`. Returns Hydra's records of the jobs that came
+    back, by batch."""
+    jobs = plan(loader, master, list(arguments)) if jobs is None else jobs
     bad = [f"job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in jobs if job.error]
     if bad:  # the entry point's preflight says so first; a caller that skipped it
         raise ConfigError("; ".join(bad))
     sweep_dir = Path(str(master.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not master.get("resume"):
-        OmegaConf.save(master, sweep_dir / MULTIRUN)
+        files.write_text(sweep_dir / MULTIRUN, OmegaConf.to_yaml(master))
     skipped = [job.number for job in jobs if job.state == FINISHED]
     if skipped:
         log.info("resume: finished jobs skipped: %s", ", ".join(map(str, skipped)))
@@ -272,24 +296,27 @@ def report(jobs: list[Job], sweep_dir: Path, master: DictConfig) -> None:
              o.startswith("hydra.")], "state": job.state, **({"error": job.error} if job.error else {})}
             for job in jobs]
     bad = [job for job in jobs if job.state != FINISHED]
-    (sweep_dir / SUMMARY).write_text(json.dumps({"jobs": rows, "finished": len(jobs) - len(bad),
-                                                 "not_finished": len(bad)}, indent=2) + "\n")
+    files.write_json(sweep_dir / SUMMARY, {"jobs": rows, "finished": len(jobs) - len(bad), "not_finished": len(bad)})
     log.info("sweep %s: %d of %d jobs finished", sweep_dir, len(jobs) - len(bad), len(jobs))
     for job in bad:
         log.error("job %d %s: %s (%s)", job.number, job.state, job.error, job.dir)
     if len(bad) < len(jobs):
         log_gathered(sweep_dir, master)
     if bad:
-        again = [shlex.quote(a) for a in sys.argv[1:] if override_key(a) != "resume"]
         alike: dict[tuple[str, str | None], list[str]] = {}
         for job in bad:
             alike.setdefault((job.state, job.error), []).append(str(job.number))
         names = "; ".join(f"job{'s' if len(numbers) > 1 else ''} {', '.join(numbers)} {kind}"
                           + (f": {error}" if error else "") for (kind, error), numbers in alike.items())
         print(f"error: {len(bad)} of the sweep's {len(jobs)} jobs did not finish ({names}); the others' results are "
-              f"in {sweep_dir} ({SUMMARY}); continue it with: python {Path(sys.argv[0]).name} "
-              f"{' '.join(again)} {hydra_arg('resume', str(sweep_dir))}", file=sys.stderr)
+              f"in {sweep_dir} ({SUMMARY}); continue it with: {continue_command(sweep_dir)}", file=sys.stderr)
         sys.exit(1)
+
+
+def continue_command(sweep_dir: Path | str) -> str:
+    """The command that continues the sweep in `sweep_dir`: this one, with resume=<sweep dir>."""
+    again = [shlex.quote(a) for a in sys.argv[1:] if override_key(a) != "resume"]
+    return f"python {Path(sys.argv[0]).name} {' '.join(again)} {hydra_arg('resume', str(sweep_dir))}"
 
 
 def log_gathered(sweep_dir: Path, master: DictConfig) -> None:
