@@ -51,7 +51,7 @@ def finished(tmp_path_factory) -> Path:
 # (entry point, its arguments: {run} is the finished run's dir) - each must be refused, exit 2
 FLAGS = ["--config-name config", "-cn config", "--config-name=config", "--config-dir conf", "-cd conf",
          "--config-path conf", "-cp conf", "--bogus", "--experimental-rerun x", "--package model", "--resolve",
-         "-r -m", "hydra.mode=MULTIRUN"]
+         "-r -m", "hydra.mode=MULTIRUN", "--run --info defaults", "-m --cfg job"]
 REFUSED = ([("invert.py", f"{flag} {' '.join(TINY)} hydra.run.dir={{run}}") for flag in FLAGS]
            + [("invert.py", f"-m {flag} {' '.join(TINY)} seed=0,1 hydra.sweep.dir={{run}}") for flag in FLAGS[:5]]
            + [("invert.py", f"{flag} {' '.join(TINY)} resume={{run}} hydra.run.dir={{run}}/x") for flag in FLAGS[:2]]

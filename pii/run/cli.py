@@ -104,6 +104,13 @@ def command_line(argv: list[str]) -> argparse.Namespace:
 
     parser.error = refuse
     args = parser.parse_args(argv)
+    commands = [flag for flag, on in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
+                                      ("--info", args.info), ("--shell-completion", args.shell_completion)) if on]
+    if len(commands) > 1:
+        raise ConfigError(f"{' and '.join(commands)} exclude each other: give one of --run, --multirun (-m), --cfg, "
+                          f"--info, --shell-completion")
+    if (args.resolve or args.package) and not (args.cfg or args.help):
+        raise ConfigError("--resolve and --package go with --cfg (e.g. --cfg job --resolve): they print a config")
     if any(getattr(args, name) for name in SHOWS):
         return args
     if args.experimental_rerun:
@@ -112,10 +119,6 @@ def command_line(argv: list[str]) -> argparse.Namespace:
     if args.config_path:
         raise ConfigError(f"--config-path {args.config_path!r}: the configs are conf/; add a directory of your own "
                           f"configs with --config-dir <dir> (searched after conf/), and pick one with --config-name")
-    if args.resolve or args.package:
-        raise ConfigError("--resolve and --package go with --cfg (e.g. --cfg job --resolve): they print a config")
-    if args.run and args.multirun:
-        raise ConfigError("--run and --multirun (-m) exclude each other")
     if any(override_key(o) == "hydra.mode" for o in args.overrides):
         raise ConfigError("hydra.mode= is set by the flags: -m (--multirun) starts a sweep, no flag a run")
     if args.config_dir is not None and not Path(args.config_dir).expanduser().is_dir():
