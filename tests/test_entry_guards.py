@@ -26,7 +26,7 @@ from omegaconf import OmegaConf, read_write
 from pii import CONF_DIR, files
 from pii.errors import ConfigError, WriteError
 from pii.run import runner, sweep
-from pii.run.cli import check_invert_job, planned
+from pii.run.cli import Checked, check_invert_job, planned
 from tests.tiny import RANDOM_TINY, tiny_cfg
 
 TINY = [*RANDOM_TINY, "verifier=none"]
@@ -151,22 +151,22 @@ def test_a_sweep_job_holds_its_directory_lock_while_it_runs(tmp_path):
         cfg.hydra.runtime.output_dir = str(job_dir)
     seen = []
 
-    def task(job_cfg):
+    def task(job_cfg, checked):
         with pytest.raises(ConfigError, match="another run .* is writing into"):
             with files.locked(job_dir):
                 pass
-        seen.append(job_cfg.seed)
+        seen.append((job_cfg.seed, checked))
         return 1.0
 
     HydraConfig.instance().set_config(cfg)
     try:
-        assert sweep.FailsAlone(task)(cfg) == 1.0
-        with files.locked(job_dir):  # a job that holds the lock already fails alone, running nothing
+        assert Checked(task, {}, lock=True)(cfg) == 1.0
+        with files.locked(job_dir):  # a job whose dir another process holds fails alone, running nothing
             with pytest.raises(sweep.JobFailed, match="another run"):
-                sweep.FailsAlone(task)(cfg)
+                sweep.FailsAlone(Checked(task, {}, lock=True))(cfg)
     finally:
         HydraConfig.instance().cfg = None
-    assert seen == [cfg.seed]
+    assert seen == [(cfg.seed, False)]
     with files.locked(job_dir):  # released at the job's end
         pass
 

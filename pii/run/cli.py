@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,21 +229,24 @@ class Checked:
     """The task of a run or of a sweep's job: it runs the config that the preflight composed and
     checked for it (found by the job's overrides), trusted, rather than the one Hydra composes again
     for the job. A job the preflight could not plan (a sweeper that draws its values as it goes:
-    Optuna) is checked where it runs."""
+    Optuna) is checked where it runs. `lock`: a sweep's job holds its directory's lock while it runs,
+    wherever its launcher runs it (a run's is held by the entry point: `run_directory`)."""
 
-    def __init__(self, task: Callable[[DictConfig, bool], object], configs: dict[tuple[str, ...], DictConfig]):
-        self.task, self.configs = task, configs
+    def __init__(self, task: Callable[[DictConfig, bool], object], configs: dict[tuple[str, ...], DictConfig],
+                 lock: bool = False):
+        self.task, self.configs, self.lock = task, configs, lock
 
     def __call__(self, cfg: DictConfig) -> object:
         from hydra.core.hydra_config import HydraConfig
 
-        checked = self.configs.get(tuple(HydraConfig.get().overrides.task))
-        if checked is None:
-            return self.task(cfg, False)
-        checked = copy.deepcopy(checked)
-        with read_write(checked), open_dict(checked):
-            checked.pop("hydra", None)  # as Hydra hands a task its config
-        return self.task(checked, True)
+        with files.locked(HydraConfig.get().runtime.output_dir) if self.lock else nullcontext():
+            checked = self.configs.get(tuple(HydraConfig.get().overrides.task))
+            if checked is None:
+                return self.task(cfg, False)
+            checked = copy.deepcopy(checked)
+            with read_write(checked), open_dict(checked):
+                checked.pop("hydra", None)  # as Hydra hands a task its config
+            return self.task(checked, True)
 
 
 def launch(plan: Plan, task: Callable[[DictConfig, bool], object], resume_hint: Callable[[str], str] | None = None,
@@ -272,7 +275,7 @@ def launch(plan: Plan, task: Callable[[DictConfig, bool], object], resume_hint: 
         callbacks = Callbacks(cfg)
         context = HydraContext(config_loader=plan.loader, callbacks=callbacks)
         name = str(cfg.hydra.job.config_name)
-        checked = Checked(task, plan.checked)
+        checked = Checked(task, plan.checked, lock=plan.multirun)
         if not plan.multirun:
             callbacks.on_run_start(config=cfg, config_name=name)
             done = run_job(task_function=checked, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,

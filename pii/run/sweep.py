@@ -202,8 +202,7 @@ def check_launcher(master: DictConfig) -> None:
 
 
 class FailsAlone:
-    """The task function of a sweep's job: it holds the job dir's lock while it runs (so that
-    `resume=<job dir>` from another process is refused); an error or a SIGTERM ends the job, not the sweep.
+    """The task function of a sweep's job: an error or a SIGTERM ends the job, not the sweep.
 
     The entry point turns a ConfigError into exit code 2 and an interrupt into exit code 130
     (pii.run.cli); in a sweep they become exceptions, which Hydra records as the job's failure, so
@@ -215,12 +214,9 @@ class FailsAlone:
         self.sweep_pid = os.getpid()
 
     def __call__(self, cfg: DictConfig) -> Any:
-        from hydra.core.hydra_config import HydraConfig
-
         try:
-            with files.locked(HydraConfig.get().runtime.output_dir):
-                return self.task(cfg)
-        except ConfigError as err:  # the lock is another process's (the task ends its own in SystemExit: ending)
+            return self.task(cfg)
+        except ConfigError as err:  # the job's lock is another process's (pii.run.cli.Checked)
             raise JobFailed(str(err)) from None
         except SystemExit as stop:
             if stop.code in (0, None):
