@@ -12,7 +12,6 @@ first a warm-up. Prints each variant's seconds and its ratio to the first; --jso
 timings (recorded in the manifest.json beside it: command, commit, date, hardware).
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -26,19 +25,20 @@ from pii.eval import provenance
 from pii.models import cpu
 from pii.run.build import augmentation
 from pii.run.compose import compose
+from pii.run.cli import ScriptParser, script_main
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-freed-memory", action="store_true", help="pii.models.cpu.keep_freed_memory() first")
     parser.add_argument("--network", choices=PRECISIONS, help="time the CPU's network changes in this precision")
     parser.add_argument("--json", type=Path, help="write the timings here")
     return parser
 
 
-def main() -> None:
-    args = parser().parse_intermixed_args()
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     if args.keep_freed_memory:
         cpu.keep_freed_memory()
     cfg = compose(["augmentation.ensemble_size=4"])
@@ -94,4 +94,4 @@ def network_variants(cfg, precision: str) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

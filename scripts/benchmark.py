@@ -33,14 +33,14 @@ from pii.eval import provenance
 from pii.files import writable_file, write_json
 from pii.models.classes import parse_class_ids
 from pii.models.device import resolve_device
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 from pii.run import speed
 from pii.run.compose import compose
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=8, help="first N classes of classes=benchmark20 "
                         "(ignored when class_id=... is given)")
     parser.add_argument("--naive-classes", type=int, default=2, help="classes run along the naive path")

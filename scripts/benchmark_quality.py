@@ -15,14 +15,14 @@ import time
 
 from pii.errors import ConfigError
 from pii.eval.judge import format_table
-from pii.run.cli import run_directory, script_main
+from pii.run.cli import ScriptParser, run_directory, script_main
 from pii.run.compose import compose
 from pii.run.runner import run
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py")
     return parser
 

@@ -29,7 +29,7 @@ from pii.eval import provenance, results
 from pii.eval.leaderboard import find_runs
 from pii.files import read_png, write_json
 from pii.models.classes import parse_class_ids
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 from pii.run.compose import compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,9 +61,9 @@ def image_gap(single: results.RunResult, single_dir: Path, sweep: results.RunRes
     return {"max_levels": max(gaps), "identical_classes": sum(g == 0 for g in gaps), "classes": len(gaps)}
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=4, help="jobs the class list is split into (default 4)")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="ray", help="the sweep's launcher")
     parser.add_argument("--order", default="single,sweep,sweep,single", help="runs, in order (default ABBA)")

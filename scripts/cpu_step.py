@@ -29,7 +29,7 @@ from pii.core.schedule import Stage
 from pii.errors import ConfigError
 from pii.models.device import resolve_device
 from pii.run import build
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 from pii.run.compose import compose
 
 
@@ -140,9 +140,9 @@ def convolutions_by_kind(prof, total: float) -> None:
               f"{row['flop'] / seconds / 1e9:>8.1f}")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["batching", "profile"])
     parser.add_argument("--classes", default="1,4,8,20", help="classes per run (profile: the first)")
     parser.add_argument("--chunks", default="all", help="views per chunk to time, e.g. all,16,32 (batching)")

@@ -18,11 +18,11 @@ from pathlib import Path
 from pii.eval import provenance
 from pii.files import write_json
 from pii.run import digits
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/digits", help="checkpoints, runs and claim.json go here")
     parser.add_argument("--skip-train", action="store_true", help="reuse <out>/*.pt")
     parser.add_argument("--train", default="cnn,vit,mixer,judge", help="which models to (re)train")

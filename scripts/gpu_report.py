@@ -11,7 +11,6 @@ written is recorded in the manifest.json beside it (command, commit, date and th
 GPU; a merge keeps the commit and GPU of the calls it joins).
 """
 
-import argparse
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from pii.errors import ConfigError
 from pii.eval import provenance, results
 from pii.files import write_json
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 
 
 def read_json(path: Path) -> dict | None:
@@ -138,9 +137,9 @@ def summarise(report: dict) -> None:
             print(f"{name}: speedup_vs_naive {b['speedup_vs_naive']:.1f} ({b['fastest']}); {rows}")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="outputs/gpu_check", help="the check's OUT folder")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="instead: join these calls' gpu_check.json files into OUT (here a file)")

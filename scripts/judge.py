@@ -16,14 +16,14 @@ from pathlib import Path
 from pii.errors import ConfigError
 from pii.eval.judge import JUDGE_JSON, build_judges, format_table, judge_directory, read_inversions
 from pii.models.device import resolve_device
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 from pii.run.compose import compose
 from pii.run.config import check_invert
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path, help="a run, or a folder of runs, of invert.py")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for invert.py (verifier=..., device=...)")
     return parser

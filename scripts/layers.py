@@ -13,12 +13,12 @@ import argparse
 
 from pii import models
 from pii.models.layers import probe
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 from pii.run.compose import compose
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> ScriptParser:
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="*", help="Hydra overrides, as for invert.py (model=...), and words that "
                         "filter the names")
     return parser

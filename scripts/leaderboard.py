@@ -25,12 +25,12 @@ from pii.eval import provenance
 from pii.eval.leaderboard import leaderboard, markdown, method_grid
 from pii.eval.gallery import check_cell
 from pii.files import writable_file, write_atomic, write_json, write_text
-from pii.run.cli import script_main, writable_directory
+from pii.run.cli import ScriptParser, script_main, writable_directory
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", type=Path, nargs="+", help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first directory)")
     parser.add_argument("--grid", type=Path, help="where to write the grid (default: <out>/leaderboard_grid.jpg)")

@@ -11,14 +11,14 @@ import logging
 from pathlib import Path
 
 from pii.eval.gallery import check_cell, write_report
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 
 log = logging.getLogger("report")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun (sweep) directory")
     parser.add_argument("--cell", type=int, default=128, help="grid cell size in px (default 128)")
     return parser

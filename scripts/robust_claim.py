@@ -39,7 +39,7 @@ from pii.models.digits import digits_split
 from pii.models.robust import PGD, robust_accuracy
 from pii.models.training import accuracy
 from pii.run import digits
-from pii.run.cli import script_main
+from pii.run.cli import ScriptParser, script_main
 from pii.run.compose import compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,9 +142,9 @@ def feedforward_part(out: Path, robust: str, robust_cfg, overrides: list[str], f
             "grid": str(grid.relative_to(ROOT) if grid.is_relative_to(ROOT) else grid)}
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/digits", help="checkpoints (cached) and runs")
     parser.add_argument("--robust", default="linf", help="the robust version: an option of conf/robust/ (linf, l2)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")

@@ -9,7 +9,6 @@ reads poorly. This one is the same ResNet-18 (conf/model/digits_judge.yaml) with
 half its training digits inverted; it prints its held-out accuracy on both polarities.
 """
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -17,19 +16,20 @@ import torch
 
 from pii.models import digits
 from pii.models.training import accuracy
+from pii.run.cli import ScriptParser, script_main
 from pii.run.digits import model_config
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/digits/judge_polarity.pt"))
     parser.add_argument("--epochs", type=int, default=10)
     return parser
 
 
-def main() -> None:
-    args = parser().parse_intermixed_args()
+def main(argv: list[str]) -> None:
+    args = parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     (xt, yt), (xs, ys) = digits.digits_split()
     clf = digits.train(model_config("digits_judge", "random"), xt, yt, args.epochs, seed=2000, shift=3, colour=0.5,
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -155,7 +155,7 @@ BAD = [
     ("train", "schedule.lr_g=5", "schedule.lr_g"),
     ("train", "data.test_fraction=1.5", "data.test_fraction"),
     ("train", "seed=-3", "seed"),
-    ("judge", "", "usage"),
+    ("judge", "", "the following arguments are required: directory"),
     ("judge", "{d}/nowhere", "nowhere"),
     ("judge", "{d}/earlier/metrics.json", "metrics.json"),
     ("judge", "{d}/only_truncated_png", "only_truncated_png"),

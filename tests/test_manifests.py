@@ -173,8 +173,9 @@ def check_python(command: Command) -> None:
     try:
         with contextlib.redirect_stderr(stderr):
             args = script_parser(path).parse_intermixed_args(list(command.args))
-    except SystemExit:
-        pytest.fail(f"{command.target} refuses its arguments: {stderr.getvalue().strip().splitlines()[-1]}")
+    except (SystemExit, ConfigError) as err:
+        said = str(err) if isinstance(err, ConfigError) else stderr.getvalue().strip().splitlines()[-1]
+        pytest.fail(f"{command.target} refuses its arguments: {said}")
     if getattr(args, "overrides", None):
         preflight(args.overrides)
     if getattr(args, "feedforward", None):

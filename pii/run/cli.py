@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.errors import HydraException
@@ -378,6 +378,14 @@ def sweep_metric(result: RunResult, name: str) -> float:
     judges = list((result.judge or {}).values())
     top1 = judges[0].top1 if judges else result.top1_rate
     return top1 / result.seconds if name == "judged_top1_per_second" else top1
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """A script's command line (scripts/): a bad argument is bad input like any other, one line
+    (`error: ...`, how to see the usage) and exit code 2 through `ending`, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (python {self.prog} --help shows the usage)")
 
 
 def script_main(main: Callable[[list[str]], int | None]) -> None:
