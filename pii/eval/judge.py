@@ -180,10 +180,11 @@ def read_inversions(root: Path) -> Inversions:
             damaged.append(str(err))
             continue
         inversions.setdefault(path.parent, []).append((path, cid, image))
+    if not inversions:  # one line that says why, not a warning before it
+        why = f" ({few(damaged, 1)})" if damaged else ""
+        raise ConfigError(f"none of the inversions under {str(root)!r} could be read{why}")
     if damaged:
         log.warning("skipped %s: %s", f"{len(damaged)} images" if len(damaged) > 1 else "an image", few(damaged, 2))
-    if not inversions:
-        raise ConfigError(f"none of the inversions under {str(root)!r} could be read")
     return inversions
 
 

@@ -385,7 +385,7 @@ class ScriptParser(argparse.ArgumentParser):
     (`error: ...`, how to see the usage) and exit code 2 through `ending`, not argparse's usage block."""
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{message} (python {self.prog} --help shows the usage)")
+        raise ConfigError(f"{message} (python scripts/{self.prog} --help shows the usage)")
 
 
 def script_main(main: Callable[[list[str]], int | None]) -> None:
