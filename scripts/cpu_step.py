@@ -57,8 +57,8 @@ class Step:
         return time.perf_counter() - start
 
 
-def pieces_for(cfg, device, views) -> build.Pieces:
-    pieces = build.pieces(cfg, device, views)
+def pieces_for(cfg, device, classes: int) -> build.Pieces:
+    pieces = build.pieces(cfg, device, list(range(classes)))
     print(pieces.settings.line(), flush=True)
     return pieces
 
@@ -72,7 +72,7 @@ def batching(cfg, device, args) -> None:
     ensemble = int(cfg.augmentation.ensemble_size)
     classes = [int(c) for c in args.classes.split(",")]
     chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
-    pieces = pieces_for(cfg, device, max(classes) * ensemble)
+    pieces = pieces_for(cfg, device, max(classes))
     rows = [(n, c) for n in classes for c in chunks
             if (c is None and n * ensemble <= args.max_views) or (c is not None and c < n * ensemble)]
     steps = {(n, c, s.size): Step(pieces, n, s.size, c) for n, c in rows for s in stages}
@@ -99,8 +99,7 @@ def profile(cfg, device, args) -> None:
     from torch.profiler import profile as profiler
 
     classes = int(args.classes.split(",")[0])
-    views = classes * int(cfg.augmentation.ensemble_size)
-    pieces = pieces_for(cfg, device, views)
+    pieces = pieces_for(cfg, device, classes)
     settings = pieces.settings
     chunk = None if settings.chunk == "auto" else int(settings.chunk)
     step = Step(pieces, classes, args.size, chunk)
@@ -110,7 +109,7 @@ def profile(cfg, device, args) -> None:
     with profiler(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    print(f"\none step: {classes} classes x {views // classes} views at {args.size} px, chunk {settings.chunk}; "
+    print(f"\none step: {classes} classes x {cfg.augmentation.ensemble_size} views at {args.size} px, chunk {settings.chunk}; "
           f"unprofiled steps {', '.join(f'{s:.2f}' for s in seconds)} s; profiled self CPU total {total / 1e6:.2f} s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
     convolutions_by_kind(prof, total)

@@ -49,13 +49,15 @@ def augmentation(cfg: DictConfig) -> augment.Augmentation:
     return augment.build(**settings(cfg.augmentation, "chunk"))
 
 
-def loss(cfg: DictConfig, classifier: nn.Module) -> Objective:
+def loss(cfg: DictConfig, classifier: nn.Module, image_targets: list[int] | None = None) -> Objective:
     """The `objective` group's weighted terms on `classifier`: each term's layer resolved and its
-    layout found (pii.models.layers), its units and vector checked against it, and the targets
-    against the layer, before anything runs."""
+    layout found (pii.models.layers), its units and vector checked against it, and the images'
+    targets (`targets`, unless the caller has them) against the layer, before anything runs."""
     terms = [target(node, f"objective.terms.{name}")() for name, node in cfg.objective.terms.items()
              if node is not None]
-    return layers.objective(terms, classifier, targets(cfg, classifier.num_classes) if unit_targets(cfg) else None)
+    if not unit_targets(cfg):
+        return layers.objective(terms, classifier, None)
+    return layers.objective(terms, classifier, image_targets or targets(cfg, classifier.num_classes))
 
 
 def unit_targets(cfg: DictConfig) -> bool:
@@ -153,6 +155,7 @@ class Pieces:
     loss: Objective
     make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
     log_every: int
+    photo: torch.Tensor | None  # objective.photo, where the images start and what the Near terms keep them near
 
     def param(self, batch: int) -> Param:
         """A fresh parametrization of `batch` images (the `param` group's)."""
@@ -171,17 +174,28 @@ class Pieces:
                       chunk=self.chunk(), param=image_param or self.param(len(class_ids)), seed=int(self.cfg.seed))
 
 
-def pieces(cfg: DictConfig, device: torch.device, views: int,
+def pieces(cfg: DictConfig, device: torch.device, image_targets: list[int],
            given: models.Classifier | None = None) -> Pieces:
-    """Every piece of a run of `cfg` on `device` with `views` augmented views per step: its stages, the
-    device settings (precision, memory format, chunk: as set, or settled on this machine), the
-    classifier (or `given`, used as it is), the augmentation, the loss and the optimiser. The param is
-    made per batch (`Pieces.param`): a run may load a checkpoint's state into it first."""
+    """Every piece of a run of `cfg` on `device` that makes one image per entry of `image_targets`
+    (`targets`): its stages, the device settings (precision, memory format, chunk: as set, or settled
+    on this machine, and the chunk planned to fit the memory: pii.models.device.fit_memory), the
+    classifier (or `given`, used as it is, all views at once), the augmentation, the loss (anchored to
+    objective.photo where set) and the optimiser. The param is made per batch (`Pieces.param`): a run
+    may load a checkpoint's state into it first."""
     run_stages = stages(cfg)
+    views = len(image_targets) * int(cfg.augmentation.ensemble_size)
     if given is None:
         device_choice = device_settings(cfg, device, run_stages, views)
         net, compiled = classifier(cfg, device, run_stages, views, device_choice)
     else:
         device_choice, net, compiled = None, given, False
-    return Pieces(cfg, device, run_stages, device_choice, net, compiled, augmentation(cfg), loss(cfg, net),
-                  optimizer(cfg), log_every=int(cfg.log_every))
+    augment_views, objective = augmentation(cfg), loss(cfg, net, image_targets)
+    if device_choice is not None:
+        device_choice.chunk = device_policy.fit_memory(device_choice.chunk, cfg.augmentation.chunk, net, augment_views,
+                                                       image_targets, run_stages[-1].size,
+                                                       objective.splits_over_views, device)
+    start = photo(cfg, net.input_size, device)
+    if start is not None:
+        objective.anchor(start)
+    return Pieces(cfg, device, run_stages, device_choice, net, compiled, augment_views, objective, optimizer(cfg),
+                  log_every=int(cfg.log_every), photo=start)

@@ -16,7 +16,7 @@ from pii.eval import judge as judge_lib
 from pii.eval import results, units
 from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key
-from pii.models.device import fit_memory, resolve_device
+from pii.models.device import resolve_device
 from pii.run import build, resume, tracking
 from pii.run.checks import check_invert_job
 from pii.run.outputs import Saver, save_images
@@ -83,7 +83,7 @@ def run(cfg: DictConfig, checked: bool = False) -> RunResult:
     class_ids, unit_run = build.targets(cfg, int(cfg.model.num_classes)), build.unit_targets(cfg)
     device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
-    pieces = build.pieces(cfg, device, views=len(class_ids) * int(cfg.augmentation.ensemble_size))
+    pieces = build.pieces(cfg, device, class_ids)  # the views' chunk planned to fit the memory, before anything is written
     log.info(pieces.settings.line())
     classifier, stages = pieces.classifier, pieces.stages
     # the judges load before the inversion, so one that cannot load costs no inversion; their random
@@ -93,19 +93,15 @@ def run(cfg: DictConfig, checked: bool = False) -> RunResult:
     if unit_run and cfg.get("verifier"):
         log.info("the judges (verifier) judge classes: skipped for a unit objective, whose images are measured by "
                  "their activation and specificity (pii.eval.units)")
-    loss_fn = pieces.loss
-    pieces.settings.chunk = fit_memory(pieces.settings.chunk, cfg.augmentation.chunk, classifier, pieces.augment, class_ids,
-                                       stages[-1].size, pieces.loss.splits_over_views, device)  # planned, not met in the allocator
+    loss_fn, photo = pieces.loss, pieces.photo
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("inverting %s classes %s on %s (%s); stages %s x %d steps; outputs in %s", classifier.name, class_ids,
              device, "compiled" if pieces.compiled else "eager", [s.size for s in stages], stages[0].steps, out_dir)
 
     noise = torch.rand(len(class_ids), 3, classifier.input_size, classifier.input_size, device=device)
-    photo = build.photo(cfg, classifier.input_size, device)  # feature accentuation: start from it, stay near it
-    if photo is not None:
-        loss_fn.anchor(photo)
-        noise = photo.expand(len(class_ids), -1, -1, -1)  # where the images start: the start's activation there
+    if photo is not None:  # feature accentuation: the images start from the photo, the start's activation there
+        noise = photo.expand(len(class_ids), -1, -1, -1)
     start = units.activations(loss_fn, classifier, noise, class_ids) if unit_run else \
         [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
     param = pieces.param(len(class_ids))

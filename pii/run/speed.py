@@ -174,8 +174,7 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
     same param, augmentation, loss, optimiser and stages); time it, count its FLOPs, take its peak memory."""
     torch.manual_seed(int(cfg.seed))
     per_run = 1 if naive else len(class_ids)
-    views = per_run * int(cfg.augmentation.ensemble_size)
-    pieces = build.pieces(cfg, device, views, given=naive_classifier(cfg, device) if naive else None)
+    pieces = build.pieces(cfg, device, class_ids[:per_run], given=naive_classifier(cfg, device) if naive else None)
     if naive:  # and, as the paper's code, the loss read back every step (and the CUDA cache emptied)
         pieces.log_every = 1
     else:
