@@ -9,6 +9,7 @@ sweep.json is written whole or not at all; SIGTERM to a sweep prints how to cont
 private API is reached from one module, written against one Hydra release.
 """
 
+import copy
 import errno
 import hashlib
 import os
@@ -26,7 +27,7 @@ from omegaconf import OmegaConf, read_write
 from pii import CONF_DIR, files
 from pii.errors import ConfigError, WriteError
 from pii.run import runner, sweep
-from pii.run.cli import Checked, check_invert_job, planned
+from pii.run.cli import Checked, Plan, check_invert_job, planned
 from tests.tiny import RANDOM_TINY, tiny_cfg
 
 TINY = [*RANDOM_TINY, "verifier=none"]
@@ -146,24 +147,26 @@ def test_a_sweep_job_holds_its_directory_lock_while_it_runs(tmp_path):
         cfg = compose(config_name="config", overrides=TINY, return_hydra_config=True)
     with read_write(cfg):
         cfg.hydra.runtime.output_dir = str(job_dir)
-    seen = []
+    seen, checks = [], []
 
-    def task(job_cfg, checked):
+    def task(job_cfg):
         with pytest.raises(ConfigError, match="another run .* is writing into"):
             with files.locked(job_dir):
                 pass
-        seen.append((job_cfg.seed, checked))
+        seen.append(job_cfg.seed)
         return 1.0
 
+    # a job the preflight did not plan (Optuna's) is checked where it runs, by the plan's check
+    plan = Plan(cfg, True, {}, check=lambda job_cfg, overrides: checks.append(overrides) or copy.deepcopy(job_cfg))
     HydraConfig.instance().set_config(cfg)
     try:
-        assert Checked(task, {}, lock=True)(cfg) == 1.0
+        assert Checked(task, plan, lock=True)(cfg) == 1.0
         with files.locked(job_dir):  # a job whose dir another process holds fails alone, running nothing
             with pytest.raises(sweep.JobFailed, match="another run"):
-                sweep.FailsAlone(Checked(task, {}, lock=True))(cfg)
+                sweep.FailsAlone(Checked(task, plan, lock=True))(cfg)
     finally:
         HydraConfig.instance().cfg = None
-    assert seen == [(cfg.seed, False)]
+    assert seen == [cfg.seed] and len(checks) == 1
     with files.locked(job_dir):  # released at the job's end
         pass
 
@@ -271,7 +274,7 @@ def test_hydra_private_api_is_reached_from_one_module_written_for_hydra_1_3():
 
 
 def test_the_runner_trusts_the_preflight_and_checks_when_called_directly(tmp_path, monkeypatch):
-    """One check per path: the preflight's checked config runs as it is; run(cfg) alone checks it."""
+    """One check per path: the preflight's checked config runs as it is (run_checked); run(cfg) checks it."""
     from pii.run import checks
 
     calls = []
@@ -281,5 +284,5 @@ def test_the_runner_trusts_the_preflight_and_checks_when_called_directly(tmp_pat
     with pytest.raises(ConfigError, match="schedule.lr"):
         runner.run(cfg)
     assert calls == [1] and not (tmp_path / "a").exists()
-    runner.run(compose_config([*FAST, f"output_dir={tmp_path / 'b'}"]), checked=True)
+    runner.run_checked(compose_config([*FAST, f"output_dir={tmp_path / 'b'}"]))
     assert calls == [1] and (tmp_path / "b" / "metrics.json").is_file()

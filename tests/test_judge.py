@@ -69,3 +69,17 @@ def test_verifier_choices_compose():
     assert set(both) == {"efficientnet_lite2", "efficientnet_lite0"}
     custom = compose(["verifier=timm", "verifier.timm.name=resnet18", "verifier.timm.weights=random"]).verifier
     assert custom.timm.name == "resnet18" and custom.timm.input_size is None
+
+
+def test_the_judge_measures_how_far_apart_the_images_of_one_class_are(lite2):
+    from pii.eval.judge import features, resize
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 64, 64)
+    apart = judge(lite2, images, [1, 1, 7, 7])
+    feats = features(lite2, resize(images, lite2.input_size))
+    expected = (torch.dist(feats[0], feats[1]) + torch.dist(feats[2], feats[3])) / 2
+    assert apart.diversity == pytest.approx(float(expected), rel=1e-3)
+    assert judge(lite2, images, [1, 2, 3, 4]).diversity is None
+    same = judge(lite2, images[:1].repeat(2, 1, 1, 1), [1, 1])
+    assert same.diversity == pytest.approx(0.0, abs=1e-3)

@@ -82,6 +82,26 @@ def test_diversity_pulls_the_images_of_one_unit_apart():
     assert (image[0] - image[1]).abs().mean() > 0.01
 
 
+def test_unit_images_are_measured_against_the_real_digits():
+    """objective.real_images=digits: each image's unit activation over its largest on the digits test
+    images, and those images in the reference of specificity."""
+    from pii.eval import units as unit_measures
+    from pii.models.digits import digits_split
+
+    cfg = digits_cfg("digits_cnn", "objective=channel", "objective.layer=layer2", "objective.units=[1,5]",
+                     "objective.real_images=digits")
+    classifier = models.build(cfg.model, "cpu", **models.PLAIN)
+    objective = build.loss(cfg, classifier)
+    real = build.real_images(cfg, classifier.input_size)
+    assert real.shape[1:] == (3, 32, 32) and len(real) == len(digits_split()[1][0])
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    report = unit_measures.unit_report(objective, classifier, image, [1, 5], [0.0, 0.0], real=real)
+    means, on_real = (unit_measures.unit_means(objective, classifier, x, "layer2") for x in (image, real))
+    for entry, row, unit in zip(report, means, [1, 5]):
+        assert entry.vs_real == pytest.approx(float(row[unit] / on_real[:, unit].max()), rel=1e-3)
+    assert build.real_images(digits_cfg("digits_cnn"), 32) is None
+
+
 class ToNHWC(nn.Module):
     """A ConvNeXt / Swin style block output: channels last, normalised over them."""
 
@@ -246,6 +266,7 @@ BAD = [
      "is not a file"),
     (["objective=channel", "objective.layer=layer2", "objective.units=null"], "set objective.units"),
     (["objective=judged_top1"], "sweep_metric=judged_top1"),
+    (["objective=channel", "objective.layer=layer2", "objective.real_images=mnist"], "objective.real_images must be"),
 ]
 
 

@@ -11,6 +11,7 @@ Every judge sees the images resized (bilinear, antialiased) to its own
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 import re
 from pathlib import Path
 
@@ -104,10 +105,13 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
     check_class_ids(classifier, class_ids)
     device = next(classifier.buffers()).device
     slopes = slopes if slopes is not None else [spectral_slope(im) for im in images]
-    report = []
+    report, feats = [], []
+    several = len(set(class_ids)) < len(class_ids)  # several images of a class: how far apart they are, too
     for start in range(0, len(class_ids), batch_size):
         batch = resize(images[start:start + batch_size].to(device=device, dtype=torch.float32), classifier.input_size)
         report += class_report(classifier, batch, class_ids[start:start + batch_size])
+        if several:
+            feats.append(features(classifier, batch))
     classes = [Verdict(
         class_id=e.class_id,
         name=e.name,
@@ -118,7 +122,36 @@ def judge(classifier: Classifier, images: torch.Tensor, class_ids: list[int], ba
         prediction_name=e.top5_classes[0].name,
         spectral_slope=slope,
     ) for e, slope in zip(report, slopes)]
-    return JudgeResult(**vars(summary(classifier, classes)), classes=classes)
+    figures = summary(classifier, classes)
+    figures.diversity = diversity(torch.cat(feats), class_ids) if several else None
+    return JudgeResult(**vars(figures), classes=classes)
+
+
+@torch.no_grad()
+def features(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(images, features): what a timm classifier's head takes."""
+    net = getattr(classifier.net, "_orig_mod", classifier.net)
+    seen = []
+    handle = net.get_classifier().register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1).float()))
+    try:
+        classifier(images, eager=True)
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
+def diversity(feats: torch.Tensor, targets: list[int]) -> float | None:
+    """The mean over targets (classes or units) with several images of their images' mean pairwise
+    Euclidean distance in `feats` (pii.eval.judge.features); None when no target has several."""
+    groups = defaultdict(list)
+    for i, target in enumerate(targets):
+        groups[target].append(i)
+    spreads = []
+    for members in groups.values():
+        if len(members) > 1:
+            d = torch.cdist(feats[members], feats[members])
+            spreads.append(d.sum() / (len(members) * (len(members) - 1)))
+    return float(torch.stack(spreads).mean()) if spreads else None
 
 
 def check_class_ids(classifier: Classifier, class_ids) -> None:
@@ -221,6 +254,8 @@ def format_table(result: JudgeResult) -> str:
                      f"{nan_if_none(c.spectral_slope):>5.2f}  {c.prediction} {c.prediction_name}")
     lines.append(f"{result.model} judged {result.images} images: top-1 {result.top1:.1%}, "
                  f"top-5 {result.top5:.1%}, mean p(target) {result.mean_probability:.3f}, "
-                 f"spectral slope {nan_if_none(result.spectral_slope):.2f} (photos ~ -2 to -2.5)")
+                 f"spectral slope {nan_if_none(result.spectral_slope):.2f} (photos ~ -2 to -2.5)"
+                 + ("" if result.diversity is None else f", diversity {result.diversity:.2f} (mean feature distance "
+                    "between the images of one class)"))
     return "\n".join(lines)
 

@@ -58,6 +58,7 @@ class UnitResult:
     activation: float  # the objective's target term on the final image, unaugmented (e.g. the channel's mean)
     start_activation: float | None = None  # on the starting noise
     top1: bool | None = None  # specificity: the unit is its layer's most activated after z-scoring each unit
+    vs_real: float | None = None  # the unit's mean activation here over its largest on real images (objective.real_images)
     image: str | None = None  # the PNG, relative to the run directory: <layer>_<unit>.png
     spectral_slope: float | None = None
 
@@ -86,7 +87,7 @@ class JudgeSummary:
     top5: float  # the share of top-5 hits
     mean_probability: float  # of the target class
     spectral_slope: float | None = None  # the images' mean
-
+    diversity: float | None = None  # several images of a class: their mean pairwise distance in the judge's features
 
     @classmethod
     def of(cls, model: str, input_size: int, verdicts: list[Verdict]) -> JudgeSummary:

@@ -5,8 +5,8 @@ a unit is, so the checks are the usual ones (docs/objectives.md):
   (noise) and at the end;
 - specificity: the image's unit is the most activated of its layer once each unit is z-scored over
   a reference batch (the run's images and noise images); the share of such images is the run's;
-- diversity: where a target has several images, their mean pairwise distance in a classifier's
-  feature space (the input of its head).
+- diversity (pii.eval.judge.diversity): where a target has several images, their mean pairwise
+  distance in a classifier's feature space (the input of its head).
 """
 
 from __future__ import annotations
@@ -48,51 +48,40 @@ def unit_means(objective: Objective, classifier: nn.Module, images: torch.Tensor
 
 
 def specific(objective: Objective, classifier: nn.Module, images: torch.Tensor, units: list[int], layer: str,
-             noise: int = 8, seed: int = 0) -> list[bool]:
+             noise: int = 8, seed: int = 0, real: torch.Tensor | None = None) -> list[bool]:
     """Per image: is its unit the most activated of `layer` after z-scoring each unit over the
-    reference batch (these images and `noise` uniform noise images)?"""
+    reference batch (these images, `noise` uniform noise images and the `real` images, if any)?"""
     generator = torch.Generator().manual_seed(seed)
     reference = torch.rand(noise, *images.shape[1:], generator=generator).to(images.device)
+    if real is not None:
+        reference = torch.cat([reference, real.to(images.device)])
     means = unit_means(objective, classifier, images, layer)
     pool = torch.cat([means, unit_means(objective, classifier, reference, layer)])
     z = (means - pool.mean(0)) / (pool.std(0) + 1e-8)
     return (z.argmax(1).cpu() == torch.tensor(units)).tolist()
 
 
-@torch.no_grad()
-def features(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(images, features): what a timm classifier's head takes."""
-    net = getattr(classifier.net, "_orig_mod", classifier.net)
-    seen = []
-    handle = net.get_classifier().register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1).float()))
-    try:
-        classifier(images, eager=True)
-    finally:
-        handle.remove()
-    return seen[-1]
-
-
-def diversity(feats: torch.Tensor, units: list[int]) -> float | None:
-    """The mean over targets with several images of their mean pairwise Euclidean distance; None
-    when no target has several."""
-    groups = defaultdict(list)
-    for i, unit in enumerate(units):
-        groups[unit].append(i)
-    spreads = []
-    for members in groups.values():
-        if len(members) > 1:
-            d = torch.cdist(feats[members], feats[members])
-            spreads.append(d.sum() / (len(members) * (len(members) - 1)))
-    return float(torch.stack(spreads).mean()) if spreads else None
+def versus_real(objective: Objective, classifier: nn.Module, images: torch.Tensor, units: list[int], layer: str,
+                real: torch.Tensor) -> list[float]:
+    """Per image: its unit's mean activation as a multiple of the unit's largest on the `real` images."""
+    means = unit_means(objective, classifier, images, layer)
+    best = unit_means(objective, classifier, real.to(images.device), layer).amax(0)
+    picked = torch.tensor(units, device=means.device)
+    return (means.gather(1, picked[:, None])[:, 0] / best[picked]).tolist()
 
 
 def unit_report(objective: Objective, classifier: nn.Module, image: torch.Tensor, units: list[int],
-                start: list[float], seed: int = 0) -> list[UnitResult]:
-    """The per-image entries of a unit run's metrics.json."""
+                start: list[float], seed: int = 0, real: torch.Tensor | None = None) -> list[UnitResult]:
+    """The per-image entries of a unit run's metrics.json; `real`: real images of the model's data
+    (objective.real_images), in the reference of specificity and the measure of `versus_real`."""
     layer = objective.reported.layer
     end = activations(objective, classifier, image, units)
     # a direction's or a whole layer's images have no unit to be specific to
-    tops = specific(objective, classifier, image, units, layer, seed=seed) if objective.reported.targeted \
+    targeted = objective.reported.targeted
+    tops = specific(objective, classifier, image, units, layer, seed=seed, real=real) if targeted \
         else [None] * len(units)
-    return [UnitResult(layer, unit, a, a0, top, name, spectral_slope(img))
-            for unit, a, a0, top, name, img in zip(units, end, start, tops, image_names(layer, units), image)]
+    ratios = versus_real(objective, classifier, image, units, layer, real) if targeted and real is not None \
+        else [None] * len(units)
+    return [UnitResult(layer, unit, a, a0, top, ratio, name, spectral_slope(img))
+            for unit, a, a0, top, ratio, name, img in zip(units, end, start, tops, ratios, image_names(layer, units),
+                                                          image)]

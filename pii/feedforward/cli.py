@@ -26,12 +26,12 @@ def _main(cfg: DictConfig) -> None:
     raise RuntimeError("train_invert.py runs through pii.run.cli.launch")
 
 
-def train_invert_job(cfg: DictConfig, checked: bool = False) -> float:
-    """One train_invert.py run (or sweep job) in Hydra's job; `checked`: by the preflight."""
+def train_invert_job(cfg: DictConfig) -> float:
+    """One train_invert.py run (or sweep job) in Hydra's job, of the config the preflight checked."""
     from pii.feedforward.runner import train_invert
 
     with ending(continue_hint(cfg) if cfg.mode == "train" else ""):
-        metrics = train_invert(cfg, checked=checked)
+        metrics = train_invert(cfg, checked=True)
     return metrics.get("eval", {}).get("logits", {}).get("retrieval_features", 0.0) if metrics else 0.0
 
 

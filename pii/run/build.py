@@ -105,6 +105,17 @@ def param(cfg: DictConfig, batch: int, device: torch.device | str) -> Param:
     return target(cfg.param, "param", "batch", "device")(batch=batch, device=device)
 
 
+def real_images(cfg: DictConfig, size: int) -> torch.Tensor | None:
+    """objective.real_images at `size` px: the real images of the model's data that a unit run's
+    images are measured against (pii.eval.units); None where it names none."""
+    if cfg.objective.get("real_images") != "digits":
+        return None
+    from pii.eval.judge import resize
+    from pii.models.digits import digits_split
+
+    return resize(digits_split()[1][0], size)
+
+
 def folds_batchnorm(cfg: DictConfig) -> bool:
     """`fold_batchnorm`, unless the objective reads BatchNorm statistics (DeepInversion's penalty)."""
     return bool(cfg.fold_batchnorm) and not layers.reads_batchnorm(cfg.objective)

@@ -1,5 +1,5 @@
 """The checks of one invert.py job, in one function: the entry points' preflight calls it once per
-job, the runner only when it is called directly (pii.run.runner.run)."""
+job, pii.run.runner.run when it is called directly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pii.run.config import check_invert, check_stages
 def check_invert_job(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
     """Every check of one invert.py job, and the config it runs: with resume=, the run's own
     (pii.run.resume.resumed_config; `overrides` None: the command line's). The entry points' preflight
-    (pii.run.cli.preflight) calls it once per job, pii.run.runner.run only when called directly.
+    (pii.run.cli.preflight) calls it once per job, pii.run.runner.run when called directly.
     Types are the schema's by now: ranges and choices; then what needs timm but no model (the stage
     sizes); then every file it names (resume='s checkpoint, init_from='s images, weights of the model
     and of each judge, param.spectrum), read, so that a bad one fails before Hydra makes the run's

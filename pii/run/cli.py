@@ -136,6 +136,7 @@ class Plan:
     jobs: list | None = None  # a sweep's jobs, as pii.run.sweep planned them (invert.py's JobSweeper)
     loader: Any = None  # Hydra's config loader, which composes a sweep's jobs again where they run
     overrides: list[str] = field(default_factory=list)  # the command line's
+    check: Callable[[DictConfig, list[str]], DictConfig] | None = None  # what checked them; checks an unplanned job
 
     @property
     def key(self) -> str:
@@ -200,11 +201,11 @@ def preflight_plan(loader, config_name: str, overrides: list[str], multirun: boo
                               f"directory; name a folder inside it (default: .hydra)")
         task = list(cfg.hydra.overrides.task)
         if not multirun:
-            return Plan(cfg, False, {tuple(task): check(cfg, task)}, loader=loader, overrides=overrides)
+            return Plan(cfg, False, {tuple(task): check(cfg, task)}, loader=loader, overrides=overrides, check=check)
         sweeper = str(cfg.hydra.sweeper._target_)
         if not sweeper.endswith((".BasicSweeper", ".JobSweeper")):
             check(cfg, task)  # Optuna and the like draw each job's values as they go: each is checked where it runs
-            return Plan(cfg, True, {}, loader=loader, overrides=overrides)
+            return Plan(cfg, True, {}, loader=loader, overrides=overrides, check=check)
         from pii.run.sweep import plan
 
         extended = sweeper.endswith(".JobSweeper")
@@ -222,34 +223,33 @@ def preflight_plan(loader, config_name: str, overrides: list[str], multirun: boo
                        f"{err if isinstance(err, ConfigError) else one_line(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of the sweep's {len(jobs)} jobs are bad, so none was run: {few(bad, 2, '; ')}")
-    return Plan(cfg, True, checked, jobs if extended else None, loader, overrides)
+    return Plan(cfg, True, checked, jobs if extended else None, loader, overrides, check)
 
 
 class Checked:
-    """The task of a run or of a sweep's job: it runs the config that the preflight composed and
-    checked for it (found by the job's overrides), trusted, rather than the one Hydra composes again
-    for the job. A job the preflight could not plan (a sweeper that draws its values as it goes:
-    Optuna) is checked where it runs. `lock`: a sweep's job holds its directory's lock while it runs,
-    wherever its launcher runs it (a run's is held by the entry point: `run_directory`)."""
+    """The task of a run or of a sweep's job, handed a checked config: the one the preflight composed
+    and checked for it (found by the job's overrides), trusted, rather than the one Hydra composes
+    again for the job. A job the preflight could not plan (a sweeper that draws its values as it
+    goes: Optuna) is checked here, where it runs, by the plan's own check. `lock`: a sweep's job holds
+    its directory's lock while it runs, wherever its launcher runs it (a run's is held by the entry
+    point: `run_directory`)."""
 
-    def __init__(self, task: Callable[[DictConfig, bool], object], configs: dict[tuple[str, ...], DictConfig],
-                 lock: bool = False):
-        self.task, self.configs, self.lock = task, configs, lock
+    def __init__(self, task: Callable[[DictConfig], object], plan: Plan, lock: bool = False):
+        self.task, self.plan, self.lock = task, plan, lock
 
     def __call__(self, cfg: DictConfig) -> object:
         from hydra.core.hydra_config import HydraConfig
 
         with files.locked(HydraConfig.get().runtime.output_dir) if self.lock else nullcontext():
-            checked = self.configs.get(tuple(HydraConfig.get().overrides.task))
-            if checked is None:
-                return self.task(cfg, False)
-            checked = copy.deepcopy(checked)
+            task = list(HydraConfig.get().overrides.task)
+            checked = self.plan.checked.get(tuple(task))
+            checked = self.plan.check(cfg, task) if checked is None else copy.deepcopy(checked)
             with read_write(checked), open_dict(checked):
                 checked.pop("hydra", None)  # as Hydra hands a task its config
-            return self.task(checked, True)
+            return self.task(checked)
 
 
-def launch(plan: Plan, task: Callable[[DictConfig, bool], object], resume_hint: Callable[[str], str] | None = None,
+def launch(plan: Plan, task: Callable[[DictConfig], object], resume_hint: Callable[[str], str] | None = None,
            continuing: bool = False, directory: str | None = None, key: str | None = None) -> None:
     """Run `task` (Hydra's job: its logging, .hydra/ record and callbacks) on the plan's checked configs,
     in `directory` (default: the plan's hydra.run.dir, or hydra.sweep.dir), made and locked here
@@ -275,7 +275,7 @@ def launch(plan: Plan, task: Callable[[DictConfig, bool], object], resume_hint: 
         callbacks = Callbacks(cfg)
         context = HydraContext(config_loader=plan.loader, callbacks=callbacks)
         name = str(cfg.hydra.job.config_name)
-        checked = Checked(task, plan.checked, lock=plan.multirun)
+        checked = Checked(task, plan, lock=plan.multirun)
         if not plan.multirun:
             callbacks.on_run_start(config=cfg, config_name=name)
             done = run_job(task_function=checked, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
@@ -362,13 +362,13 @@ def _invert_main(cfg: DictConfig) -> None:
     raise RuntimeError("invert.py runs through pii.run.cli.launch")
 
 
-def invert_job(cfg: DictConfig, checked: bool = False) -> float:
-    """One invert.py run (or sweep job) in Hydra's job; `checked`: by the preflight."""
-    from pii.run.runner import run
+def invert_job(cfg: DictConfig) -> float:
+    """One invert.py run (or sweep job) in Hydra's job, of the config the preflight checked (`Checked`)."""
+    from pii.run.runner import run_checked
 
     out = str(cfg.get("resume") or cfg.output_dir)
     with ending(f"finished stages are saved; continue with: python invert.py {hydra_arg('resume', out)}"):
-        result = run(cfg, checked=checked)
+        result = run_checked(cfg)
     return sweep_metric(result, cfg.sweep_metric)
 
 

@@ -373,10 +373,16 @@ def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
     problems.raise_any()
 
 
+REAL_IMAGES = ("digits",)  # objective.real_images: pii.run.build.real_images
+
+
 def _objective(problems: Problems, cfg: DictConfig) -> None:
     """The objective's numbers. A term's weight may be negative (a channel minus another); the
     priors' weights are the `loss` group's, checked there."""
     problems.at_least(cfg, "objective.images_per_target", 1)
+    if cfg.objective.get("real_images") not in (None, *REAL_IMAGES):
+        problems.append(f"objective.real_images must be null or {', '.join(REAL_IMAGES)} (the real images a unit's "
+                        f"activation is compared with), got {cfg.objective.real_images!r}")
     for name, node in (cfg.objective.get("terms") or {}).items():
         if node is None:
             continue

@@ -65,15 +65,18 @@ class StageTimer(Observer):
         self.stages[-1].seconds = time.perf_counter() - self.start
 
 
-def run(cfg: DictConfig, checked: bool = False) -> RunResult:
+def run(cfg: DictConfig) -> RunResult:
     """Invert `cfg.class_id` (or its chunk `class_chunk`) of `cfg.model`; write outputs to `cfg.output_dir`; return what metrics.json holds.
 
     `resume=<dir>` continues that run at its last completed stage; `init_from=<dir>` starts from its images.
-    `checked`: `cfg` is what the entry point's preflight checked and returned (pii.run.checks.check_invert_job);
-    else it is checked here, by the same function, before anything is written.
+    `cfg` is checked first (pii.run.checks.check_invert_job), before anything is written.
     """
-    if not checked:
-        cfg = check_invert_job(cfg)
+    return run_checked(check_invert_job(cfg))
+
+
+def run_checked(cfg: DictConfig) -> RunResult:
+    """`run` of a config that pii.run.checks.check_invert_job returned (the entry points' preflight checks
+    each job once, pii.run.cli.Checked)."""
     if cfg.get("resume"):
         finished = resume.finished_result(Path(cfg.output_dir))
         if finished is not None:  # resuming a finished run changes nothing, and says so
@@ -148,7 +151,8 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, o
         entry.start_probability = p0
         entry.image = f"{class_key(entry.class_id, classifier.num_classes)}.png"
         entry.spectral_slope = judge_lib.spectral_slope(img)
-    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed)) if objective else None
+    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed),
+                                    build.real_images(cfg, classifier.input_size)) if objective else None
     entries = report or unit_report
     result = RunResult(
         model=classifier.name,
@@ -169,10 +173,12 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, o
     if unit_report:
         tops = [u.top1 for u in unit_report if u.top1 is not None]
         result.specificity = sum(tops) / len(tops) if tops else None
-        result.diversity = units.diversity(units.features(classifier, image), class_ids)
+        result.diversity = judge_lib.diversity(judge_lib.features(classifier, image), class_ids)
         for entry in unit_report:
-            log.info("%s unit %d: activation %.3f (from %.3f), the most activated of its layer: %s -> %s", entry.layer,
-                     entry.unit, entry.activation, entry.start_activation, entry.top1, entry.image)
+            log.info("%s unit %d: activation %.3f (from %.3f)%s, the most activated of its layer: %s -> %s", entry.layer,
+                     entry.unit, entry.activation, entry.start_activation,
+                     "" if entry.vs_real is None else f", {entry.vs_real:.2f} x its largest on real images",
+                     entry.top1, entry.image)
     for entry in report:
         log.info("class %d %s: p=%.3f (from %.4f), top-1 %s, spectral slope %.2f -> %s", entry.class_id,
                  entry.name, entry.probability, entry.start_probability, entry.top5_classes[0].name,
