@@ -254,6 +254,24 @@ def test_a_unit_run_writes_layer_unit_images_and_their_activations(tmp_path):
     assert result.units[0].image == "blocks.1_0.png"
 
 
+def test_the_gallery_shows_layers_as_rows_and_units_as_columns(tmp_path):
+    from tiny import tiny_cfg
+
+    from pii.eval import gallery
+
+    jobs = []
+    for layer in ["blocks.1", "blocks.2"]:
+        override = f"objective.layer={layer}"
+        result = runner.run(tiny_cfg(tmp_path / layer, "objective=channel", override, "objective.units=[0,3]",
+                                     "verifier=none"))
+        jobs.append(gallery.Job(tmp_path / layer, ["objective=channel", override], result))
+    assert gallery.columns(jobs) == [(0, "unit 0"), (3, "unit 3")]
+    assert [gallery.row_label(job, gallery.swept_keys(jobs)) for job in jobs] == ["layer=blocks.1", "layer=blocks.2"]
+    assert jobs[1].image(3) == tmp_path / "blocks.2" / "blocks.2_3.png"
+    assert gallery.grid(jobs, cell=32).size[1] > 2 * 32
+    assert "unit 3" in gallery.page(jobs, tmp_path, "layers")
+
+
 BAD = [
     (["objective=channel", "objective.layer=layer22"], "objective.layer 'layer22' is not a layer of resnet10t; did you mean"),
     (["objective=channel", "objective.layer=layer2", "objective.units=[3,128]"], "unit 128 is out of range"),

@@ -1,6 +1,7 @@
 """A sweep as the paper shows it: an ablation grid (rows = swept values,
-columns = classes) and a static HTML page with the grid and every job's
-metrics and overrides. Reads only what runs leave on disk."""
+columns = classes, or units for a unit objective: a layer sweep shows layers
+as rows and units as columns) and a static HTML page with the grid and every
+job's metrics and overrides. Reads only what runs leave on disk."""
 
 from __future__ import annotations
 
@@ -49,11 +50,34 @@ class Job:
     def classes(self) -> list[ClassResult]:
         return self.result.classes if self.result else []
 
-    def image(self, class_id: int) -> Path | None:
-        for entry in self.classes:
-            if entry.class_id == class_id and (self.dir / entry.image).is_file():
-                return self.dir / entry.image
+    @property
+    def cells(self) -> list[Cell]:
+        """The job's images: one per class, or per unit of a unit objective."""
+        if self.result is None:
+            return []
+        return [Cell(c.class_id, f"{c.class_id} {c.name}", c.image, c.probability, f"p={c.probability:.3f}")
+                for c in self.classes] + \
+               [Cell(u.unit, f"unit {u.unit}", u.image, u.activation,
+                     f"a={u.activation:.2f}{'' if u.top1 is None else ' top' if u.top1 else ' not top'}")
+                for u in self.result.units or []]
+
+    def image(self, target: int) -> Path | None:
+        """The image of a class (or of a unit) that the job made, where it is on disk."""
+        for cell in self.cells:
+            if cell.target == target and cell.image and (self.dir / cell.image).is_file():
+                return self.dir / cell.image
         return None
+
+
+@dataclass
+class Cell:
+    """One image of a job: its target (a class id, or a unit), the column's header, the image
+    relative to the job's directory, its score (target probability, or the unit's activation) and caption."""
+    target: int
+    header: str
+    image: str | None
+    score: float
+    caption: str
 
 
 def collect(multirun_dir: Path) -> list[Job]:
@@ -107,11 +131,11 @@ def row_label(job: Job, keys: list[str]) -> str:
 
 
 def columns(jobs: list[Job]) -> list[tuple[int, str]]:
-    """(class id, name) of every class any job inverted, in first-seen order."""
+    """(target, header) of every class (or unit) any job made an image of, in first-seen order."""
     seen: dict[int, str] = {}
     for job in jobs:
-        for entry in job.classes:
-            seen.setdefault(entry.class_id, entry.name)
+        for cell in job.cells:
+            seen.setdefault(cell.target, cell.header)
     return list(seen.items())
 
 
@@ -128,8 +152,9 @@ def _wrap(text: str, font, width: int) -> list[str]:
 
 
 def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
-    """Rows = jobs (labelled with their swept values), columns = classes; each
-    image captioned with its target probability."""
+    """Rows = jobs (labelled with their swept values), columns = classes (or units); each
+    image captioned with its target probability (or the unit's activation, and whether it is
+    the most activated of its layer)."""
     keys, cols = swept_keys(jobs), columns(jobs)
     font, small = _font(14), _font(12)
     label_w, head_h, caption_h, pad = 200, 40, 18, 6
@@ -137,18 +162,18 @@ def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
     height = head_h + len(jobs) * (cell + caption_h + pad) + pad
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    for c, (class_id, name) in enumerate(cols):
+    for c, (_, header) in enumerate(cols):
         x = label_w + pad + c * (cell + pad)
-        for i, line in enumerate(_wrap(f"{class_id} {name}", font, cell)[:2]):
+        for i, line in enumerate(_wrap(header, font, cell)[:2]):
             draw.text((x, 4 + 17 * i), line, fill="black", font=font)
     for r, job in enumerate(jobs):
         y = head_h + r * (cell + caption_h + pad)
         for i, line in enumerate(_wrap(row_label(job, keys), font, label_w - 2 * pad)[: cell // 17]):
             draw.text((pad, y + 17 * i), line, fill="black", font=font)
-        probs = {e.class_id: e.probability for e in job.classes}
-        for c, (class_id, _) in enumerate(cols):
+        captions = {e.target: e.caption for e in job.cells}
+        for c, (target, _) in enumerate(cols):
             x = label_w + pad + c * (cell + pad)
-            path = job.image(class_id)
+            path = job.image(target)
             if path is None:
                 draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(220, 220, 220))
                 draw.text((x + 8, y + cell // 2 - 8), "not finished" if job.result is None else "missing",
@@ -159,7 +184,7 @@ def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
                     canvas.paste(img.convert("RGB").resize((cell, cell), Image.BILINEAR), (x, y))
             except (OSError, ValueError, SyntaxError) as err:  # a damaged PNG: a blank cell and one warning
                 log.warning("skipped: cannot read image %r (%s: %s)", str(path), type(err).__name__, err)
-            draw.text((x, y + cell + 2), f"p={probs[class_id]:.3f}", fill="black", font=small)
+            draw.text((x, y + cell + 2), captions[target], fill="black", font=small)
     return canvas
 
 
@@ -171,11 +196,11 @@ def page(jobs: list[Job], root: Path, title: str) -> str:
     """The report page: the grid, then one table row per job (overrides, metrics, images)."""
     keys, cols = swept_keys(jobs), columns(jobs)
     head = ["job", "swept", "overrides", "mean p", "top-1 rate", "seconds", "steps"]
-    head += [f"p {cid} {name}" for cid, name in cols] + ["images"]
+    head += [f"p {header}" if header[0].isdigit() else header for _, header in cols] + ["images"]
     rows = []
     for job in jobs:
         r = job.result
-        probs = {e.class_id: e.probability for e in job.classes}
+        probs = {e.target: e.score for e in job.cells}
         images = "".join(
             f'<img src="{quote(job.image(cid).relative_to(root).as_posix())}" width="64" height="64" alt="{cid}">'
             for cid, _ in cols if job.image(cid) is not None)
