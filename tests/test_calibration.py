@@ -10,6 +10,7 @@ from tiny import tiny_cfg
 from pii import models
 from pii.models import calibration
 from pii.models.calibration import Candidate
+from pii.models.layers import needs
 from pii.run import build, runner
 
 
@@ -43,7 +44,7 @@ FP32_FASTER = {"bf16/nhwc/4": 2.0, "bf16/nchw/4": 3.0, "fp32/nhwc/4": 1.5, "fp32
 
 
 def settle(cfg, seconds_per_view, views=4):
-    return build.device_settings(cfg, torch.device("cpu"), build.stages(cfg), views, seconds_per_view)
+    return build.device_settings(cfg, torch.device("cpu"), build.stages(cfg), views, needs(cfg.objective), seconds_per_view)
 
 
 @pytest.mark.parametrize("figures, expected", [(BF16_FASTER, ("bf16", True)), (FP32_FASTER, ("fp32", False))])
@@ -118,7 +119,8 @@ def test_views_are_split_into_the_fastest_chunk_only_where_a_smaller_one_won():
 
 
 def test_cuda_keeps_its_policy_without_timing(tmp_path):
-    settings = build.device_settings(tiny_cfg(tmp_path), torch.device("cuda"), [], 64, never)
+    cfg = tiny_cfg(tmp_path)
+    settings = build.device_settings(cfg, torch.device("cuda"), [], 64, needs(cfg.objective), never)
     assert (settings.precision, settings.channels_last, settings.chunk, settings.source) == ("bf16", True, "auto",
                                                                                             "policy")
 

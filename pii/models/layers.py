@@ -224,16 +224,17 @@ def term_classes(objective_cfg) -> list[type]:
     return found
 
 
-def reads_batchnorm(objective_cfg) -> bool:
-    """Whether the objective reads the BatchNorm layers (DeepInversion's penalty), which must then
-    stay unfolded (pii.models.fold_batchnorm)."""
-    return any(getattr(c, "reads_batchnorm", False) for c in term_classes(objective_cfg))
+@dataclass(frozen=True)
+class Needs:
+    """What an objective's terms need of the classifier, known before it is built."""
+    batchnorm: bool  # a term reads the BatchNorm layers (DeepInversion's penalty): they stay unfolded
+    splits: bool  # every term splits over views: the views may go through the model in chunks
+    layers: bool  # a term reads a layer (forward hooks, which torch.compile is not asked to trace)
 
 
-def splits_over_views(objective_cfg) -> bool:
-    return all(getattr(c, "splits", True) for c in term_classes(objective_cfg))
-
-
-def reads_layers(objective_cfg) -> bool:
-    """Whether a term reads a layer (forward hooks, which torch.compile is not asked to trace)."""
-    return any(getattr(c, "reads_layer", False) for c in term_classes(objective_cfg))
+def needs(objective_cfg) -> Needs:
+    """What the objective config's terms (of weight other than 0) need of the classifier."""
+    classes = term_classes(objective_cfg)
+    return Needs(batchnorm=any(getattr(c, "reads_batchnorm", False) for c in classes),
+                 splits=all(getattr(c, "splits", True) for c in classes),
+                 layers=any(getattr(c, "reads_layer", False) for c in classes))

@@ -81,8 +81,7 @@ def targets(cfg: DictConfig, num_classes: int) -> list[int]:
 def photo(cfg: DictConfig, size: int, device: torch.device | str) -> torch.Tensor | None:
     """objective.photo (feature accentuation: the images start from it, and its Near term keeps them
     near it) as (1, 3, size, size) pixels: the centre square, resized; None when not set."""
-    import torch.nn.functional as F
-
+    from pii.eval.judge import resize
     from pii.files import read_png
 
     path = cfg.objective.get("photo")
@@ -91,8 +90,7 @@ def photo(cfg: DictConfig, size: int, device: torch.device | str) -> torch.Tenso
     image = read_png(Path(str(path)).expanduser())
     side = min(image.shape[-2:])
     top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
-    square = image[None, :, top:top + side, left:left + side]
-    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=True).to(device)
+    return resize(image[None, :, top:top + side, left:left + side], size).to(device)
 
 
 def optimizer(cfg: DictConfig) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
@@ -116,17 +114,13 @@ def real_images(cfg: DictConfig, size: int) -> torch.Tensor | None:
     return resize(digits_split()[1][0], size)
 
 
-def folds_batchnorm(cfg: DictConfig) -> bool:
-    """`fold_batchnorm`, unless the objective reads BatchNorm statistics (DeepInversion's penalty)."""
-    return bool(cfg.fold_batchnorm) and not layers.reads_batchnorm(cfg.objective)
-
-
 def device_settings(cfg: DictConfig, device: torch.device, run_stages: list[Stage], views: int,
-                    seconds_per_view=None) -> calibration.DeviceSettings:
+                    needs: layers.Needs, seconds_per_view=None) -> calibration.DeviceSettings:
     """`precision`, `channels_last` and `augmentation.chunk` for a run of `cfg` with `views` views per
     step: as set, and each `auto` one by the device policy (CUDA) or a calibration of this classifier
-    on this CPU (pii.models.calibration; `seconds_per_view` replaces its timer in tests)."""
-    fold = folds_batchnorm(cfg)
+    on this CPU (pii.models.calibration; `seconds_per_view` replaces its timer in tests). `needs`: the
+    objective's (pii.models.layers.needs)."""
+    fold = bool(cfg.fold_batchnorm) and not needs.batchnorm
     model = f"{cfg.model.name} ({cfg.model.get('weights')}{', BatchNorm folded' if fold else ''})"
     # the calibration builds and runs models (random draws) only when nothing is cached: its draws must
     # not move the run's, or a run would differ from its own resumed or repeated self
@@ -135,21 +129,21 @@ def device_settings(cfg: DictConfig, device: torch.device, run_stages: list[Stag
             str(cfg.precision), cfg.channels_last, cfg.augmentation.get("chunk", "auto"), device, model, run_stages,
             views, lambda precision, channels_last: models.build(cfg.model, device, precision=precision,
                                                                  channels_last=channels_last, compile=False, fold=fold),
-            splits=layers.splits_over_views(cfg.objective), seconds_per_view=seconds_per_view)
+            splits=needs.splits, seconds_per_view=seconds_per_view)
 
 
 def classifier(cfg: DictConfig, device: torch.device, run_stages: list[Stage], views: int,
-               device_choice: calibration.DeviceSettings) -> tuple[models.Classifier, bool]:
+               device_choice: calibration.DeviceSettings, needs: layers.Needs) -> tuple[models.Classifier, bool]:
     """The classifier a run of `cfg` optimises against, and whether it is compiled: the precision and
     channels_last of `device_choice`, compiled where `compile` asks or (auto) where it pays for the
-    stages and views (pii.models.device.wants_compile), BatchNorm folded by `folds_batchnorm`; never
-    where a term reads a layer (forward hooks, one of which may stop the pass)."""
+    stages and views (pii.models.device.wants_compile); never where a term reads a layer (forward
+    hooks, one of which may stop the pass); BatchNorm folded unless a term reads it (`needs`)."""
     spec = models.model_spec(cfg.model)
-    compiled = not layers.reads_layers(cfg.objective) and device_policy.wants_compile(
+    compiled = not needs.layers and device_policy.wants_compile(
         cfg.compile, device, run_stages, views, fixed_size=spec["input_size"] if spec["fixed_size"] else None)
     return models.build(cfg.model, device, precision=device_choice.precision,
                         channels_last=device_choice.channels_last, compile=compiled,
-                        fold=folds_batchnorm(cfg)), compiled
+                        fold=bool(cfg.fold_batchnorm) and not needs.batchnorm), compiled
 
 
 @dataclass
@@ -158,6 +152,7 @@ class Pieces:
 
     cfg: DictConfig
     device: torch.device
+    targets: list[int]  # what each image is made for: a class, or a unit (objective.units)
     stages: list[Stage]
     settings: calibration.DeviceSettings | None  # None: a classifier handed in, run as it is (all views at once)
     classifier: models.Classifier
@@ -167,6 +162,12 @@ class Pieces:
     make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
     log_every: int
     photo: torch.Tensor | None  # objective.photo, where the images start and what the Near terms keep them near
+    real: torch.Tensor | None  # objective.real_images, what a unit run's images are measured against
+
+    @property
+    def unit_run(self) -> bool:
+        """The images are made for units, not classes."""
+        return unit_targets(self.cfg)
 
     def param(self, batch: int) -> Param:
         """A fresh parametrization of `batch` images (the `param` group's)."""
@@ -185,19 +186,25 @@ class Pieces:
                       chunk=self.chunk(), param=image_param or self.param(len(class_ids)), seed=int(self.cfg.seed))
 
 
-def pieces(cfg: DictConfig, device: torch.device, image_targets: list[int],
+def pieces(cfg: DictConfig, device: torch.device | None = None, image_targets: list[int] | None = None,
            given: models.Classifier | None = None) -> Pieces:
-    """Every piece of a run of `cfg` on `device` that makes one image per entry of `image_targets`
-    (`targets`): its stages, the device settings (precision, memory format, chunk: as set, or settled
-    on this machine, and the chunk planned to fit the memory: pii.models.device.fit_memory), the
-    classifier (or `given`, used as it is, all views at once), the augmentation, the loss (anchored to
-    objective.photo where set) and the optimiser. The param is made per batch (`Pieces.param`): a run
-    may load a checkpoint's state into it first."""
-    run_stages = stages(cfg)
+    """Every piece of a run of `cfg`, in the order each needs the last: what its images are made for
+    (`image_targets`, else `targets`), its stages and optimiser, the device (`device`, else cfg.device
+    resolved), the device settings (precision, memory format, chunk: as set, or settled on this
+    machine, and the chunk planned to fit the memory: pii.models.device.fit_memory), the classifier
+    (or `given`, used as it is, all views at once), the augmentation, the loss (anchored to
+    objective.photo where set) and the real images units are measured against. The param is made
+    per batch (`Pieces.param`): a run may load a checkpoint's state into it first."""
+    if image_targets is None:
+        image_targets = targets(cfg, int(cfg.model.num_classes))
+    run_stages, make_optimizer = stages(cfg), optimizer(cfg)
+    if device is None:
+        device = device_policy.resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     views = len(image_targets) * int(cfg.augmentation.ensemble_size)
     if given is None:
-        device_choice = device_settings(cfg, device, run_stages, views)
-        net, compiled = classifier(cfg, device, run_stages, views, device_choice)
+        needs = layers.needs(cfg.objective)
+        device_choice = device_settings(cfg, device, run_stages, views, needs)
+        net, compiled = classifier(cfg, device, run_stages, views, device_choice, needs)
     else:
         device_choice, net, compiled = None, given, False
     augment_views, objective = augmentation(cfg), loss(cfg, net, image_targets)
@@ -208,5 +215,5 @@ def pieces(cfg: DictConfig, device: torch.device, image_targets: list[int],
     start = photo(cfg, net.input_size, device)
     if start is not None:
         objective.anchor(start)
-    return Pieces(cfg, device, run_stages, device_choice, net, compiled, augment_views, objective, optimizer(cfg),
-                  log_every=int(cfg.log_every), photo=start)
+    return Pieces(cfg, device, image_targets, run_stages, device_choice, net, compiled, augment_views, objective,
+                  make_optimizer, log_every=int(cfg.log_every), photo=start, real=real_images(cfg, net.input_size))

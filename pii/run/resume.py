@@ -208,20 +208,19 @@ def check_files(cfg: DictConfig) -> None:
                                                cfg.get("class_chunk")))
 
 
-def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
+def starting_point(cfg: DictConfig, class_ids: list[int], sizes: list[int],
                    device: torch.device) -> tuple[torch.Tensor | dict | None, int, float | None]:
     """(start, first stage, seconds) for pii.core.inversion.invert: (None, 0, 0.0) starts from noise.
     `start` is a checkpoint's param state (a dict, pii.core.param.Param.load_state_dict) or images;
     `seconds` the inversion time of the stages already done (None: a checkpoint that did not keep it).
+    `sizes`: the run's stage sizes, which a checkpoint must have been made at.
 
     The inversion's random numbers are seeded afresh at each stage (pii.core.draws), so the resumed
     run draws what the uninterrupted run drew; the global random state saved with the checkpoint is
     restored as well.
     """
     if cfg.get("resume"):
-        from pii.run import build
-
-        checkpoint = load_checkpoint(Path(cfg.output_dir), [stage.size for stage in build.stages(cfg)], class_ids)
+        checkpoint = load_checkpoint(Path(cfg.output_dir), sizes, class_ids)
         if checkpoint is None:
             log.warning("resume: no finished stage in %s; starting from the first stage", cfg.output_dir)
             return None, 0, 0.0
@@ -233,7 +232,7 @@ def starting_point(cfg: DictConfig, class_ids: list[int], num_stages: int,
         torch.set_rng_state(checkpoint["rng"])
         if "cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-        log.info("resuming %s after stage %d of %d", cfg.output_dir, first, num_stages)
+        log.info("resuming %s after stage %d of %d", cfg.output_dir, first, len(sizes))
         return checkpoint.get("param", checkpoint["image"].to(device)), first, seconds
     if cfg.get("init_from"):
         log.info("starting from the images of %s", cfg.init_from)

@@ -16,7 +16,6 @@ from pii.eval import judge as judge_lib
 from pii.eval import results, units
 from pii.eval.results import METRICS, RunResult, StageTime
 from pii.models.classes import class_key
-from pii.models.device import resolve_device
 from pii.run import build, resume, tracking
 from pii.run.checks import check_invert_job
 from pii.run.outputs import Saver, save_images
@@ -82,12 +81,11 @@ def run_checked(cfg: DictConfig) -> RunResult:
         if finished is not None:  # resuming a finished run changes nothing, and says so
             log.info("%s is a finished run (metrics.json is there); nothing to resume", cfg.output_dir)
             return finished
-    # the images' targets: classes, or a unit objective's units (pii.run.build.targets)
-    class_ids, unit_run = build.targets(cfg, int(cfg.model.num_classes)), build.unit_targets(cfg)
-    device = resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))
-    pieces = build.pieces(cfg, device, class_ids)  # the views' chunk planned to fit the memory, before anything is written
+    pieces = build.pieces(cfg)  # the views' chunk planned to fit the memory, before anything is written
     log.info(pieces.settings.line())
+    # the images' targets: classes, or a unit objective's units (pii.run.build.targets)
+    class_ids, unit_run, device = pieces.targets, pieces.unit_run, pieces.device
     classifier, stages = pieces.classifier, pieces.stages
     # the judges load before the inversion, so one that cannot load costs no inversion; their random
     # initialisation (before their weights load) leaves what the inversion draws as it was
@@ -108,7 +106,7 @@ def run_checked(cfg: DictConfig) -> RunResult:
     start = units.activations(loss_fn, classifier, noise, class_ids) if unit_run else \
         [entry.probability for entry in judge_lib.class_report(classifier, noise, class_ids)]
     param = pieces.param(len(class_ids))
-    start_from, first_stage, seconds_before = resume.starting_point(cfg, class_ids, len(stages), device)
+    start_from, first_stage, seconds_before = resume.starting_point(cfg, class_ids, [s.size for s in stages], device)
     if isinstance(start_from, dict):  # a checkpoint's param state: resumed exactly
         param.load_state_dict(start_from)
     elif start_from is not None:  # images (init_from, or an older pixel checkpoint)
@@ -126,7 +124,7 @@ def run_checked(cfg: DictConfig) -> RunResult:
         image = pieces.invert(class_ids, observers, param, first_stage)
         seconds = elapsed()
         result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device,
-                         loss_fn if unit_run else None)
+                         loss_fn if unit_run else None, pieces.real)
         result.device_settings = asdict(pieces.settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
@@ -143,16 +141,16 @@ def run_checked(cfg: DictConfig) -> RunResult:
     return result
 
 
-def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, objective=None) -> RunResult:
-    """The run's metrics; with a unit `objective`, its images' activations and specificity instead
-    of the classifier's probabilities."""
+def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, objective=None, real=None) -> RunResult:
+    """The run's metrics; with a unit `objective`, its images' activations and specificity (against
+    the `real` images too, where the run names them) instead of the classifier's probabilities."""
     report = [] if objective else judge_lib.class_report(classifier, image, class_ids)
     for entry, p0, img in zip(report, start, image):
         entry.start_probability = p0
         entry.image = f"{class_key(entry.class_id, classifier.num_classes)}.png"
         entry.spectral_slope = judge_lib.spectral_slope(img)
-    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed),
-                                    build.real_images(cfg, classifier.input_size)) if objective else None
+    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed), real) \
+        if objective else None
     entries = report or unit_report
     result = RunResult(
         model=classifier.name,
