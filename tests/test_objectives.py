@@ -257,13 +257,14 @@ def test_a_unit_run_writes_layer_unit_images_and_their_activations(tmp_path):
 def test_the_gallery_shows_layers_as_rows_and_units_as_columns(tmp_path):
     from tiny import tiny_cfg
 
-    from pii.eval import gallery
+    from pii.eval import gallery, results
 
     jobs = []
     for layer in ["blocks.1", "blocks.2"]:
         override = f"objective.layer={layer}"
         result = runner.run(tiny_cfg(tmp_path / layer, "objective=channel", override, "objective.units=[0,3]",
                                      "verifier=none"))
+        assert results.read(tmp_path / layer / "metrics.json").units == result.units  # a finished unit run reads back
         jobs.append(gallery.Job(tmp_path / layer, ["objective=channel", override], result))
     assert gallery.columns(jobs) == [(0, "unit 0"), (3, "unit 3")]
     assert [gallery.row_label(job, gallery.swept_keys(jobs)) for job in jobs] == ["layer=blocks.1", "layer=blocks.2"]

@@ -167,8 +167,8 @@ class RunResult:
             raise TypeError("a class entry without an integer class_id and an image name")
         for name in ("seconds", "seconds_per_class", "mean_probability", "top1_rate"):  # what tables add up and rank
             value = getattr(result, name)
-            if value is None and name.startswith("seconds"):
-                continue
+            if value is None and (name.startswith("seconds") or result.units is not None):
+                continue  # a unit run's images have no class probability
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} is {value!r}, not a number >= 0")
         return result
