@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from pii import models
@@ -29,12 +29,7 @@ from pii.errors import ConfigError
 from pii.models import device as device_policy
 from pii.models import layers
 from pii.models.classes import job_classes
-from pii.run.config import parse_units, target
-
-
-def settings(node: DictConfig, *leave_out: str) -> dict:
-    """A config group's keys as plain Python values (lists, not ListConfig), but `leave_out`."""
-    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in leave_out}
+from pii.run.config import parse_units, target, transforms
 
 
 def stages(cfg: DictConfig) -> list[Stage]:
@@ -45,8 +40,9 @@ def stages(cfg: DictConfig) -> list[Stage]:
 
 
 def augmentation(cfg: DictConfig) -> augment.Augmentation:
-    # `chunk` is how many views go through the model at once (pii.core.inversion.invert), not a piece
-    return augment.build(**settings(cfg.augmentation, "chunk"))
+    """The `augmentation` group's transforms in the order of its keys (pii.run.config.transforms): each
+    key but `chunk` is a class named by `_target_` with its arguments, or null (off)."""
+    return augment.Augmentation(*transforms(cfg))
 
 
 def loss(cfg: DictConfig, classifier: nn.Module, image_targets: list[int] | None = None) -> Objective:
@@ -193,14 +189,14 @@ def pieces(cfg: DictConfig, device: torch.device, image_targets: list[int],
     classifier (or `given`, used as it is, all views at once), the augmentation, the loss (anchored to
     objective.photo where set) and the optimiser. The param is made per batch (`Pieces.param`): a run
     may load a checkpoint's state into it first."""
-    run_stages = stages(cfg)
-    views = len(image_targets) * int(cfg.augmentation.ensemble_size)
+    run_stages, augment_views = stages(cfg), augmentation(cfg)
+    views = len(image_targets) * augment_views.copies
     if given is None:
         device_choice = device_settings(cfg, device, run_stages, views)
         net, compiled = classifier(cfg, device, run_stages, views, device_choice)
     else:
         device_choice, net, compiled = None, given, False
-    augment_views, objective = augmentation(cfg), loss(cfg, net, image_targets)
+    objective = loss(cfg, net, image_targets)
     if device_choice is not None:
         device_choice.chunk = device_policy.fit_memory(device_choice.chunk, cfg.augmentation.chunk, net, augment_views,
                                                        image_targets, run_stages[-1].size,
