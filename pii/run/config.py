@@ -437,8 +437,8 @@ def old_augmentation_key(name: str, value: str) -> str | None:
         new = f"'augmentation.{key}={{_target_:pii.core.augment.{cls},{example}}}'"
     else:
         new = f"augmentation.{key}.{argument}={value} (pii.core.augment.{cls}'s {argument})"
-    return (f"the augmentations are one key each, a transform (its class in _target_ and its arguments) or null "
-            f"for off, in conf/augmentation/pii.yaml's order; this one is {new}")
+    return (f"an old key: the augmentations are now one key each, a transform (_target_ and its arguments) or null, "
+            f"in conf/augmentation/pii.yaml; use {new}")
 
 
 def transform(node, key: str):
