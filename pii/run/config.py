@@ -417,6 +417,7 @@ OLD_AUGMENTATION_KEYS = {
     "degrees": ("scale_rotate", "ScaleRotate", "degrees"), "noise": ("noise", "Noise", "std"),
 }
 OFF = {"0", "0.0", "false", "False", "null", "None"}
+SCALAR = re.compile(r"-?[\d.]+(e-?\d+)?|true|false|True|False")  # what the flat keys held (a sweep: several)
 
 
 def old_augmentation_key(name: str, value: str) -> str | None:
@@ -425,8 +426,8 @@ def old_augmentation_key(name: str, value: str) -> str | None:
     if name not in OLD_AUGMENTATION_KEYS:
         return None
     key, cls, argument = OLD_AUGMENTATION_KEYS[name]
-    if key == name and (value in ("null", "None") or value.startswith("{")):  # the transform's own key, as today
-        return None
+    if key == name and not all(SCALAR.fullmatch(item.strip()) for item in value.split(",")):
+        return None  # the transform's own key, as today: a mapping or null
     if name == "crops" and value in OFF:
         new = (f"augmentation.ensemble=null 'augmentation.ensemble={{_target_:pii.core.augment.Ensemble,size:<n>}}' "
                f"(plain copies in place of the crops)")
