@@ -111,7 +111,7 @@ def test_the_yaml_names_the_transforms_and_their_order():
                               "'augmentation.pad={_target_:pii.core.augment.Pad,pixels:2,value:0.5}'")) == \
         ["Pad", "Jitter", "Ensemble", "ColorShift", "Noise"]  # the file's order, not the command line's
     assert names(augmentation("augmentation=no_color_shift")) == ["Jitter", "Ensemble"]
-    assert names(augmentation("augmentation=none")) == [] and augmentation("augmentation=none").copies == 1
+    assert names(augmentation("augmentation=none")) == ["Ensemble"] and augmentation("augmentation=none").copies == 1
 
 
 def test_the_views_are_each_transform_applied_in_that_order():
@@ -158,22 +158,31 @@ def test_a_new_transform_is_a_class_and_a_line_of_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["augmentation.ensemble.size=0"], "augmentation.ensemble (pii.core.augment.Ensemble): size must be a whole number >= 1, got 0"),
-    (["augmentation.ensemble.size=1.5"], "size must be a whole number >= 1, got 1.5"),
-    (["augmentation.jitter.max_shift=abc"], "augmentation.jitter (pii.core.augment.Jitter): max_shift must be a whole number >= 0, got 'abc'"),
-    (["augmentation.color_shift.alpha=-1"], "augmentation.color_shift (pii.core.augment.ColorShift): alpha must be a number in [0, inf]"),
-    (["augmentation.color_shift.beta=100"], "beta must be a number in [0, 80]"),
-    (["+augmentation.jitter.max_shfit=3"], "augmentation.jitter (pii.core.augment.Jitter): got an unexpected keyword argument 'max_shfit'"),
-    (["~augmentation.color_shift.beta"], "augmentation.color_shift (pii.core.augment.ColorShift): missing a required argument: 'beta'"),
-    (["augmentation.jitter._target_=pii.core.augment.Jiter"], "augmentation.jitter._target_='pii.core.augment.Jiter' cannot be loaded"),
+    (["augmentation.ensemble.size=0"], "augmentation.ensemble.size must be a whole number >= 1, got 0 "
+                                       "(pii.core.augment.Ensemble)"),
+    (["augmentation.ensemble.size=1.5"], "augmentation.ensemble.size must be a whole number >= 1, got 1.5"),
+    (["augmentation.jitter.max_shift=abc"], "augmentation.jitter.max_shift must be a whole number >= 0, got 'abc'"),
+    (["augmentation.color_shift.alpha=-1"], "augmentation.color_shift.alpha must be a number in [0, inf]"),
+    (["augmentation.color_shift.beta=100"], "augmentation.color_shift.beta must be a number in [0, 80]"),
+    (["+augmentation.jitter.max_shfit=3"], "augmentation.jitter (pii.core.augment.Jitter): got an unexpected keyword "
+                                           "argument 'max_shfit'"),
+    (["~augmentation.color_shift.beta"], "augmentation.color_shift (pii.core.augment.ColorShift): missing a required "
+                                         "argument: 'beta'"),
+    (["augmentation.jitter._target_=pii.core.augment.Jiter"], "augmentation.jitter._target_='pii.core.augment.Jiter' "
+                                                              "cannot be loaded"),
     (["~augmentation.jitter._target_"], "augmentation.jitter has no _target_"),
-    (["experiment=fast", "augmentation.ensemble.box=[0,1]"], "augmentation.ensemble (pii.core.augment.Crops): box must be [low, high] with 0 < low <= high <= 1"),
-    (["experiment=fast", "augmentation.ensemble.box=[0.5]"], "box must be [low, high]"),
-    (["experiment=lucent", "augmentation.scale_rotate.scale=[1.1,0.9]"], "scale must be [low, high] with 0 < low <= high"),
-    (["experiment=lucent", "augmentation.scale_rotate.degrees=270"], "degrees must be a number in [0, 180]"),
-    (["experiment=lucent", "augmentation.pad.pixels=-2"], "augmentation.pad (pii.core.augment.Pad): pixels must be a whole number >= 0"),
-    (["experiment=maco", "augmentation.noise.std=-0.1"], "augmentation.noise (pii.core.augment.Noise): std must be a number in [0, inf]"),
-    (["experiment=deepinversion", "augmentation.flip.p=2"], "p must be a number in [0, 1] (a probability)"),
+    (["experiment=fast", "augmentation.ensemble.box=[0,1]"], "augmentation.ensemble.box must be [low, high] with "
+                                                             "0 < low <= high <= 1"),
+    (["experiment=fast", "augmentation.ensemble.box=[0.5]"], "augmentation.ensemble.box must be [low, high]"),
+    (["experiment=lucent", "augmentation.scale_rotate.scale=[1.1,0.9]"], "augmentation.scale_rotate.scale must be "
+                                                                         "[low, high] with 0 < low <= high"),
+    (["experiment=lucent", "augmentation.scale_rotate.degrees=270"], "augmentation.scale_rotate.degrees must be a "
+                                                                     "number in [0, 180]"),
+    (["experiment=lucent", "augmentation.pad.pixels=-2"], "augmentation.pad.pixels must be a whole number >= 0"),
+    (["experiment=lucent", "augmentation.pad.value=2"], "augmentation.pad.value must be a number in [0, 1]"),
+    (["experiment=maco", "augmentation.noise.std=-0.1"], "augmentation.noise.std must be a number in [0, inf]"),
+    (["experiment=deepinversion", "augmentation.flip.p=2"], "augmentation.flip.p must be a number in [0, 1] "
+                                                            "(a probability)"),
 ])
 def test_a_bad_transform_argument_is_one_config_error_line(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -56,5 +56,6 @@ def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
             ensemble = "Crops" if method == "pii_fourier" else "Ensemble"
             assert pieces == ["Jitter", ensemble, "ColorShift"][:2 if method == "pii_no_color_shift" else 3], method
         if method == "plain_ce":  # no augmentation, the same 3 x 300 steps in one stage
-            assert (pieces, cfg.schedule.zoom, cfg.schedule.centering) == ([], False, False)
+            assert (pieces, build.augmentation(cfg).copies) == (["Ensemble"], 1)
+            assert (cfg.schedule.zoom, cfg.schedule.centering) == (False, False)
             assert len(build.stages(cfg)) == 1 and build.stages(cfg)[0].steps == 900

@@ -71,7 +71,7 @@ def stopped_run(out_dir, after_stage: int):
 
 @pytest.mark.parametrize("override", ["schedule.stages=1", "schedule.steps=5", "augmentation.ensemble.size=4",
                                       "model.input_size=64", "class_id=[1]", "loss=tv", "seed=3",
-                                      "experiment=fast", "augmentation=none"])
+                                      "experiment=fast", "augmentation=no_color_shift"])
 def test_resume_refuses_overrides_that_change_what_the_checkpoint_means(tmp_path, override):
     killed = stopped_run(tmp_path / "killed", after_stage=0)
     cfg = OmegaConf.merge(tiny_cfg(tmp_path / "x", override), {"resume": str(killed)})
@@ -138,7 +138,7 @@ def test_a_run_saved_before_newer_keys_existed_resumes_with_their_defaults(tmp_p
 
 
 # the augmentation group of runs made before each transform was a class of its own key (make run's stored
-# run, and that version's conf/augmentation/pii.yaml with its presets), and the preset that runs the same today
+# run, and that version's conf/augmentation/pii.yaml with its presets), and the preset that runs the same now
 FLAT_PII = {"jitter": 32, "flip": False, "ensemble_size": 32, "color_shift": True, "alpha": 1.0, "beta": 1.0,
             "chunk": "auto", "pad": 0, "shift": 0, "crops": None, "crop_centre_std": 0.15, "scale": None, "degrees": 0,
             "noise": 0}
@@ -158,9 +158,9 @@ def test_a_run_saved_with_flat_augmentation_keys_resumes_with_the_transforms_the
     (old / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(saved), old / ".hydra" / "config.yaml")
     resumed = resume.resumed_config(tiny_cfg(tmp_path / "new", f"resume={old}"), overrides=[f"resume={old}"])
-    today = compose_config([f"experiment={preset}", "output_dir=/x"]).augmentation
-    assert OmegaConf.to_container(resumed.augmentation) == OmegaConf.to_container(today)
-    assert list(resumed.augmentation) == list(today)  # the order they are applied in
+    now = compose_config([f"experiment={preset}", "output_dir=/x"]).augmentation
+    assert OmegaConf.to_container(resumed.augmentation) == OmegaConf.to_container(now)
+    assert list(resumed.augmentation) == list(now)  # the order they are applied in
 
 
 @pytest.mark.parametrize("param,optimizer", [("pixel", "adam"), ("maco", "nadam")])

@@ -33,21 +33,22 @@ def each_offset(x: torch.Tensor, draws: Draws, low: int, high: int,
     return torch.cat([move(rows, dy, dx) for rows, (dy, dx) in zip(x.split(per_image(x, draws)), offsets)])
 
 
-def require(ok: bool, what: str, value) -> None:
-    """An argument outside what it means: a ValueError saying what it must be."""
+def require(ok: bool, name: str, rule: str, value) -> None:
+    """Argument `name` outside what it means: a ValueError that starts with the name, so that the builder
+    names the config key by writing the transform's key before it (pii.run.config.transform)."""
     if not ok:
-        raise ValueError(f"{what}, got {value!r}")
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
 def count(name: str, value, low: int) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-            f"{name} must be a whole number >= {low}", value)
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
+            f"a whole number >= {low}", value)
     return value
 
 
 def number(name: str, value, low: float, high: float = math.inf, why: str = "") -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high,
-            f"{name} must be a number in [{low:g}, {high:g}]{f' ({why})' if why else ''}", value)
+    require(isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high, name,
+            f"a number in [{low:g}, {high:g}]{f' ({why})' if why else ''}", value)
     return float(value)
 
 
@@ -57,7 +58,7 @@ def share_range(name: str, pair, high: float = math.inf, why: str = "") -> tuple
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
           and 0 < pair[0] <= pair[1] <= high)
     bound = f"low <= high <= {high:g}{f' ({why})' if why else ''}" if high != math.inf else "low <= high"
-    require(ok, f"{name} must be [low, high] with 0 < {bound}", list(pair) if isinstance(pair, (list, tuple)) else pair)
+    require(ok, name, f"[low, high] with 0 < {bound}", list(pair) if isinstance(pair, (list, tuple)) else pair)
     return float(pair[0]), float(pair[1])
 
 
@@ -144,7 +145,7 @@ class Pad(nn.Module):
 
     def __init__(self, pixels: int, value: float):
         super().__init__()
-        self.pixels, self.value = count("pixels", pixels, 0), number("value", value, -math.inf)
+        self.pixels, self.value = count("pixels", pixels, 0), number("value", value, 0, 1, "a pixel value")
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         return F.pad(x, (self.pixels,) * 4, mode="constant", value=self.value)

@@ -422,12 +422,12 @@ SCALAR = re.compile(r"-?[\d.]+(e-?\d+)?|true|false|True|False")  # what the flat
 
 def old_augmentation_key(name: str, value: str) -> str | None:
     """Where `augmentation.<name>=<value>` of the flat keys went, said in words; None where it is a
-    key of today (a transform, null, or one of its arguments)."""
+    current key (a transform, null, or one of its arguments)."""
     if name not in OLD_AUGMENTATION_KEYS:
         return None
     key, cls, argument = OLD_AUGMENTATION_KEYS[name]
     if key == name and not all(SCALAR.fullmatch(item.strip()) for item in value.split(",")):
-        return None  # the transform's own key, as today: a mapping or null
+        return None  # the transform's own key as it is now: a mapping or null
     if name == "crops" and value in OFF:
         new = (f"augmentation.ensemble=null 'augmentation.ensemble={{_target_:pii.core.augment.Ensemble,size:<n>}}' "
                f"(plain copies in place of the crops)")
@@ -454,8 +454,8 @@ def transform(node, key: str):
     make = target(node, key)
     try:
         return make()
-    except ValueError as err:  # an argument outside what it means (pii.core.augment.require)
-        raise ConfigError(f"{key} ({node._target_}): {err}") from None
+    except ValueError as err:  # an argument outside what it means, named first (pii.core.augment.require)
+        raise ConfigError(f"{key}.{err} ({node._target_})") from None
 
 
 def transforms(cfg: DictConfig) -> list:
