@@ -125,7 +125,7 @@ BAD = [
     # ranges that follow from what a key means
     ("invert", "experiment=fast augmentation.ensemble.box=[0.5,1.5]", "box must be [low, high] with 0 < low <= high <= 1"),
     ("invert", "schedule.stages=200", "schedule.stages=200 gives stages of"),
-    ("invert", "experiment=lucent augmentation.shift.pixels=200", "augmentation.shift.pixels=200"),
+    ("invert", "experiment=lucent augmentation.shift.pixels=300", "augmentation.shift.pixels=300"),
     ("invert", "experiment=lucent augmentation.scale_rotate.degrees=270", "degrees must be a number in [0, 180]"),
     ("invert", "augmentation.color_shift.beta=100", "beta must be a number in [0, 80]"),
     ("invert", "model.mean=[2,0,0]", "model.mean"),
