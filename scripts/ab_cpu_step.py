@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
     args = parser().parse_intermixed_args(argv)
     if args.keep_freed_memory:
         cpu.keep_freed_memory()
-    cfg = compose(["augmentation.ensemble_size=4"])
+    cfg = compose(["augmentation.ensemble.size=4"])
     aug = augmentation(cfg)
     draws = Draws.seeded(0, range(8), 0)
     variants = network_variants(cfg, args.network) if args.network else layout_variants(cfg)
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
             for k, clf in variants.items():
                 x = torch.rand(8, 3, size, size, requires_grad=True)
                 t = time.perf_counter()
-                torch.nn.functional.cross_entropy(clf(aug(x, draws)), torch.arange(8).repeat_interleave(4)).backward()
+                torch.nn.functional.cross_entropy(clf(aug(x, draws)), torch.arange(8).repeat_interleave(aug.copies)).backward()
                 if rep:  # the first pass warms up
                     times[k].append(time.perf_counter() - t)
     first = next(iter(times))

@@ -34,7 +34,7 @@ from pii.files import writable_file, write_json
 from pii.models.classes import parse_class_ids
 from pii.models.device import resolve_device
 from pii.run.cli import ScriptParser, script_main
-from pii.run import speed
+from pii.run import build, speed
 from pii.run.compose import compose
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
 
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(f"\nmodel {cfg.model.name} on {device}{threads}; param {default.param}; stages {default.stage_sizes}"
-          f" x {cfg.schedule.steps} steps; ensemble {cfg.augmentation.ensemble_size}; classes {class_ids}")
+          f" x {cfg.schedule.steps} steps; ensemble {build.augmentation(cfg).copies}; classes {class_ids}")
     for name, flops in peaks.items():
         print(f"peak matmul {name}: {flops / 1e9:.1f} GFLOP/s")
     print(f"peak memory: {default.peak_memory_kind}")
@@ -120,7 +120,7 @@ def unit_step(overrides: list[str], cfg, class_ids: list[int], layer: str, devic
     classifier = models.build(cfg.model, device, **{**models.PLAIN, "fold": True})
     class_s = speed.objective_step_seconds(cfg, classifier, class_ids, device)
     unit_s = speed.objective_step_seconds(unit_cfg, classifier, list(range(len(class_ids))), device)
-    print(f"one step, {len(class_ids)} images x {cfg.augmentation.ensemble_size} views at {classifier.input_size} px "
+    print(f"one step, {len(class_ids)} images x {build.augmentation(cfg).copies} views at {classifier.input_size} px "
           f"({classifier.name}, fp32, {device}): class {class_s:.3f} s, unit of {layer} {unit_s:.3f} s, "
           f"ratio {class_s / unit_s:.2f}")
 

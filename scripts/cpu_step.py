@@ -1,7 +1,7 @@
 """One inversion step on the CPU, measured: per-class time against classes per run and views per
 chunk, the candidates of precision=auto, or torch.profiler's per-operator CPU time.
 
-    python scripts/cpu_step.py batching --classes 1,4,8,20 --chunks all,16,32 experiment=pii augmentation.ensemble_size=8
+    python scripts/cpu_step.py batching --classes 1,4,8,20 --chunks all,16,32 experiment=pii augmentation.ensemble.size=8
     python scripts/cpu_step.py profile --size 224 --classes 8 experiment=pii precision=bf16 channels_last=true
 
 Takes the same overrides as invert.py. A step is what the loop does (pii.core.inversion): render the
@@ -69,10 +69,10 @@ def batching(cfg, device, args) -> None:
         stages = [s for s in stages if s.size in {int(size) for size in args.sizes.split(",")}]
         if not stages:
             raise ConfigError(f"--sizes {args.sizes}: none of the schedule's stage sizes {[s.size for s in build.stages(cfg)]}")
-    ensemble = int(cfg.augmentation.ensemble_size)
     classes = [int(c) for c in args.classes.split(",")]
     chunks = [None if c == "all" else int(c) for c in args.chunks.split(",")]
     pieces = pieces_for(cfg, device, max(classes))
+    ensemble = pieces.augment.copies
     rows = [(n, c) for n in classes for c in chunks
             if (c is None and n * ensemble <= args.max_views) or (c is not None and c < n * ensemble)]
     steps = {(n, c, s.size): Step(pieces, n, s.size, c) for n, c in rows for s in stages}
@@ -109,7 +109,7 @@ def profile(cfg, device, args) -> None:
     with profiler(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    print(f"\none step: {classes} classes x {cfg.augmentation.ensemble_size} views at {args.size} px, chunk {settings.chunk}; "
+    print(f"\none step: {classes} classes x {pieces.augment.copies} views at {args.size} px, chunk {settings.chunk}; "
           f"unprofiled steps {', '.join(f'{s:.2f}' for s in seconds)} s; profiled self CPU total {total / 1e6:.2f} s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
     convolutions_by_kind(prof, total)

@@ -24,7 +24,7 @@
 # this script where the copied tree is not a git checkout.
 # W&B is not needed (logger=none). EXTRA="..." appends overrides to every run (a dry run of the
 # plumbing on a CPU:
-# EXTRA="device=cpu schedule.stages=1 schedule.steps=2 augmentation.ensemble_size=2 model.input_size=64").
+# EXTRA="device=cpu schedule.stages=1 schedule.steps=2 augmentation.ensemble.size=2 model.input_size=64").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

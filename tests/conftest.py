@@ -165,7 +165,7 @@ def compose_config(overrides=(), config_name: str = "config"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-TINY = ["schedule.stages=2", "schedule.steps=3", "augmentation.ensemble_size=2", "device=cpu"]
+TINY = ["schedule.stages=2", "schedule.steps=3", "augmentation.ensemble.size=2", "device=cpu"]
 
 
 @pytest.fixture

@@ -2,20 +2,34 @@ import math
 
 import pytest
 import torch
+from conftest import compose_config
 from omegaconf import OmegaConf
 
-from pii import CONF_DIR
 from pii.core import augment
 from pii.core.draws import Draws
 from pii.errors import ConfigError
+from pii.run import build
+from pii.run.config import check_invert
 
-# conf/augmentation/pii.yaml's values, the arguments of augment.build (but `chunk`, the loop's)
-PII = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/augmentation/pii.yaml")).items()
-       if k != "chunk"}
+# every transform of conf/augmentation/pii.yaml on, each drawing something (pii.yaml holds every key, so a
+# preset or a command line that turns one on keeps the file's order)
+EVERY = ["'augmentation.pad={_target_:pii.core.augment.Pad,pixels:2,value:0.5}'",
+         "'augmentation.shift={_target_:pii.core.augment.Shift,pixels:2}'",
+         "augmentation.jitter.max_shift=3", "augmentation.ensemble=null",
+         "'augmentation.ensemble={_target_:pii.core.augment.Crops,size:3,box:[0.5,1.0],centre_std:0.15}'",
+         "'augmentation.scale_rotate={_target_:pii.core.augment.ScaleRotate,scale:[0.9,1.1],degrees:10}'",
+         "'augmentation.flip={_target_:pii.core.augment.Flip,p:0.5}'",
+         "'augmentation.noise={_target_:pii.core.augment.Noise,std:0.1}'"]
+ORDER = ["Pad", "Shift", "Jitter", "Crops", "ScaleRotate", "Flip", "ColorShift", "Noise"]  # the paper's and the YAML's
 
 
-def pieces(**changes):
-    return [type(m) for m in augment.build(**{**PII, **changes})]
+def augmentation(*overrides: str) -> augment.Augmentation:
+    """The augmentation invert.py builds from conf/ with `overrides` (quoted as on a shell's command line)."""
+    return build.augmentation(compose_config([o.strip("'") for o in overrides] + ["output_dir=/x"]))
+
+
+def names(pieces) -> list[str]:
+    return [type(p).__name__ for p in pieces]
 
 
 def draws(images: int, stage: int = 0) -> Draws:
@@ -64,15 +78,10 @@ def test_jitter_rolls_each_image_by_its_own_offset_wrapping_around():
     assert any(first != second for first, second in seen)  # the images are rolled apart
 
 
-# every piece, each drawing something
-EVERYTHING = {**PII, "pad": 2, "shift": 2, "jitter": 3, "crops": [0.5, 1.0], "scale": [0.9, 1.1], "degrees": 10,
-              "flip": True, "noise": 0.1, "ensemble_size": 3}
-
-
 def test_an_image_draws_the_same_whatever_else_is_in_its_batch():
     # the views of class 5 alone and of class 5 between classes 3 and 7: one stream per image,
     # seeded from (seed, class, stage)
-    every = augment.build(**EVERYTHING)
+    every = augmentation(*EVERY)
     assert len(every) == 8
     x = torch.rand(3, 3, 16, 16)
     together = every(x, Draws.seeded(0, [3, 5, 7], 0))
@@ -89,36 +98,120 @@ def test_ensemble_puts_copies_of_one_image_together():
     assert y.shape == (6, 3, 4, 4) and y[:3].eq(0).all() and y[3:].eq(1).all()
 
 
-def test_build_full_set_and_switches():
-    assert pieces() == [augment.Jitter, augment.Ensemble, augment.ColorShift]
-    assert pieces(jitter=0, flip=True, color_shift=False, ensemble_size=1) == [augment.Ensemble, augment.Flip]
-    assert augment.ColorShift not in pieces(alpha=0.0, beta=0.0)  # alpha = beta = 0 is no ColorShift at all
+def test_the_yaml_names_the_transforms_and_their_order():
+    """conf/augmentation/pii.yaml's keys, in order, each built by its `_target_`: the paper's set (jitter,
+    ensemble, ColorShift); a preset or a command line that turns one on keeps the file's order; null is off."""
+    pii = augmentation()
+    assert names(pii) == ["Jitter", "Ensemble", "ColorShift"] and pii.copies == 32
+    assert (pii[0].max_shift, pii[2].alpha, pii[2].beta) == (32, 1.0, 1.0)
+    every = augmentation(*EVERY)
+    assert names(every) == ORDER and every.copies == 3
+    assert names(augmentation("augmentation.color_shift=null", "augmentation.jitter=null")) == ["Ensemble"]
+    assert names(augmentation("'augmentation.noise={_target_:pii.core.augment.Noise,std:0.1}'",
+                              "'augmentation.pad={_target_:pii.core.augment.Pad,pixels:2,value:0.5}'")) == \
+        ["Pad", "Jitter", "Ensemble", "ColorShift", "Noise"]  # the file's order, not the command line's
+    assert names(augmentation("augmentation=no_color_shift")) == ["Jitter", "Ensemble"]
+    assert names(augmentation("augmentation=none")) == ["Ensemble"] and augmentation("augmentation=none").copies == 1
 
 
-def test_ensemble_size_below_one_is_a_config_error():
-    from conftest import compose_config
+def test_the_views_are_each_transform_applied_in_that_order():
+    """The views are the transforms applied one after the other in the file's order, with the same draws:
+    a transform skipped, or two swapped, gives other views."""
+    every, x = augmentation(*EVERY), torch.rand(2, 3, 16, 16)
+    views = every(x, Draws.seeded(0, [3, 5], 0))
+    by_hand, streams = x, Draws.seeded(0, [3, 5], 0)
+    for piece in every:
+        by_hand = piece(by_hand, streams)
+    assert torch.equal(views, by_hand) and views.shape == (6, 3, 18, 18)
+    pieces = list(every)
+    for changed in (pieces[:-1], [*pieces[:5], pieces[6], pieces[5], pieces[7]]):  # noise left out; flip after ColorShift
+        other = augment.Augmentation(*changed)(x, Draws.seeded(0, [3, 5], 0))
+        assert other.shape != views.shape or (other - views).abs().max() > 0.01
 
-    from pii.run.config import check_invert
 
-    with pytest.raises(ConfigError, match="ensemble_size must be >= 1"):
-        check_invert(compose_config(["augmentation.ensemble_size=0"]))
+class Darken(torch.nn.Module):
+    """A transform made for the test below: every view times `factor`."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        return x * self.factor
+
+
+def test_a_new_transform_is_a_class_and_a_line_of_yaml(tmp_path):
+    """No list of transforms to edit: a key whose `_target_` names the class, in an option of the
+    augmentation group or on the command line, is built and applied after the keys before it."""
+    (tmp_path / "augmentation").mkdir()
+    (tmp_path / "augmentation" / "darker.yaml").write_text(
+        f"defaults:\n  - pii\n  - _self_\n\ndarken: {{_target_: {__name__}.Darken, factor: 0.5}}\n")
+    cfg = compose_config(["augmentation=darker", f"hydra.searchpath=[file://{tmp_path}]", "output_dir=/x"])
+    check_invert(cfg)
+    darker = build.augmentation(cfg)
+    assert names(darker) == ["Jitter", "Ensemble", "ColorShift", "Darken"] and darker[-1].factor == 0.5
+    x, streams = torch.rand(2, 3, 8, 8), lambda: Draws.seeded(0, [1, 2], 0)
+    plain = augment.Augmentation(*darker[:-1])(x, streams())
+    torch.testing.assert_close(darker(x, streams()), plain * 0.5)
+    on_the_command_line = augmentation(f"+augmentation.darken={{_target_:{__name__}.Darken,factor:0.25}}")
+    assert names(on_the_command_line) == names(darker) and on_the_command_line[-1].factor == 0.25
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["augmentation.ensemble.size=0"], "augmentation.ensemble.size must be a whole number >= 1, got 0 "
+                                       "(pii.core.augment.Ensemble)"),
+    (["augmentation.ensemble.size=1.5"], "augmentation.ensemble.size must be a whole number >= 1, got 1.5"),
+    (["augmentation.jitter.max_shift=abc"], "augmentation.jitter.max_shift must be a whole number >= 0, got 'abc'"),
+    (["augmentation.color_shift.alpha=-1"], "augmentation.color_shift.alpha must be a number in [0, inf]"),
+    (["augmentation.color_shift.beta=100"], "augmentation.color_shift.beta must be a number in [0, 80]"),
+    (["+augmentation.jitter.max_shfit=3"], "augmentation.jitter (pii.core.augment.Jitter): got an unexpected keyword "
+                                           "argument 'max_shfit'"),
+    (["~augmentation.color_shift.beta"], "augmentation.color_shift (pii.core.augment.ColorShift): missing a required "
+                                         "argument: 'beta'"),
+    (["augmentation.jitter._target_=pii.core.augment.Jiter"], "augmentation.jitter._target_='pii.core.augment.Jiter' "
+                                                              "cannot be loaded"),
+    (["~augmentation.jitter._target_"], "augmentation.jitter has no _target_"),
+    (["experiment=fast", "augmentation.ensemble.box=[0,1]"], "augmentation.ensemble.box must be [low, high] with "
+                                                             "0 < low <= high <= 1"),
+    (["experiment=fast", "augmentation.ensemble.box=[0.5]"], "augmentation.ensemble.box must be [low, high]"),
+    (["experiment=lucent", "augmentation.scale_rotate.scale=[1.1,0.9]"], "augmentation.scale_rotate.scale must be "
+                                                                         "[low, high] with 0 < low <= high"),
+    (["experiment=lucent", "augmentation.scale_rotate.degrees=270"], "augmentation.scale_rotate.degrees must be a "
+                                                                     "number in [0, 180]"),
+    (["experiment=lucent", "augmentation.pad.pixels=-2"], "augmentation.pad.pixels must be a whole number >= 0"),
+    (["experiment=lucent", "augmentation.pad.value=2"], "augmentation.pad.value must be a number in [0, 1]"),
+    (["experiment=maco", "augmentation.noise.std=-0.1"], "augmentation.noise.std must be a number in [0, inf]"),
+    (["experiment=deepinversion", "augmentation.flip.p=2"], "augmentation.flip.p must be a number in [0, 1] "
+                                                            "(a probability)"),
+])
+def test_a_bad_transform_argument_is_one_config_error_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        check_invert(compose_config([*overrides, "output_dir=/x"]))
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_lucent_and_maco_pieces_compose_in_order():
-    lucent = augment.build(**{**PII, "jitter": 0, "color_shift": False, "pad": 12, "shift": 12, "scale": [0.9, 1.1],
-                              "degrees": 10, "ensemble_size": 4})
-    assert [type(p).__name__ for p in lucent] == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
+    lucent = augmentation("experiment=lucent")
+    assert names(lucent) == ["Pad", "Shift", "Ensemble", "ScaleRotate"]
     x = torch.rand(2, 3, 40, 40, requires_grad=True)
     views = lucent(x, draws(2))
     assert views.shape == (8, 3, 52, 52)  # pad 12 a side, then a crop 12 px smaller (as lucent: 224 -> 236)
     views.sum().backward()
     assert x.grad.abs().sum() > 0
-    maco = augment.build(**{**PII, "jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01,
-                            "ensemble_size": 6})
-    assert [type(p).__name__ for p in maco] == ["Crops", "Noise"]
+    maco = augmentation("experiment=maco")
+    assert names(maco) == ["Crops", "Noise"] and maco.copies == 6
     views = maco(x, draws(2))
     assert views.shape == (12, 3, 40, 40)
     assert not torch.equal(views[0], views[1])  # each copy is its own crop
+
+
+def test_color_shift_of_zero_strength_is_no_color_shift():
+    """sweep_color_shift's alpha = beta = 0 is the run without ColorShift: the same views, the same draws after."""
+    x = torch.rand(2, 3, 8, 8)
+    zero = augmentation("augmentation.color_shift.alpha=0", "augmentation.color_shift.beta=0",
+                        "'augmentation.noise={_target_:pii.core.augment.Noise,std:0.1}'")
+    off = augmentation("augmentation.color_shift=null", "'augmentation.noise={_target_:pii.core.augment.Noise,std:0.1}'")
+    assert torch.equal(zero(x, draws(2)), off(x, draws(2)))
 
 
 def test_crops_of_the_whole_image_give_the_image_and_copies_stay_together():
@@ -149,13 +242,6 @@ def test_crops_sample_what_roi_align_samples():
     assert (differ.flatten(1).sum(1) <= 4 * 24 * 3).all()  # at most one line of samples per edge
 
 
-def test_scale_rotate_identity_and_bad_ranges():
-    from conftest import compose_config
-
-    from pii.run.config import check_invert
-
+def test_scale_rotate_of_no_zoom_and_no_rotation_is_the_image():
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(augment.ScaleRotate((1.0, 1.0), 0.0)(x, draws(2)), x, atol=1e-5, rtol=0)
-    for key, bad in (("scale", "[1.1,0.9]"), ("crops", "[0,1]"), ("crops", "[0.5]")):  # at config time
-        with pytest.raises(ConfigError, match=f"augmentation.{key} must be \\[low, high\\]"):
-            check_invert(compose_config([f"augmentation.{key}={bad}", "output_dir=/x"]))

@@ -10,7 +10,7 @@ def test_benchmark_prints_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli("scripts/benchmark.py", "--classes", "2", "--naive-classes", "1", "--json", out, "--peak-size", "512",
                    "model=timm", "model.name=test_efficientnet", "model.weights=random", "schedule.stages=2",
-                   "schedule.steps=2", "augmentation.ensemble_size=2", "precision=bf16", "channels_last=true",
+                   "schedule.steps=2", "augmentation.ensemble.size=2", "precision=bf16", "channels_last=true",
                    "device=cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
@@ -42,7 +42,7 @@ def test_the_benchmark_times_the_image_its_preset_names(monkeypatch):
     original = build.param
     monkeypatch.setattr(build, "param", lambda *args, **kwargs: made.append(original(*args, **kwargs)) or made[-1])
     cfg = compose_config(["experiment=fast", "model=timm", "model.name=test_efficientnet", "model.weights=random",
-                          "schedule.stages=2", "schedule.steps=1", "augmentation.ensemble_size=2", "precision=fp32",
+                          "schedule.stages=2", "schedule.steps=1", "augmentation.ensemble.size=2", "precision=fp32",
                           "channels_last=false", "verifier=none", "output_dir=/x"])
     assert cfg.param.name == "fourier"
     for naive in (False, True):
@@ -76,7 +76,7 @@ def test_the_naive_path_runs_timms_network_as_the_papers_code_does():
 
 def test_a_profiled_step_lists_the_convolutions_by_kind_with_their_rate():
     proc = run_cli("scripts/cpu_step.py", "profile", "--size", "64", "--classes", "1", "--warmup", "1",
-                   "augmentation.ensemble_size=2", "precision=fp32", "channels_last=true", "augmentation.chunk=2")
+                   "augmentation.ensemble.size=2", "precision=fp32", "channels_last=true", "augmentation.chunk=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = proc.stdout.split("convolutions ")[-1].strip().splitlines()[1:]
     rows = {" ".join(line.split()[:-4]): [float(x.rstrip("%")) for x in line.split()[-4:]] for line in table}

@@ -190,8 +190,8 @@ def test_the_readme_slurm_recipe_submits_an_array_with_its_settings(tmp_path):
             delayed = pickle.load(f)
         jobs.append((delayed.args[2], delayed.args[0]))
         assert type(delayed.function.task_function).__name__ == "FailsAlone"
-    sizes = [next(o for o in overrides if o.startswith("augmentation.ensemble_size=")) for _, overrides in sorted(jobs)]
-    assert sizes == [f"augmentation.ensemble_size={e}" for e in (1, 2, 4, 8, 16, 32, 64)]
+    sizes = [next(o for o in overrides if o.startswith("augmentation.ensemble.size=")) for _, overrides in sorted(jobs)]
+    assert sizes == [f"augmentation.ensemble.size={e}" for e in (1, 2, 4, 8, 16, 32, 64)]
     assert all("logger=wandb" in overrides for _, overrides in jobs)
 
 

@@ -130,7 +130,8 @@ def test_defaults_are_the_papers_settings():
     assert (cfg.schedule.stages, cfg.schedule.steps, cfg.schedule.zoom, cfg.schedule.centering) == (7, 400, True, True)
     assert (cfg.schedule.lr, list(cfg.schedule.betas)) == (0.01, [0.5, 0.99])
     a = cfg.augmentation
-    assert (a.ensemble_size, a.color_shift, a.alpha, a.beta, a.jitter, a.flip) == (32, True, 1.0, 1.0, 32, False)
+    assert (a.jitter.max_shift, a.ensemble.size, a.color_shift.alpha, a.color_shift.beta) == (32, 32, 1.0, 1.0)
+    assert [k for k in a if a[k] is not None] == ["chunk", "jitter", "ensemble", "color_shift"]  # no flip, lucent's, MACO's
     assert cfg.loss.tv_weight == 0.0
 
 
@@ -138,10 +139,10 @@ def test_fast_preset_keeps_the_algorithm_and_shrinks_the_budget():
     """`make run`'s preset: the leaderboard's winner, pii_fourier; the paper's pixels at that budget stay `experiment=pii`."""
     paper, fast = compose_config(["output_dir=/x"]), compose_config(["experiment=fast", "output_dir=/x"])
     assert fast == compose_config(["experiment=pii_fourier", "output_dir=/x"])
-    assert fast.schedule.steps < paper.schedule.steps and fast.augmentation.ensemble_size < paper.augmentation.ensemble_size
+    assert fast.schedule.steps < paper.schedule.steps and fast.augmentation.ensemble.size < paper.augmentation.ensemble.size
     for key in ("stages", "zoom", "centering", "betas"):  # PII's schedule and optimiser
         assert fast.schedule[key] == paper.schedule[key]
-    assert fast.augmentation.color_shift and fast.augmentation.alpha == 1.0
+    assert fast.augmentation.color_shift == paper.augmentation.color_shift
     assert fast.augmentation.jitter == paper.augmentation.jitter
     assert fast.param.name == "fourier" and paper.param.name == "pixel"
     pixels = compose_config(["experiment=pii", "output_dir=/x"])
@@ -214,7 +215,7 @@ def test_a_bad_target_or_argument_is_one_config_error_line(overrides, message):
 
 
 def test_the_names_users_type():
-    cfg = compose_config(["augmentation.ensemble_size=8", "augmentation.alpha=0.5", "augmentation.beta=0.25",
-                          "schedule.stages=3", "schedule.steps=10", "loss=tv", "loss.tv_weight=0.1",
+    cfg = compose_config(["augmentation.ensemble.size=8", "augmentation.color_shift.alpha=0.5",
+                          "augmentation.color_shift.beta=0.25", "schedule.stages=3", "schedule.steps=10", "loss=tv", "loss.tv_weight=0.1",
                           "device=cpu", "seed=3", "class_id=[980,10,970]", "output_dir=/x"])
-    assert cfg.augmentation.ensemble_size == 8 and cfg.loss.tv_weight == 0.1 and list(cfg.class_id) == [980, 10, 970]
+    assert cfg.augmentation.ensemble.size == 8 and cfg.loss.tv_weight == 0.1 and list(cfg.class_id) == [980, 10, 970]

@@ -50,10 +50,12 @@ def test_every_digits_method_composes_to_a_valid_32px_run(tmp_path):
             assert (cfg.schedule.stages, cfg.schedule.steps) == (1, 900), method
         elif method != "plain_ce":
             assert (cfg.schedule.stages, cfg.schedule.steps) == (3, 300), method
-        if method.startswith("pii"):  # digits/pii's augmentation on top of the method's
-            assert (cfg.augmentation.ensemble_size, cfg.augmentation.jitter) == (8, 4), method
-            assert cfg.augmentation.color_shift == (method != "pii_no_color_shift"), method
+        pieces = [type(p).__name__ for p in build.augmentation(cfg)]
+        if method.startswith("pii"):  # digits/pii's numbers for the method's transforms
+            assert (build.augmentation(cfg).copies, build.augmentation(cfg)[0].max_shift) == (8, 4), method
+            ensemble = "Crops" if method == "pii_fourier" else "Ensemble"
+            assert pieces == ["Jitter", ensemble, "ColorShift"][:2 if method == "pii_no_color_shift" else 3], method
         if method == "plain_ce":  # no augmentation, the same 3 x 300 steps in one stage
-            a, s = cfg.augmentation, cfg.schedule
-            assert (a.ensemble_size, a.jitter, a.color_shift, s.zoom, s.centering) == (1, 0, False, False, False)
+            assert (pieces, build.augmentation(cfg).copies) == (["Ensemble"], 1)
+            assert (cfg.schedule.zoom, cfg.schedule.centering) == (False, False)
             assert len(build.stages(cfg)) == 1 and build.stages(cfg)[0].steps == 900

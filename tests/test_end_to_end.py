@@ -8,7 +8,7 @@ from conftest import run_cli
 def test_invert_cli_raises_the_target_probability_and_writes_every_output(tmp_path):
     out = tmp_path / "run"
     result = run_cli("invert.py", "class_id=[980,1]", "schedule.stages=4", "schedule.steps=30",
-                     "augmentation.ensemble_size=2", "device=cpu", f"hydra.run.dir={out}", timeout=900)
+                     "augmentation.ensemble.size=2", "device=cpu", f"hydra.run.dir={out}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
     metrics = json.loads((out / "metrics.json").read_text())

@@ -14,7 +14,7 @@ from pii.run.runner import run
     ("class_id=[980,x]", "class_id must be an integer"),
     ("class_id=1000", "class_id 1000 is outside this model's classes 0..999"),
     ("class_id=-1", "outside this model's classes"),
-    ("augmentation.ensemble_size=0", "augmentation.ensemble_size must be >= 1"),
+    ("augmentation.ensemble.size=0", "augmentation.ensemble.size must be a whole number >= 1"),
     ("schedule.steps=-5", "schedule.steps must be >= 1"),
     ("model.weights=/no/such/file.pth", "does not exist; pass the path of a .pth"),
     ("device=cuda:7" if not torch.cuda.is_available() else "device=nonsense", "device"),

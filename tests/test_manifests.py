@@ -274,8 +274,8 @@ def test_reading_a_command_splits_commands_placeholders_and_alternatives():
         "OMP_NUM_THREADS=1 python invert.py -m experiment=fast seed=STAND_IN compile=false",
         "OMP_NUM_THREADS=1 python invert.py -m experiment=fast seed=STAND_IN",
         "make run", "python scripts/report.py STAND_IN", "PARTS='tests paper' scripts/gpu_check.sh OUT"]
-    assert [c.args for c in commands("python invert.py [augmentation.crops=null] seed=0")] == [
-        ("augmentation.crops=null", "seed=0"), ("seed=0",)]
+    assert [c.args for c in commands("python invert.py [augmentation.color_shift=null] seed=0")] == [
+        ("augmentation.color_shift=null", "seed=0"), ("seed=0",)]
 
 
 @pytest.mark.parametrize("command,why", [

@@ -178,11 +178,11 @@ class Probs(Observer):
 def test_each_method_preset_raises_the_target_probability(tiny_config, preset):
     # the embedded Lite0 (real weights) at 64 px: 2 stages x 30 steps (random crops of a 32 px
     # image need more than a few steps to move p clear of its start), or (no stages) one of 15
-    cfg = tiny_config(f"experiment={preset}", "schedule.steps=30", "precision=fp32", "augmentation.ensemble_size=2")
+    cfg = tiny_config(f"experiment={preset}", "schedule.steps=30", "precision=fp32", "augmentation.ensemble.size=2")
     if not cfg.schedule.zoom:
         cfg.schedule.steps = 15
     if preset == "lucent":
-        cfg.augmentation.pad, cfg.augmentation.shift = 4, 4
+        cfg.augmentation.pad.pixels = cfg.augmentation.shift.pixels = 4
     torch.manual_seed(0)
     classifier = models.build(cfg.model, "cpu", **models.PLAIN)
     recorder = Probs()

@@ -1,9 +1,11 @@
 """Resume: a run stopped after a stage continues there, and ends where an
 uninterrupted run with the same seed ends."""
 
+import json
+
 import pytest
 import torch
-from conftest import ROOT, as_hydra_run, cli_env, file_bytes, run_cli, stopped_after_stage
+from conftest import ROOT, as_hydra_run, cli_env, compose_config, file_bytes, run_cli, stopped_after_stage
 from omegaconf import OmegaConf
 
 from pii.errors import ConfigError
@@ -67,9 +69,9 @@ def stopped_run(out_dir, after_stage: int):
     return out_dir
 
 
-@pytest.mark.parametrize("override", ["schedule.stages=1", "schedule.steps=5", "augmentation.ensemble_size=4",
+@pytest.mark.parametrize("override", ["schedule.stages=1", "schedule.steps=5", "augmentation.ensemble.size=4",
                                       "model.input_size=64", "class_id=[1]", "loss=tv", "seed=3",
-                                      "experiment=fast", "augmentation=none"])
+                                      "experiment=fast", "augmentation=no_color_shift"])
 def test_resume_refuses_overrides_that_change_what_the_checkpoint_means(tmp_path, override):
     killed = stopped_run(tmp_path / "killed", after_stage=0)
     cfg = OmegaConf.merge(tiny_cfg(tmp_path / "x", override), {"resume": str(killed)})
@@ -133,6 +135,32 @@ def test_a_run_saved_before_newer_keys_existed_resumes_with_their_defaults(tmp_p
     resumed = resume.resumed_config(tiny_cfg(tmp_path / "new", f"resume={old}"), overrides=[f"resume={old}"])
     assert resumed.log_every == 10 and resumed.augmentation.chunk == "auto"
     assert resumed.output_dir == str(old) and resumed.verifier == saved["verifier"]
+
+
+# the augmentation group of runs made before each transform was a class of its own key (make run's stored
+# run, and that version's conf/augmentation/pii.yaml with its presets), and the preset that runs the same now
+FLAT_PII = {"jitter": 32, "flip": False, "ensemble_size": 32, "color_shift": True, "alpha": 1.0, "beta": 1.0,
+            "chunk": "auto", "pad": 0, "shift": 0, "crops": None, "crop_centre_std": 0.15, "scale": None, "degrees": 0,
+            "noise": 0}
+FLAT = [(json.loads((ROOT / "docs/results/make-run/metrics.json").read_text())["config"]["augmentation"], "fast"),
+        (FLAT_PII, "paper"),
+        ({**FLAT_PII, "ensemble_size": 4, "jitter": 0, "color_shift": False, "pad": 12, "shift": 12,
+          "scale": [0.9, 1.1], "degrees": 10}, "lucent"),
+        ({**FLAT_PII, "ensemble_size": 6, "jitter": 0, "color_shift": False, "crops": [0.5, 1.0], "noise": 0.01}, "maco"),
+        ({**FLAT_PII, "ensemble_size": 4, "color_shift": False, "flip": True}, "deepinversion_noise")]
+
+
+@pytest.mark.parametrize("flat,preset", FLAT, ids=[preset for _, preset in FLAT])
+def test_a_run_saved_with_flat_augmentation_keys_resumes_with_the_transforms_they_switched_on(tmp_path, flat, preset):
+    old = tmp_path / "old"
+    saved = OmegaConf.to_container(tiny_cfg(old), resolve=True)
+    saved["augmentation"] = flat
+    (old / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(saved), old / ".hydra" / "config.yaml")
+    resumed = resume.resumed_config(tiny_cfg(tmp_path / "new", f"resume={old}"), overrides=[f"resume={old}"])
+    now = compose_config([f"experiment={preset}", "output_dir=/x"]).augmentation
+    assert OmegaConf.to_container(resumed.augmentation) == OmegaConf.to_container(now)
+    assert list(resumed.augmentation) == list(now)  # the order they are applied in
 
 
 @pytest.mark.parametrize("param,optimizer", [("pixel", "adam"), ("maco", "nadam")])

@@ -268,7 +268,7 @@ def test_natural_vs_robust_is_one_key_in_an_invert_sweep_grouped_in_wandb(tmp_pa
     sweep = tmp_path / "sweep"
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "invert.py", "-m", "robust=none,linf", "model=digits_cnn", "class_id=[1]",
-           "schedule.stages=1", "schedule.steps=2", "augmentation.ensemble_size=2", "verifier=none", "device=cpu",
+           "schedule.stages=1", "schedule.steps=2", "augmentation.ensemble.size=2", "verifier=none", "device=cpu",
            "logger=wandb", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]
     env = {**os.environ, "PII_DIGITS_DIR": str(digits_dir), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)

@@ -19,8 +19,9 @@ from tests.tiny import RANDOM_TINY
 from tests.wandb_file import run_file, run_record
 
 SWEEPS = {
-    "sweep_ensemble": {"augmentation.ensemble_size": "1,2,4,8,16,32,64"},
-    "sweep_color_shift": {"augmentation.alpha": "0,0.25,0.5,1.0", "augmentation.beta": "0,0.25,0.5,1.0"},
+    "sweep_ensemble": {"augmentation.ensemble.size": "1,2,4,8,16,32,64"},
+    "sweep_color_shift": {"augmentation.color_shift.alpha": "0,0.25,0.5,1.0",
+                          "augmentation.color_shift.beta": "0,0.25,0.5,1.0"},
     "sweep_schedule": {"schedule": "zoom_centering,zoom,centering,none"},
     "sweep_tv": {"augmentation": "pii,no_color_shift", "loss.tv_weight": "0,0.03,0.3,3.0"},
     "sweep_models": {"model": "efficientnet_lite0,resnet50,vit_b32,deit,mixer_b16,resmlp_36,swin,pit,"
@@ -35,7 +36,7 @@ def test_every_sweep_preset_combines_with_the_fast_preset(name):
         fast = compose("config", overrides=["experiment=fast"])
     assert dict(cfg.hydra.sweeper.params) == SWEEPS[name]
     assert cfg.schedule.steps == fast.schedule.steps < 400  # the fast preset still applies
-    assert cfg.augmentation.ensemble_size == fast.augmentation.ensemble_size < 32
+    assert cfg.augmentation.ensemble == fast.augmentation.ensemble and fast.augmentation.ensemble.size < 32
     assert cfg.param.name == fast.param.name == "fourier"
     if name == "sweep_tv":
         assert cfg.loss.tv_weight > 0
@@ -52,13 +53,13 @@ def test_the_sweep_preflight_splits_jobs_as_hydra_does():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         try:
             jobs = sweep_jobs(GlobalHydra.instance().config_loader(),
-                              ["augmentation.alpha=0,1", "seed=3", "augmentation.alpha=0.5,2", "model=a,b"])
+                              ["loss.tv_weight=0,1", "seed=3", "loss.tv_weight=0.5,2", "model=a,b"])
         except Exception as err:  # noqa: BLE001 - any failure here is the upgrade's
             pytest.fail(f"hydra-core {hydra.__version__} broke pii.run.compose.sweep_jobs, the sweep preflight's use of "
                         f"hydra._internal.core_plugins.basic_sweeper.BasicSweeper.split_arguments: {err!r}")
     # the later value of a key wins (the command line over the sweeper's params), in the order Hydra launches
-    assert jobs == [["augmentation.alpha=0.5", "seed=3", "model=a"], ["augmentation.alpha=0.5", "seed=3", "model=b"],
-                    ["augmentation.alpha=2", "seed=3", "model=a"], ["augmentation.alpha=2", "seed=3", "model=b"]]
+    assert jobs == [["loss.tv_weight=0.5", "seed=3", "model=a"], ["loss.tv_weight=0.5", "seed=3", "model=b"],
+                    ["loss.tv_weight=2", "seed=3", "model=a"], ["loss.tv_weight=2", "seed=3", "model=b"]]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def multirun(tmp_path_factory) -> Path:
     """`invert.py -m` with the joblib launcher: the ensemble preset narrowed to 2 jobs, W&B offline."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "ensemble"
     proc = run_cli("invert.py", "-m", "hydra/launcher=parallel", "experiment=sweep_ensemble", *RANDOM_TINY,
-                   "augmentation.ensemble_size=1,2", "schedule.stages=2", "logger=wandb", *JUDGE,
+                   "augmentation.ensemble.size=1,2", "schedule.stages=2", "logger=wandb", *JUDGE,
                    "+hydra.callbacks.record._target_=tests.hydra_callbacks.RecordReturnValue",
                    f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}_job",  # short: many overrides
                    env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
@@ -83,7 +84,7 @@ def test_joblib_multirun_runs_both_jobs_with_outputs_in_one_wandb_group(multirun
         sizes.append(metrics["ensemble_size"])
         assert all((job / c["image"]).is_file() for c in metrics["classes"]) and (job / "grid.png").is_file()
         run = run_record(run_file(job))
-        assert run.run_group == "ensemble" and run.display_name == f"{len(sizes) - 1}_augmentation.ensemble_size={sizes[-1]}"
+        assert run.run_group == "ensemble" and run.display_name == f"{len(sizes) - 1}_augmentation.ensemble.size={sizes[-1]}"
         config = {u.key: json.loads(u.value_json) for u in run.config.update}
         assert config["choices"]["model"] == "timm" and config["choices"]["augmentation"] == "pii"  # names to group by
         # the job's return value, what a sweeper optimises: the judged top-1
@@ -94,9 +95,8 @@ def test_joblib_multirun_runs_both_jobs_with_outputs_in_one_wandb_group(multirun
 def test_report_writes_a_labelled_grid_and_a_page(multirun):
     grid_path, page_path = gallery.write_report(multirun, cell=64)
     jobs = gallery.collect(multirun)
-    assert gallery.swept_keys(jobs) == ["augmentation.ensemble_size"]
-    assert [gallery.row_label(j, ["augmentation.ensemble_size"]) for j in jobs] == ["ensemble_size=1",
-                                                                                     "ensemble_size=2"]
+    assert gallery.swept_keys(jobs) == ["augmentation.ensemble.size"]
+    assert [gallery.row_label(j, ["augmentation.ensemble.size"]) for j in jobs] == ["ensemble.size=1", "ensemble.size=2"]
     grid = Image.open(grid_path).convert("RGB")
     assert grid.size == (200 + 2 * (64 + 6) + 6, 40 + 2 * (64 + 18 + 6) + 6)  # 2 rows x 2 classes
     # the second job's class-2 image sits in row 2, column 2
@@ -104,7 +104,7 @@ def test_report_writes_a_labelled_grid_and_a_page(multirun):
     x, y = 200 + 6 + 64 + 6, 40 + 64 + 18 + 6
     assert grid.crop((x, y, x + 64, y + 64)).tobytes() == cell.tobytes()
     text = page_path.read_text()
-    assert 'id="metrics"' in text and text.count("<tr><td>") == 2 and "augmentation.ensemble_size=2" in text
+    assert 'id="metrics"' in text and text.count("<tr><td>") == 2 and "augmentation.ensemble.size=2" in text
 
 
 def chromium() -> str:
@@ -155,7 +155,7 @@ def test_optuna_preset_searches_for_the_judged_top1_per_second(tmp_path):
         metrics = json.loads((job / "metrics.json").read_text())
         values.append(json.loads((job / "return_value.json").read_text()))
         assert values[-1] == pytest.approx(metrics["judge"]["timm"]["top1"] / metrics["seconds"])
-        assert 0 <= metrics["config"]["augmentation"]["alpha"] <= 1.5  # drawn from the preset's ranges
+        assert 0 <= metrics["config"]["augmentation"]["color_shift"]["alpha"] <= 1.5  # drawn from the preset's ranges
     assert len(values) == 2
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert best.name == "optuna" and best.best_value == pytest.approx(max(values))

@@ -12,7 +12,7 @@ from pii.eval.results import ClassResult, JudgeResult, RunResult, StageTime, Top
 
 RANDOM_TINY = ["model=timm", "model.name=test_efficientnet", "model.weights=random", "model.input_size=32",
                "model.num_classes=10", "class_id=[1,2]", "schedule.stages=3", "schedule.steps=3",
-               "augmentation.ensemble_size=2", "augmentation.jitter=4", "device=cpu"]
+               "augmentation.ensemble.size=2", "augmentation.jitter.max_shift=4", "device=cpu"]
 
 
 def tiny_cfg(out_dir: Path, *overrides: str) -> DictConfig:

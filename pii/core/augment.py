@@ -2,7 +2,12 @@
 recipes add: small pieces with one signature, `views = piece(views, draws)`,
 composed in order. Each is drawn afresh at every call, every image's from its own
 stream (pii.core.draws): before the ensemble `views` holds one row per image,
-after it image i's copies are rows i * k .. (i + 1) * k - 1."""
+after it image i's copies are rows i * k .. (i + 1) * k - 1.
+
+Each piece is a class that conf/augmentation/pii.yaml names by `_target_`, one key per
+piece in the order they are applied (pii.run.build.augmentation): a new transform is a
+class here and a line there. A piece refuses an argument outside what it means with a
+ValueError naming the argument; the builder adds the config key."""
 
 from __future__ import annotations
 
@@ -28,6 +33,35 @@ def each_offset(x: torch.Tensor, draws: Draws, low: int, high: int,
     return torch.cat([move(rows, dy, dx) for rows, (dy, dx) in zip(x.split(per_image(x, draws)), offsets)])
 
 
+def require(ok: bool, name: str, rule: str, value) -> None:
+    """Argument `name` outside what it means: a ValueError that starts with the name, so that the builder
+    names the config key by writing the transform's key before it (pii.run.config.transform)."""
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def count(name: str, value, low: int) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
+            f"a whole number >= {low}", value)
+    return value
+
+
+def number(name: str, value, low: float, high: float = math.inf, why: str = "") -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high, name,
+            f"a number in [{low:g}, {high:g}]{f' ({why})' if why else ''}", value)
+    return float(value)
+
+
+def share_range(name: str, pair, high: float = math.inf, why: str = "") -> tuple[float, float]:
+    """[low, high] with 0 < low <= high (<= `high`)."""
+    ok = (isinstance(pair, (list, tuple)) and len(pair) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+          and 0 < pair[0] <= pair[1] <= high)
+    bound = f"low <= high <= {high:g}{f' ({why})' if why else ''}" if high != math.inf else "low <= high"
+    require(ok, name, f"[low, high] with 0 < {bound}", list(pair) if isinstance(pair, (list, tuple)) else pair)
+    return float(pair[0]), float(pair[1])
+
+
 class Augmentation(nn.Sequential):
     """The pieces in order: `views = augmentation(images, draws)`."""
 
@@ -36,6 +70,12 @@ class Augmentation(nn.Sequential):
             x = piece(x, draws)
         return x
 
+    @property
+    def copies(self) -> int:
+        """Views per image: the product of the pieces' copies (the ensemble's size; a piece without
+        `copies` keeps the number of views)."""
+        return math.prod(getattr(piece, "copies", 1) for piece in self)
+
 
 class Jitter(nn.Module):
     """Roll each image by its own random offset in [-max_shift, max_shift] per axis, wrapping around
@@ -43,7 +83,7 @@ class Jitter(nn.Module):
 
     def __init__(self, max_shift: int):
         super().__init__()
-        self.max_shift = max_shift
+        self.max_shift = count("max_shift", max_shift, 0)
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         return each_offset(x, draws, -self.max_shift, self.max_shift + 1,
@@ -55,7 +95,11 @@ class Ensemble(nn.Module):
 
     def __init__(self, size: int):
         super().__init__()
-        self.size = size
+        self.size = count("size", size, 1)
+
+    @property
+    def copies(self) -> int:
+        return self.size
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         return x.repeat_interleave(self.size, dim=0)
@@ -64,9 +108,9 @@ class Ensemble(nn.Module):
 class Flip(nn.Module):
     """Mirror each copy left-right with probability p."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float):
         super().__init__()
-        self.p = p
+        self.p = number("p", p, 0, 1, "a probability")
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         flip = draws.rand(per_image(x, draws), 1, 1, 1, device=x.device) < self.p
@@ -76,14 +120,20 @@ class Flip(nn.Module):
 class ColorShift(nn.Module):
     """x' = sigma * x + mu per copy and channel, mu ~ U(-alpha, alpha), sigma = exp(U(-beta, beta)).
 
-    Applied to [0, 1] pixels before the model's normalisation, and not clamped.
+    Applied to [0, 1] pixels before the model's normalisation, and not clamped. alpha = beta = 0
+    is the identity and draws nothing: the same run as no ColorShift (sweep_color_shift's 0, 0).
     """
+
+    MAX_BETA = 80.0  # exp(80) is a finite float; exp(89) is not
 
     def __init__(self, alpha: float, beta: float):
         super().__init__()
-        self.alpha, self.beta = alpha, beta
+        self.alpha = number("alpha", alpha, 0)
+        self.beta = number("beta", beta, 0, self.MAX_BETA, "ColorShift scales by exp(U(-beta, beta))")
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
+        if self.alpha == 0 and self.beta == 0:
+            return x
         shape = (per_image(x, draws), x.shape[1], 1, 1)
         mu = (draws.rand(*shape, device=x.device) * 2 - 1) * self.alpha
         sigma = torch.exp((draws.rand(*shape, device=x.device) * 2 - 1) * self.beta)
@@ -91,11 +141,11 @@ class ColorShift(nn.Module):
 
 
 class Pad(nn.Module):
-    """lucent's pad: a constant border (grey by default) of `pixels` px on every side."""
+    """lucent's pad: a constant border of `pixels` px on every side, `value` (lucent: 0.5, grey)."""
 
-    def __init__(self, pixels: int, value: float = 0.5):
+    def __init__(self, pixels: int, value: float):
         super().__init__()
-        self.pixels, self.value = pixels, value
+        self.pixels, self.value = count("pixels", pixels, 0), number("value", value, 0, 1, "a pixel value")
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         return F.pad(x, (self.pixels,) * 4, mode="constant", value=self.value)
@@ -106,7 +156,7 @@ class Shift(nn.Module):
 
     def __init__(self, pixels: int):
         super().__init__()
-        self.pixels = pixels
+        self.pixels = count("pixels", pixels, 0)
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         h, w = x.shape[-2] - self.pixels, x.shape[-1] - self.pixels
@@ -119,7 +169,8 @@ class ScaleRotate(nn.Module):
 
     def __init__(self, scale: tuple[float, float], degrees: float):
         super().__init__()
-        self.scale, self.degrees = scale, degrees
+        self.scale = share_range("scale", scale)
+        self.degrees = number("degrees", degrees, 0, 180, "a rotation by U(-degrees, degrees)")
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         k = per_image(x, draws)
@@ -143,14 +194,15 @@ def _resample(x: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tenso
 
 
 class Crops(Ensemble):
-    """MACO's crops: the ensemble's `count` copies of each image, each a square box of it, side ~
+    """MACO's crops: the ensemble's `size` copies of each image, each a square box of it, side ~
     U(box) of the image, centre ~ N(0.5, centre_std) (fractions of the image), resized to the
     image's size (bilinear, zero outside the image: the same samples as torchvision's
     roi_align(aligned=True), 3x faster on the CPU with its backward)."""
 
-    def __init__(self, count: int, box: tuple[float, float], centre_std: float):
-        super().__init__(count)
-        self.box, self.centre_std = box, centre_std
+    def __init__(self, size: int, box: tuple[float, float], centre_std: float):
+        super().__init__(size)
+        self.box = share_range("box", box, 1.0, "a crop is a part of the image")
+        self.centre_std = number("centre_std", centre_std, 0)
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         x = super().forward(x, draws)
@@ -167,42 +219,9 @@ class Noise(nn.Module):
 
     def __init__(self, std: float):
         super().__init__()
-        self.std = std
+        self.std = number("std", std, 0)
 
     def forward(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         here, shape = draws.on(x.device), (per_image(x, draws), *x.shape[1:])
         gaussian, flat = here.randn(*shape, device=x.device), here.rand(*shape, device=x.device) - 0.5
         return x + gaussian * self.std + flat * self.std
-
-
-def _pair(value) -> tuple[float, float]:
-    lo, hi = (float(v) for v in value)  # 0 < lo <= hi: pii.run.config.check_invert
-    return lo, hi
-
-
-def build(*, jitter: int, flip: bool, ensemble_size: int, color_shift: bool, alpha: float, beta: float, pad: int,
-          shift: int, crops: tuple[float, float] | None, crop_centre_std: float, scale: tuple[float, float] | None,
-          degrees: float, noise: float) -> Augmentation:
-    """Each piece switchable, in one order: pad, shift, jitter, ensemble (or crops), scale and
-    rotation, flip, ColorShift, noise. The paper's set is jitter, ensemble, ColorShift. The
-    arguments are the `augmentation` config group's keys (conf/augmentation/pii.yaml: what each does)."""
-    pieces: list[nn.Module] = []
-    if pad > 0:
-        pieces.append(Pad(int(pad)))
-    if shift > 0:
-        pieces.append(Shift(int(shift)))
-    if jitter > 0:
-        pieces.append(Jitter(int(jitter)))
-    if crops:
-        pieces.append(Crops(int(ensemble_size), _pair(crops), float(crop_centre_std)))
-    else:
-        pieces.append(Ensemble(int(ensemble_size)))
-    if scale or degrees:
-        pieces.append(ScaleRotate(_pair(scale or [1, 1]), float(degrees)))
-    if flip:
-        pieces.append(Flip())
-    if color_shift and (alpha > 0 or beta > 0):
-        pieces.append(ColorShift(float(alpha), float(beta)))
-    if noise > 0:
-        pieces.append(Noise(float(noise)))
-    return Augmentation(*pieces)

@@ -126,7 +126,8 @@ def swept_keys(jobs: list[Job]) -> list[str]:
 
 
 def row_label(job: Job, keys: list[str]) -> str:
-    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={job.values.get(k, '-')}" for k in keys)
+    """The swept values of `job`, each key without its group (tv_weight=0.3, ensemble.size=4)."""
+    label = ", ".join(f"{k.split('.', 1)[-1]}={job.values.get(k, '-')}" for k in keys)
     return label or job.dir.name
 
 

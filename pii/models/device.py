@@ -215,7 +215,7 @@ def fit_memory(chunk: int | str, setting: int | str, classifier: nn.Module, augm
         raise ConfigError(
             f"{classes} classes x {views_per_class} views at {size} px need ~{amount(need / MEMORY_BUDGET)}, but "
             f"{amount(free)} are available ({source}); at most {max(most, 0)} classes fit in one run: split class_id "
-            f"with classes_per_job={max(most, 1)} (-m), or lower augmentation.ensemble_size")
+            f"with classes_per_job={max(most, 1)} (-m), or lower augmentation.ensemble.size")
     fits = math.floor((budget - per_class * classes) / per_view)
     total = views_per_class * classes
     wanted = total if chunk in ("auto", None) and device.type == "cpu" else chunk

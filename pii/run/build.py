@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from pii import models
@@ -29,12 +29,7 @@ from pii.errors import ConfigError
 from pii.models import device as device_policy
 from pii.models import layers
 from pii.models.classes import job_classes
-from pii.run.config import parse_units, target
-
-
-def settings(node: DictConfig, *leave_out: str) -> dict:
-    """A config group's keys as plain Python values (lists, not ListConfig), but `leave_out`."""
-    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in leave_out}
+from pii.run.config import parse_units, target, transforms
 
 
 def stages(cfg: DictConfig) -> list[Stage]:
@@ -45,8 +40,9 @@ def stages(cfg: DictConfig) -> list[Stage]:
 
 
 def augmentation(cfg: DictConfig) -> augment.Augmentation:
-    # `chunk` is how many views go through the model at once (pii.core.inversion.invert), not a piece
-    return augment.build(**settings(cfg.augmentation, "chunk"))
+    """The `augmentation` group's transforms in the order of its keys (pii.run.config.transforms): each
+    key but `chunk` is a class named by `_target_` with its arguments, or null (off)."""
+    return augment.Augmentation(*transforms(cfg))
 
 
 def loss(cfg: DictConfig, classifier: nn.Module, image_targets: list[int] | None = None) -> Objective:
@@ -189,25 +185,25 @@ class Pieces:
 def pieces(cfg: DictConfig, device: torch.device | None = None, image_targets: list[int] | None = None,
            given: models.Classifier | None = None) -> Pieces:
     """Every piece of a run of `cfg`, in the order each needs the last: what its images are made for
-    (`image_targets`, else `targets`), its stages and optimiser, the device (`device`, else cfg.device
-    resolved), the device settings (precision, memory format, chunk: as set, or settled on this
-    machine, and the chunk planned to fit the memory: pii.models.device.fit_memory), the classifier
-    (or `given`, used as it is, all views at once), the augmentation, the loss (anchored to
+    (`image_targets`, else `targets`), its stages, optimiser and augmentation, the device (`device`,
+    else cfg.device resolved), the device settings (precision, memory format, chunk: as set, or
+    settled on this machine, and the chunk planned to fit the memory: pii.models.device.fit_memory),
+    the classifier (or `given`, used as it is, all views at once), the loss (anchored to
     objective.photo where set) and the real images units are measured against. The param is made
     per batch (`Pieces.param`): a run may load a checkpoint's state into it first."""
     if image_targets is None:
         image_targets = targets(cfg, int(cfg.model.num_classes))
-    run_stages, make_optimizer = stages(cfg), optimizer(cfg)
+    run_stages, make_optimizer, augment_views = stages(cfg), optimizer(cfg), augmentation(cfg)
     if device is None:
         device = device_policy.resolve_device(str(cfg.device), bool(cfg.cudnn_benchmark))
-    views = len(image_targets) * int(cfg.augmentation.ensemble_size)
+    views = len(image_targets) * augment_views.copies
     if given is None:
         needs = layers.needs(cfg.objective)
         device_choice = device_settings(cfg, device, run_stages, views, needs)
         net, compiled = classifier(cfg, device, run_stages, views, device_choice, needs)
     else:
         device_choice, net, compiled = None, given, False
-    augment_views, objective = augmentation(cfg), loss(cfg, net, image_targets)
+    objective = loss(cfg, net, image_targets)
     if device_choice is not None:
         device_choice.chunk = device_policy.fit_memory(device_choice.chunk, cfg.augmentation.chunk, net, augment_views,
                                                        image_targets, run_stages[-1].size,

@@ -38,14 +38,18 @@ def one_line(err: Exception) -> str:
 
 def renamed(overrides: list[str]) -> None:
     """An old key on the command line, said in one line: `objective=` named the sweep's metric
-    before it picked what is optimised (conf/objective/)."""
-    from pii.run.config import SWEEP_METRICS
+    before it picked what is optimised (conf/objective/); the augmentation's flat keys
+    (`augmentation.ensemble_size=`, `.alpha=`, ...) before each transform was a class of its own key."""
+    from pii.run.config import SWEEP_METRICS, old_augmentation_key
 
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key == "objective" and value in SWEEP_METRICS:
             raise ConfigError(f"{override!r}: what a sweeper optimises is now sweep_metric={value}; objective= picks "
                               f"what the inversion optimises (conf/objective/: class, channel, ...)")
+        group, _, name = key.partition(".")
+        if group == "augmentation" and (new := old_augmentation_key(name, value)):
+            raise ConfigError(f"{override!r}: {new}")
 
 
 def quoted(value: str) -> str:

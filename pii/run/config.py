@@ -5,11 +5,12 @@ checks and groups train_invert's config (pii.feedforward.config) shares with it 
 The dataclasses hold types only (every field MISSING): the values, defaults included, are in
 the YAML files of conf/, each written once there (docs/architecture.md says why). The schemas are
 registered in Hydra's ConfigStore and are the first entry of conf/config.yaml's defaults, so Hydra
-itself refuses a value of the wrong type (`augmentation.ensemble_size=abc` or `=1.5`) while
+itself refuses a value of the wrong type (`schedule.steps=abc` or `=1.5`) while
 composing, and a key no YAML sets fails where it is read. The `param` group's options differ in
 their keys: each has its own schema (PixelParam, ...), named in its file's defaults. What a type
 cannot say (ranges, choices, the class ids against the model, a `_target_` that must load) is
-checked by `check_invert`, before anything loads or is written (pii.run.cli.preflight, and again at
+checked by `check_invert`, before anything loads or is written; the augmentation's transforms check
+their own arguments as they are built, which `check_invert` does too (pii.run.cli.preflight, and again at
 the top of the runner for callers that skip the CLI).
 
 Groups that hold user data (`class_id`: an int, a list, or `classes=...`) stay `Any`. This module
@@ -48,24 +49,6 @@ class ModelConfig:
     weights: Optional[str] = MISSING
     remap: bool = MISSING
     kwargs: Dict[str, Any] = MISSING
-
-
-@dataclass
-class AugmentationConfig:
-    jitter: int = MISSING
-    flip: bool = MISSING
-    ensemble_size: int = MISSING
-    color_shift: bool = MISSING
-    alpha: float = MISSING
-    beta: float = MISSING
-    chunk: Any = MISSING  # auto, or a number of views per forward/backward
-    pad: int = MISSING
-    shift: int = MISSING
-    crops: Optional[List[float]] = MISSING
-    crop_centre_std: float = MISSING
-    scale: Optional[List[float]] = MISSING
-    degrees: float = MISSING
-    noise: float = MISSING
 
 
 @dataclass
@@ -151,7 +134,7 @@ class RobustConfig:
 @dataclass
 class InvertConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    augmentation: Any = MISSING  # `chunk` and one transform per key, each a `_target_` or null (pii.run.build.augmentation)
     param: Any = MISSING  # each option's own schema (PixelParam, ...): its file's defaults name it
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: Any = MISSING  # each option's own schema (AdamParams, ...): its file's defaults name it
@@ -232,7 +215,6 @@ class Problems(list):
 SEED_LIMIT = 2**32
 MIN_STAGE_SIZE = 8  # px: the first stage's image; smaller holds too little for a classifier's first layers
 MAX_IMAGE_LR = 10.0  # schedule.lr: a step of 10 crosses any parametrization's range (pixels, phases) several times
-MAX_COLOR_SCALE = 80.0  # augmentation.beta: ColorShift scales by exp(U(-beta, beta)), a finite float up to ~88
 
 
 def cfg_get(cfg: DictConfig, key: str) -> Any:
@@ -245,15 +227,6 @@ def cfg_get(cfg: DictConfig, key: str) -> Any:
 def check_betas(problems: Problems, key: str, betas) -> None:
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         problems.append(f"{key} must be two numbers in [0, 1), got {list(betas)}; e.g. {key}=[0.5,0.99]")
-
-
-def _range(problems: Problems, key: str, pair, high: float | None = None, why: str = "") -> None:
-    """An optional [low, high] (augmentation.crops, .scale), within (0, `high`]."""
-    if pair is None:
-        return
-    if len(pair) != 2 or not 0 < pair[0] <= pair[1] or (high is not None and pair[1] > high):
-        bound = f"low <= high <= {high:g}{f' ({why})' if why else ''}" if high is not None else "low <= high"
-        problems.append(f"{key} must be [low, high] with 0 < {bound}, got {list(pair)}; e.g. {key}=[0.5,1.0]")
 
 
 def check_device(problems: Problems, device: str) -> None:
@@ -311,7 +284,7 @@ def check_invert(cfg: DictConfig) -> None:
     check_model(problems, cfg, "model")
     for name in cfg.get("verifier") or {}:
         check_model(problems, cfg, f"verifier.{name}")
-    for key in ("augmentation.ensemble_size", "schedule.stages", "schedule.steps", "log_every"):
+    for key in ("schedule.stages", "schedule.steps", "log_every"):
         problems.at_least(cfg, key, 1)
     chunk = cfg.augmentation.chunk
     if chunk != "auto" and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
@@ -321,14 +294,8 @@ def check_invert(cfg: DictConfig) -> None:
         problems.append(f"sweep_metric must be one of {', '.join(SWEEP_METRICS)}, got {cfg.sweep_metric!r}")
     if cfg.compile not in (True, False, "auto"):
         problems.append(f"compile must be true, false or auto, got {cfg.compile!r}")
-    for key in ("augmentation.jitter", "augmentation.alpha", "augmentation.beta", "augmentation.pad",
-                "augmentation.shift", "augmentation.degrees", "augmentation.noise", "augmentation.crop_centre_std",
-                "loss.tv_weight", "loss.l2_weight", "loss.bn_weight", "param.decay"):
+    for key in ("loss.tv_weight", "loss.l2_weight", "loss.bn_weight", "param.decay"):
         problems.at_least(cfg, key, 0)
-    problems.at_most(cfg, "augmentation.degrees", 180, "a rotation by U(-degrees, degrees)")
-    problems.at_most(cfg, "augmentation.beta", MAX_COLOR_SCALE, "ColorShift scales by exp(U(-beta, beta))")
-    _range(problems, "augmentation.crops", cfg.augmentation.get("crops"), 1.0, "a crop is a part of the image")
-    _range(problems, "augmentation.scale", cfg.augmentation.get("scale"))
     for key in ("schedule.lr", "logger.init_timeout", "param.sd"):
         problems.at_least(cfg, key, 0, strict=True)
     problems.at_most(cfg, "schedule.lr", MAX_IMAGE_LR, "Adam moves each parameter by about lr a step; pixels span 1, "
@@ -356,20 +323,21 @@ def check_invert(cfg: DictConfig) -> None:
     for name, node in cfg.objective.terms.items():
         if node is not None:
             target(node, f"objective.terms.{name}")
+    transforms(cfg)  # each transform checks its arguments as it is made
 
 
 def check_stages(cfg: DictConfig, sizes: list[int]) -> None:
     """The stage sizes the schedule gives for the model (pii.run.build.stages, which needs timm's
     defaults for the model's size): each stage grows the image, from at least MIN_STAGE_SIZE px;
-    augmentation.shift crops that many px off each view, so it must leave some of the first stage."""
+    augmentation.shift crops `pixels` px off each view, so it must leave some of the first stage."""
     problems = Problems()
     if len(set(sizes)) < len(sizes) or sizes[0] < MIN_STAGE_SIZE:
         problems.append(f"schedule.stages={cfg.schedule.stages} gives stages of {few(sizes, 4)} px for a {sizes[-1]} px "
                         f"image: each stage must grow the image, from at least {MIN_STAGE_SIZE} px; use fewer stages")
-    shift = cfg.augmentation.get("shift") or 0
+    shift = OmegaConf.select(cfg, "augmentation.shift.pixels") or 0
     if shift >= sizes[0]:
-        problems.append(f"augmentation.shift={shift} crops the whole first stage ({sizes[0]} px) away; "
-                        f"use augmentation.shift < {sizes[0]}")
+        problems.append(f"augmentation.shift.pixels={shift} crops the whole first stage ({sizes[0]} px) away; "
+                        f"use augmentation.shift.pixels < {sizes[0]}")
     problems.raise_any()
 
 
@@ -418,7 +386,8 @@ def target(node: DictConfig, key: str, *runtime: str, root: str = CONF_DIR) -> f
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    choices = f"use {key}=<{'|'.join(options(key, root))}>"
+    names = options(key, root)
+    choices = f"use {key}=<{'|'.join(names)}>" if names else f"name the class in {key}._target_"
     if not node.get("_target_"):
         raise ConfigError(f"{key} has no _target_ (the class or function it builds); {choices}")
     try:
@@ -435,3 +404,62 @@ def target(node: DictConfig, key: str, *runtime: str, root: str = CONF_DIR) -> f
                               f"{key}.{unset[0]}=<value>") from None
         raise ConfigError(f"{key} ({node._target_}): {err}") from None
     return make
+
+
+# The augmentation's keys before each transform was a class of its own key: old key -> (the transform's
+# key, its class in pii.core.augment, the argument the old key set; None: the old key switched it).
+OLD_AUGMENTATION_KEYS = {
+    "ensemble_size": ("ensemble", "Ensemble", "size"), "jitter": ("jitter", "Jitter", "max_shift"),
+    "alpha": ("color_shift", "ColorShift", "alpha"), "beta": ("color_shift", "ColorShift", "beta"),
+    "color_shift": ("color_shift", "ColorShift", None), "flip": ("flip", "Flip", None),
+    "pad": ("pad", "Pad", "pixels"), "shift": ("shift", "Shift", "pixels"), "crops": ("ensemble", "Crops", "box"),
+    "crop_centre_std": ("ensemble", "Crops", "centre_std"), "scale": ("scale_rotate", "ScaleRotate", "scale"),
+    "degrees": ("scale_rotate", "ScaleRotate", "degrees"), "noise": ("noise", "Noise", "std"),
+}
+OFF = {"0", "0.0", "false", "False", "null", "None"}
+SCALAR = re.compile(r"-?[\d.]+(e-?\d+)?|true|false|True|False")  # what the flat keys held (a sweep: several)
+
+
+def old_augmentation_key(name: str, value: str) -> str | None:
+    """Where `augmentation.<name>=<value>` of the flat keys went, said in words; None where it is a
+    current key (a transform, null, or one of its arguments)."""
+    if name not in OLD_AUGMENTATION_KEYS:
+        return None
+    key, cls, argument = OLD_AUGMENTATION_KEYS[name]
+    if key == name and not all(SCALAR.fullmatch(item.strip()) for item in value.split(",")):
+        return None  # the transform's own key as it is now: a mapping or null
+    if name == "crops" and value in OFF:
+        new = (f"augmentation.ensemble=null 'augmentation.ensemble={{_target_:pii.core.augment.Ensemble,size:<n>}}' "
+               f"(plain copies in place of the crops)")
+    elif key == name and value in OFF:
+        new = f"augmentation.{key}=null (off)"
+    elif argument is None:
+        example = {"flip": "p:0.5", "color_shift": "alpha:1.0,beta:1.0"}[name]
+        new = f"'augmentation.{key}={{_target_:pii.core.augment.{cls},{example}}}'"
+    else:
+        new = f"augmentation.{key}.{argument}={value} (pii.core.augment.{cls}'s {argument})"
+    return (f"an old key: the augmentations are now one key each, a transform (_target_ and its arguments) or null, "
+            f"in conf/augmentation/pii.yaml; use {new}")
+
+
+def transform(node, key: str):
+    """The transform the augmentation's `key` names (a mapping with `_target_`), built: a value that
+    is not one (an old flat key, a number), a `_target_` that cannot be loaded, an argument it has
+    no parameter for or one outside its range is a one-line ConfigError naming `key`."""
+    if not OmegaConf.is_dict(node):
+        old = old_augmentation_key(key.rpartition(".")[2], str(node))
+        raise ConfigError(f"{key}={node}: {old}" if old else
+                          f"{key} must be a transform ({{_target_: <class>, <its arguments>}}) or null (off), "
+                          f"got {node!r}; e.g. conf/augmentation/pii.yaml")
+    make = target(node, key)
+    try:
+        return make()
+    except ValueError as err:  # an argument outside what it means, named first (pii.core.augment.require)
+        raise ConfigError(f"{key}.{err} ({node._target_})") from None
+
+
+def transforms(cfg: DictConfig) -> list:
+    """The `augmentation` group's transforms, built in the order of its keys (conf/augmentation/pii.yaml):
+    every key but `chunk` (views per forward pass: pii.core.inversion.invert) that is not null."""
+    return [transform(node, f"augmentation.{name}") for name, node in cfg.augmentation.items()
+            if name != "chunk" and node is not None]

@@ -78,7 +78,7 @@ def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
     """A run saved by an earlier version of pii lacks the keys added since: they take the current
     values (settings of how to run, such as log_every or augmentation.chunk; never a judge). Where a
     name picked a class (param.name, schedule.optimizer, logger.backend) before `_target_` did, the
-    option of that name fills in the class."""
+    option of that name fills in the class; flat augmentation keys become the transforms they switched on."""
     values = OmegaConf.to_container(current, resolve=False)
     with open_dict(saved):
         if "backend" in (saved.get("logger") or {}):
@@ -89,6 +89,8 @@ def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
             saved.param = OmegaConf.merge(option, kept)
         if "optimizer" not in saved and "schedule" in saved:
             saved.optimizer = group_option("optimizer", str(saved.schedule.pop("optimizer", None) or "adam"))
+        if "ensemble_size" in (saved.get("augmentation") or {}):
+            saved.augmentation = transforms_of_flat_keys(saved.augmentation)
         for key in values:
             if key not in saved:
                 saved[key] = values[key]
@@ -97,6 +99,29 @@ def with_new_keys(saved: DictConfig, current: DictConfig) -> DictConfig:
                 if group in saved and key not in saved[group]:
                     saved[group][key] = values[group][key]
     return saved
+
+
+def transforms_of_flat_keys(flat: DictConfig) -> DictConfig:
+    """An augmentation group saved with flat keys (jitter, ensemble_size, alpha, ...: before each transform
+    was a class of its own key) as the transforms those keys switched on, in the order they were applied."""
+    a = OmegaConf.to_container(flat, resolve=True)
+
+    def on(cls: str, **arguments) -> dict:
+        return {"_target_": f"pii.core.augment.{cls}", **arguments}
+
+    crops, scale, degrees = a.get("crops"), a.get("scale"), a.get("degrees", 0)
+    return OmegaConf.create({
+        **({"chunk": a["chunk"]} if "chunk" in a else {}),
+        "pad": on("Pad", pixels=a["pad"], value=0.5) if a.get("pad") else None,
+        "shift": on("Shift", pixels=a["shift"]) if a.get("shift") else None,
+        "jitter": on("Jitter", max_shift=a["jitter"]) if a.get("jitter") else None,
+        "ensemble": on("Crops", size=a["ensemble_size"], box=crops, centre_std=a.get("crop_centre_std", 0.15))
+        if crops else on("Ensemble", size=a["ensemble_size"]),
+        "scale_rotate": on("ScaleRotate", scale=scale or [1.0, 1.0], degrees=degrees) if scale or degrees else None,
+        "flip": on("Flip", p=0.5) if a.get("flip") else None,
+        "color_shift": on("ColorShift", alpha=a["alpha"], beta=a["beta"])
+        if a.get("color_shift") and (a["alpha"] > 0 or a["beta"] > 0) else None,
+        "noise": on("Noise", std=a["noise"]) if a.get("noise") else None})
 
 
 def group_option(group: str, name: str) -> DictConfig:

@@ -123,7 +123,7 @@ def run_checked(cfg: DictConfig) -> RunResult:
         observers = Observers([ProgressBar(len(stages), "activation" if unit_run else "p_target"), timer, Saver(out_dir, class_ids, param, elapsed), tracker])
         image = pieces.invert(class_ids, observers, param, first_stage)
         seconds = elapsed()
-        result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device,
+        result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device, pieces.augment.copies,
                          loss_fn if unit_run else None, pieces.real)
         result.device_settings = asdict(pieces.settings)
         result.first_stage = first_stage + 1
@@ -141,9 +141,11 @@ def run_checked(cfg: DictConfig) -> RunResult:
     return result
 
 
-def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, objective=None, real=None) -> RunResult:
-    """The run's metrics; with a unit `objective`, its images' activations and specificity (against
-    the `real` images too, where the run names them) instead of the classifier's probabilities."""
+def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, copies, objective=None,
+            real=None) -> RunResult:
+    """The run's metrics (`copies`: the augmentation's views per image); with a unit `objective`, its
+    images' activations and specificity (against the `real` images too, where the run names them)
+    instead of the classifier's probabilities."""
     report = [] if objective else judge_lib.class_report(classifier, image, class_ids)
     for entry, p0, img in zip(report, start, image):
         entry.start_probability = p0
@@ -159,7 +161,7 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, o
         seconds_per_class=None if seconds is None else seconds / len(class_ids),
         steps=sum(s.steps for s in stages),
         stage_sizes=[s.size for s in stages],
-        ensemble_size=int(cfg.augmentation.ensemble_size),
+        ensemble_size=copies,
         param=str(cfg.param.name),
         spectral_slope=sum(entry.spectral_slope for entry in entries) / len(entries),
         mean_probability=sum(e.probability for e in report) / len(report) if report else math.nan,

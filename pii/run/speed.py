@@ -201,7 +201,7 @@ def measure_path(cfg: DictConfig, class_ids: list[int], device: torch.device, na
             result.run_seconds.append(time.perf_counter() - start)
             log.info("%s path: classes %s in %.1f s", result.name, ids, result.run_seconds[-1])
     steps = sum(s.steps for s in pieces.stages)
-    ensemble = int(cfg.augmentation.ensemble_size)
+    ensemble = pieces.augment.copies
     result.classes, result.seconds = len(class_ids), sum(result.run_seconds)
     result.stage_sizes = [s.size for s in pieces.stages]
     result.steps = steps * len(runs)
