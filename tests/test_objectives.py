@@ -254,6 +254,19 @@ def test_a_unit_run_writes_layer_unit_images_and_their_activations(tmp_path):
     assert result.units[0].image == "blocks.1_0.png"
 
 
+def test_several_images_of_a_class_each_get_a_file_and_the_judge_finds_them(tmp_path):
+    from tiny import tiny_cfg
+
+    from pii.eval.judge import find_inversions
+
+    result = runner.run(tiny_cfg(tmp_path, "objective=class_diversity", "objective.terms.diversity.layer=blocks.1",
+                                 "objective.images_per_target=2", "class_id=[1,7]", "verifier=none"))
+    names = ["1_class-1_0.png", "1_class-1_1.png", "7_class-7_0.png", "7_class-7_1.png"]  # the tiny model's names
+    assert [entry.image for entry in result.classes] == names
+    assert all((tmp_path / name).is_file() for name in names) and result.diversity is None
+    assert [(p.name, c) for p, c in find_inversions(tmp_path)] == list(zip(names, [1, 1, 7, 7]))
+
+
 def test_the_gallery_shows_layers_as_rows_and_units_as_columns(tmp_path):
     from tiny import tiny_cfg
 

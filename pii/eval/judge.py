@@ -37,8 +37,9 @@ from pii.models.classes import class_name
 
 log = logging.getLogger(__name__)
 
-# What pii/run/outputs.py writes for each class: `<class_id>_<slug>.png`.
-INVERSION_PNG = re.compile(r"^(\d+)_[a-z0-9-]*\.png$")
+# What pii/run/outputs.py writes for each class: `<class_id>_<slug>.png`, or `<class_id>_<slug>_<k>.png`
+# for the k-th of several images of a class (pii.eval.results.image_names).
+INVERSION_PNG = re.compile(r"^(\d+)_[a-z0-9-]*(?:_\d+)?\.png$")
 JUDGE_JSON = "judge.json"
 
 

@@ -50,6 +50,19 @@ class ClassResult:
         return cls(**{**d, "top5_classes": [TopClass(**t) for t in d["top5_classes"]]})
 
 
+def image_names(stems: list[str]) -> list[str]:
+    """Each image's PNG: `<stem>.png`; where a stem repeats (several images of one class or unit),
+    `<stem>_<k>.png`, k = 0, 1, ... for each."""
+    several = len(set(stems)) < len(stems)
+    seen: dict[str, int] = {}
+    names = []
+    for stem in stems:
+        k = seen.get(stem, 0)
+        names.append(f"{stem}_{k}.png" if several else f"{stem}.png")
+        seen[stem] = k + 1
+    return names
+
+
 @dataclass
 class UnitResult:
     """One image made for a unit of a layer (pii.eval.units)."""

@@ -11,24 +11,18 @@ a unit is, so the checks are the usual ones (docs/objectives.md):
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 from torch import nn
 
 from pii.core.objectives import Objective
 from pii.eval.judge import spectral_slope
+from pii.eval import results
 from pii.eval.results import UnitResult
 
 
 def image_names(layer: str, units: list[int]) -> list[str]:
     """`<layer>_<unit>.png`; several images of one unit: `<layer>_<unit>_<k>.png`, k = 0, 1, ..."""
-    names, seen = [], defaultdict(int)
-    several = len(set(units)) < len(units)
-    for unit in units:
-        names.append(f"{layer}_{unit}_{seen[unit]}.png" if several else f"{layer}_{unit}.png")
-        seen[unit] += 1
-    return names
+    return results.image_names([f"{layer}_{unit}" for unit in units])
 
 
 @torch.no_grad()

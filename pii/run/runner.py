@@ -147,9 +147,10 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, c
     images' activations and specificity (against the `real` images too, where the run names them)
     instead of the classifier's probabilities."""
     report = [] if objective else judge_lib.class_report(classifier, image, class_ids)
-    for entry, p0, img in zip(report, start, image):
+    names = results.image_names([class_key(entry.class_id, classifier.num_classes) for entry in report])
+    for entry, p0, img, name in zip(report, start, image, names):
         entry.start_probability = p0
-        entry.image = f"{class_key(entry.class_id, classifier.num_classes)}.png"
+        entry.image = name
         entry.spectral_slope = judge_lib.spectral_slope(img)
     unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed), real) \
         if objective else None

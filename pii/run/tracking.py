@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pii.core.observers import Observer
 from pii.core.schedule import Stage
 from pii.errors import ConfigError
-from pii.eval.results import METRICS, RunResult
+from pii.eval.results import METRICS, RunResult, image_names
 from pii.models.classes import class_key
 from pii.run.config import target
 
@@ -167,7 +167,8 @@ class WandbTracker(Tracker):
 
     def watch_inversion(self, class_ids, num_classes, stages, unit_keys=None):
         self.class_ids = class_ids
-        self.keys = unit_keys or [class_key(c, num_classes) for c in class_ids]
+        self.keys = unit_keys or [name.removesuffix(".png") for name in
+                                  image_names([class_key(c, num_classes) for c in class_ids])]
         self.score = "activation" if unit_keys else "p_target"  # what the loop reports of each image's target
         # global step of each stage's first step, so a resumed run continues the same x axis
         steps = [s.steps for s in stages]
