@@ -1,0 +1,145 @@
+"""The runs of scripts/frontier.py: each budget is one invert.py sweep (`-m experiment=<methods> <budget>`)
+in its own folder, <out>/sweeps/<budget name>/, so that the sweep machinery does the rest (pii.run.sweep):
+any Hydra launcher, a failed job failing alone, and the same command again continuing each stopped
+sweep (resume=<sweep dir>: finished jobs skipped). The report is pii.eval.frontier's.
+
+A budget is a name and overrides of invert.py, whatever keys they set (steps per stage, stages, copies
+per image, classes per job): the defaults are conf/frontier/config.yaml's.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pii import CONF_DIR
+from pii.errors import ConfigError, few
+from pii.run.compose import quoted
+
+SETTINGS = Path(CONF_DIR) / "frontier" / "config.yaml"
+SWEEPS = "sweeps"  # <out>/sweeps/<budget>/: one sweep per budget
+# invert.py as the child process's program: the same pii, installed or a checkout, with `python invert.py`
+# in what it prints (how to continue a job)
+INVERT = "import sys; sys.argv[0] = 'invert.py'; from pii.run.cli import invert_main; invert_main()"
+
+
+@dataclass
+class Budget:
+    name: str  # the sweep folder's name
+    overrides: list[str]  # of invert.py, added to each method's preset
+
+
+def settings(path: Path = SETTINGS) -> DictConfig:
+    """conf/frontier/config.yaml (or another file of its shape: --budgets)."""
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"--budgets {str(path)!r} does not exist; give a YAML file with a `budgets:` table") from None
+    except (OSError, ValueError, OmegaConfBaseException) as err:
+        raise ConfigError(f"--budgets {str(path)!r} cannot be read ({type(err).__name__}); give a YAML file with a "
+                          f"`budgets:` table") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"--budgets {str(path)!r} is not a table; give a YAML file with a `budgets:` table")
+    return cfg
+
+
+def budget(name: str, overrides, where: str) -> Budget:
+    """One budget, checked: a name that can be a folder's, overrides as a list (or one string, split as a shell does)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.+-]+", name):
+        raise ConfigError(f"{where}: the budget name {name!r} must be letters, digits and . + - _ (it names a folder)")
+    if isinstance(overrides, str):
+        overrides = shlex.split(overrides)
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        raise ConfigError(f"{where}: budget {name!r} must be a list of invert.py overrides (key=value), "
+                          f"not {overrides!r}")
+    return Budget(name, list(overrides))
+
+
+def budgets(table, where: str) -> list[Budget]:
+    """The budgets of a `budgets:` table (name: overrides); none is bad input."""
+    if isinstance(table, DictConfig):
+        table = OmegaConf.to_container(table)
+    if not isinstance(table, Mapping) or not table:
+        raise ConfigError(f"{where}: no budgets; give at least one, name: [overrides of invert.py], "
+                          f"e.g. steps50: [schedule.steps=50]")
+    return [budget(name, overrides, where) for name, overrides in table.items()]
+
+
+def parse_budget(text: str) -> Budget:
+    """--budget 'name: override override ...'."""
+    name, sep, rest = text.partition(":")
+    if not sep:
+        raise ConfigError(f"--budget {text!r}: give a name, a colon and invert.py overrides, "
+                          f"e.g. --budget 'steps50: schedule.steps=50'")
+    return budget(name.strip(), rest, f"--budget {text!r}")
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    """Each method is a preset of conf/experiment/ (a top-level one: a method of the leaderboard)."""
+    known = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+    if not methods:
+        raise ConfigError(f"--methods: no method given; name presets of conf/experiment/: {few(known)}")
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method {unknown[0]!r}; the presets of conf/experiment/ are {few(known, 20)}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--methods {','.join(methods)}: a method named twice")
+    return methods
+
+
+def sweep_arguments(budget: Budget, methods: list[str], classes: str | None, seed: int, overrides: list[str],
+                    sweep_dir: Path) -> list[str]:
+    """invert.py's command line for one budget's sweep; with resume= once the sweep has begun (its record)."""
+    from pii.run.sweep import MULTIRUN
+
+    # the budget's overrides last: they win over the same key among the overrides for every sweep
+    argv = ["-m", f"experiment={','.join(methods)}", *([f"classes={classes}"] if classes else []), f"seed={seed}",
+            *overrides, *budget.overrides, f"hydra.sweep.dir={quoted(str(sweep_dir))}"]
+    if (sweep_dir / MULTIRUN).is_file():
+        argv.append(f"resume={quoted(str(sweep_dir))}")
+    return argv
+
+
+def unfinished_jobs(argv: list[str]) -> int:
+    """How many of the sweep's jobs have no metrics.json yet, every job checked as invert.py checks it
+    (a bad override, or a sweep folder that holds another command's sweep, is a ConfigError now, before
+    any budget runs). A sweeper that draws its jobs as it goes (Optuna) cannot be counted: -1."""
+    from pii.run.checks import check_invert_job
+    from pii.run.cli import planned
+    from pii.run.sweep import FINISHED, register_plugins
+
+    register_plugins()
+    with planned(argv, CONF_DIR, "config", check_invert_job) as plan:
+        if plan is None:
+            raise ConfigError(f"{' '.join(argv)}: a flag of Hydra's that prints (--help, --cfg) runs no sweep")
+        if plan.jobs is None:
+            return -1
+        return sum(job.state != FINISHED for job in plan.jobs)
+
+
+def run_sweeps(sweeps: list[tuple[Budget, list[str]]]) -> list[str]:
+    """Each budget's sweep (its invert.py command line) that has jobs left, in turn, in a child process
+    (its output is this one's). Returns the budgets whose sweep did not finish (a job failed or was
+    stopped: the same command again continues them); a sweep refused or interrupted ends this one too,
+    with its exit code (the child has said why in one line)."""
+    left = [(b, argv) for b, argv in sweeps if unfinished_jobs(argv)]  # every sweep checked before any runs
+    for b, _ in sweeps:
+        if all(b is not other for other, _ in left):
+            print(f"budget {b.name}: every job finished; skipped", file=sys.stderr)
+    failed = []
+    for b, argv in left:
+        print(f"budget {b.name}: python invert.py {shlex.join(argv)}", file=sys.stderr, flush=True)
+        code = subprocess.run([sys.executable, "-c", INVERT, *argv]).returncode
+        if code == 1:
+            failed.append(b.name)
+        elif code:
+            sys.exit(code)
+    return failed

@@ -1,0 +1,103 @@
+"""The frontier: judged quality against seconds per class, per method, over a range of budgets.
+
+    python scripts/frontier.py --out outputs/frontier                      # conf/frontier/config.yaml's
+    python scripts/frontier.py --out outputs/frontier --methods pii,maco \
+        --budget 'steps50: schedule.steps=50' --budget 'ens8: schedule.steps=50 augmentation.ensemble_size=8'
+    python scripts/frontier.py --out outputs/frontier hydra/launcher=parallel hydra.launcher.n_jobs=2
+    python scripts/frontier.py --report outputs/frontier/sweeps --out docs/results/frontier   # only the report
+
+Runs each budget (a name and overrides of invert.py; --budgets FILE or --budget 'name: overrides', by
+default conf/frontier/config.yaml's) as one invert.py sweep of the methods (experiment presets), the class
+list and the seed, in <out>/sweeps/<budget>/; the overrides given after the options go to every sweep
+(a launcher, device=...). The same command again continues the stopped sweeps (finished jobs skipped).
+Then reads every finished run there (--report: under the directories given) and writes frontier.md
+(per method and budget: seconds per class, the first judge's top-1 and mean p(target), and each
+method's knee), frontier.json and frontier.png (mean p and top-1 against seconds per class) into
+--out, each recorded in the manifest.json beside them (command, commit, date, hardware).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pii.errors import ConfigError
+from pii.eval import provenance
+from pii.eval.frontier import knees, markdown, plot, points
+from pii.files import writable_file, write_atomic, write_json, write_text
+from pii.run.cli import ScriptParser, script_main, writable_directory
+from pii.run.frontier import (SETTINGS, SWEEPS, budgets, check_methods, parse_budget, run_sweeps, settings,
+                              sweep_arguments)
+
+FILES = ("frontier.md", "frontier.json", "frontier.png")
+
+
+def parser() -> ScriptParser:
+    """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="invert.py overrides for every sweep (a launcher, device=...)")
+    parser.add_argument("--out", type=Path, help="where the sweeps and the frontier go (--report: default the first dir)")
+    parser.add_argument("--methods", help="experiment presets, comma-separated (default: conf/frontier/config.yaml's)")
+    parser.add_argument("--classes", help="a class list of conf/classes/, or none (default: the config's)")
+    parser.add_argument("--seed", type=int, help="the seed of every run (default: the config's)")
+    parser.add_argument("--budgets", type=Path, help="a YAML file with a `budgets:` table (name: [overrides])")
+    parser.add_argument("--budget", action="append", default=[],
+                        help="'name: override ...', repeated; replaces the file's budgets")
+    parser.add_argument("--report", type=Path, nargs="+", help="only report the runs under these directories")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_intermixed_args(argv)
+    conf = settings(args.budgets or SETTINGS)
+    failed: list[str] = []
+    if args.report:
+        given = [name for name in ("methods", "classes", "seed", "budgets", "budget", "overrides") if getattr(args, name)]
+        if given:
+            raise ConfigError(f"--report only reads finished runs: drop --{given[0]} (it runs sweeps)")
+        roots, out = args.report, writable_directory(args.out or args.report[0], "--out")
+    else:
+        if args.out is None:
+            raise ConfigError("--out: give the directory of the sweeps and the frontier (e.g. --out outputs/frontier)")
+        methods = check_methods(args.methods.split(",") if args.methods is not None else list(conf.methods))
+        where = f"--budgets {args.budgets}" if args.budgets else str(SETTINGS.name)
+        chosen = [parse_budget(b) for b in args.budget] if args.budget else budgets(conf.get("budgets"), where)
+        if len({b.name for b in chosen}) != len(chosen):
+            raise ConfigError(f"--budget: a budget name given twice ({', '.join(b.name for b in chosen)})")
+        classes = args.classes if args.classes is not None else conf.get("classes")
+        seed = args.seed if args.seed is not None else int(conf.seed)
+        out = writable_directory(args.out, "--out")
+        sweeps = out.absolute() / SWEEPS
+        check_outputs(out)
+        failed = run_sweeps([(b, sweep_arguments(b, methods, None if classes in (None, "none") else str(classes), seed,
+                                                 args.overrides, sweeps / b.name)) for b in chosen])
+        roots = [sweeps]
+    check_outputs(out)
+    found = points(roots)
+    gain = float(conf.knee_gain)
+    bends = knees(found, gain)
+    table = markdown(found, bends, gain)
+    write_text(out / "frontier.md", table + "\n")
+    write_json(out / "frontier.json", {"knee_gain": gain, "points": found, "knees": bends})
+    image = plot(found, bends)
+    write_atomic(out / "frontier.png", lambda f: image.save(f, format="png"))
+    provenance.record([out / name for name in FILES])
+    print(table)
+    print(f"written to {out}/frontier.md, frontier.json and frontier.png (origin in manifest.json beside them)")
+    if failed:
+        print(f"error: the sweeps of budget{'s' if len(failed) > 1 else ''} {', '.join(failed)} did not finish (their "
+              f"jobs' errors above); the same command again continues them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_outputs(out: Path) -> None:
+    """Every file is checked before any is written, and before any sweep runs."""
+    for name in FILES:
+        writable_file(out / name, "--out")
+    provenance.read(out)  # a damaged manifest.json refused now, not after the work
+
+
+if __name__ == "__main__":
+    script_main(main)
