@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,9 +25,6 @@ from pii.run.compose import quoted
 
 SETTINGS = Path(CONF_DIR) / "frontier" / "config.yaml"
 SWEEPS = "sweeps"  # <out>/sweeps/<budget>/: one sweep per budget
-# invert.py as the child process's program: the same pii, installed or a checkout, with `python invert.py`
-# in what it prints (how to continue a job)
-INVERT = "import sys; sys.argv[0] = 'invert.py'; from pii.run.cli import invert_main; invert_main()"
 
 
 @dataclass
@@ -125,11 +121,25 @@ def unfinished_jobs(argv: list[str]) -> int:
         return sum(job.state != FINISHED for job in plan.jobs)
 
 
+def run_sweep(argv: list[str]) -> int:
+    """invert.py with `argv`, in this process (its imports paid once for every budget); its exit code."""
+    from pii.run.cli import invert_main
+
+    saved = sys.argv
+    sys.argv = ["invert.py", *argv]  # what invert.py reads, and names in the command that continues a job
+    try:
+        invert_main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def run_sweeps(sweeps: list[tuple[Budget, list[str]]]) -> list[str]:
-    """Each budget's sweep (its invert.py command line) that has jobs left, in turn, in a child process
-    (its output is this one's). Returns the budgets whose sweep did not finish (a job failed or was
-    stopped: the same command again continues them); a sweep refused or interrupted ends this one too,
-    with its exit code (the child has said why in one line)."""
+    """Each budget's sweep (its invert.py command line) that has jobs left, in turn. Returns the budgets
+    whose sweep did not finish (a job failed or was stopped: the same command again continues them); a
+    sweep refused or interrupted ends this command too, with its exit code (invert.py has said why)."""
     left = [(b, argv) for b, argv in sweeps if unfinished_jobs(argv)]  # every sweep checked before any runs
     for b, _ in sweeps:
         if all(b is not other for other, _ in left):
@@ -137,7 +147,7 @@ def run_sweeps(sweeps: list[tuple[Budget, list[str]]]) -> list[str]:
     failed = []
     for b, argv in left:
         print(f"budget {b.name}: python invert.py {shlex.join(argv)}", file=sys.stderr, flush=True)
-        code = subprocess.run([sys.executable, "-c", INVERT, *argv]).returncode
+        code = run_sweep(argv)
         if code == 1:
             failed.append(b.name)
         elif code:
