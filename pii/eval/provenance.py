@@ -1,6 +1,6 @@
 """Where a stored result comes from: the command, the commit, the date and the hardware.
 
-Every script that writes a result (scripts/leaderboard.py, benchmark.py, gpu_report.py,
+Every script that writes a result (scripts/leaderboard.py, frontier.py, benchmark.py, gpu_report.py,
 digits_claim.py, ab_cpu_step.py) records each file it writes in `manifest.json` beside it:
 
     {"files": {"leaderboard.json": {"command": "python scripts/leaderboard.py ...",
