@@ -37,7 +37,8 @@ def parser() -> ScriptParser:
     """The command line, read without running by tests/test_manifests.py (the stored results' commands)."""
     parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="invert.py overrides for every sweep (a launcher, device=...)")
-    parser.add_argument("--out", type=Path, help="where the sweeps and the frontier go (--report: default the first dir)")
+    parser.add_argument("--out", type=Path, help="where the sweeps and the frontier go (with --report: where the "
+                                                 "frontier goes, default the first directory)")
     parser.add_argument("--methods", help="experiment presets, comma-separated (default: conf/frontier/config.yaml's)")
     parser.add_argument("--classes", help="a class list of conf/classes/, or none (default: the config's)")
     parser.add_argument("--seed", type=int, help="the seed of every run (default: the config's)")
@@ -53,9 +54,11 @@ def main(argv: list[str]) -> int:
     conf = settings(args.budgets or SETTINGS)
     failed: list[str] = []
     if args.report:
-        given = [name for name in ("methods", "classes", "seed", "budgets", "budget", "overrides") if getattr(args, name)]
+        given = [name for name in ("methods", "classes", "seed", "budgets", "budget", "overrides")
+                 if getattr(args, name) is not None and getattr(args, name) != []]
         if given:
-            raise ConfigError(f"--report only reads finished runs: drop --{given[0]} (it runs sweeps)")
+            what = "the invert.py overrides" if given[0] == "overrides" else f"--{given[0]}"
+            raise ConfigError(f"--report only reads finished runs: drop {what} (they are for running sweeps)")
         roots, out = args.report, writable_directory(args.out or args.report[0], "--out")
     else:
         if args.out is None:

@@ -48,7 +48,8 @@ def settings(path: Path = SETTINGS) -> DictConfig:
 
 
 def budget(name: str, overrides, where: str) -> Budget:
-    """One budget, checked: a name that can be a folder's, overrides as a list (or one string, split as a shell does)."""
+    """One budget, checked: a name that can be a folder's, overrides as a list (or one string, split as a
+    shell splits it)."""
     if not isinstance(name, str) or not re.fullmatch(r"[\w.+-]+", name):
         raise ConfigError(f"{where}: the budget name {name!r} must be letters, digits and . + - _ (it names a folder)")
     if isinstance(overrides, str):
@@ -85,7 +86,8 @@ def check_methods(methods: list[str]) -> list[str]:
         raise ConfigError(f"--methods: no method given; name presets of conf/experiment/: {few(known)}")
     unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ConfigError(f"--methods: unknown method {unknown[0]!r}; the presets of conf/experiment/ are {few(known, 20)}")
+        raise ConfigError(f"--methods: unknown method {unknown[0]!r}; the presets of conf/experiment/ are "
+                          f"{few(known, 20)}")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods {','.join(methods)}: a method named twice")
     return methods
