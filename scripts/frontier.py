@@ -19,16 +19,17 @@ method's knee), frontier.json and frontier.png (mean p and top-1 against seconds
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
+from pii import CONF_DIR
 from pii.errors import ConfigError
 from pii.eval import provenance
 from pii.eval.frontier import knees, markdown, plot, points
 from pii.files import writable_file, write_atomic, write_json, write_text
 from pii.run.cli import ScriptParser, script_main, writable_directory
-from pii.run.frontier import (SETTINGS, SWEEPS, budgets, check_methods, parse_budget, run_sweeps, settings,
-                              sweep_arguments)
+from pii.run.frontier import SETTINGS, SWEEPS, Budget, budgets, check_methods, parse_budget, settings, sweep_arguments
 
 FILES = ("frontier.md", "frontier.json", "frontier.png")
 
@@ -100,6 +101,57 @@ def check_outputs(out: Path) -> None:
     for name in FILES:
         writable_file(out / name, "--out")
     provenance.read(out)  # a damaged manifest.json refused now, not after the work
+
+
+def unfinished_jobs(argv: list[str]) -> int:
+    """How many of the sweep's jobs have no metrics.json yet, every job checked as invert.py checks it
+    (a bad override, or a sweep folder that holds another command's sweep, is a ConfigError now, before
+    any budget runs). A sweeper that draws its jobs as it goes (Optuna) cannot be counted: -1."""
+    from pii.run.checks import check_invert_job
+    from pii.run.cli import planned
+    from pii.run.sweep import FINISHED, register_plugins
+
+    register_plugins()
+    with planned(argv, CONF_DIR, "config", check_invert_job) as plan:
+        if plan is None:
+            raise ConfigError(f"{' '.join(argv)}: a flag of Hydra's that prints (--help, --cfg) runs no sweep")
+        if plan.jobs is None:
+            return -1
+        return sum(job.state != FINISHED for job in plan.jobs)
+
+
+def run_sweep(argv: list[str]) -> int:
+    """invert.py with `argv`, in this process (its imports paid once for every budget); its exit code."""
+    from pii.run.cli import invert_main
+
+    saved = sys.argv
+    sys.argv = ["invert.py", *argv]  # what invert.py reads, and names in the command that continues a job
+    try:
+        invert_main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def run_sweeps(sweeps: list[tuple[Budget, list[str]]]) -> list[str]:
+    """Each budget's sweep (its invert.py command line) that has jobs left, in turn. Returns the budgets
+    whose sweep did not finish (a job failed or was stopped: the same command again continues them); a
+    sweep refused or interrupted ends this command too, with its exit code (invert.py has said why)."""
+    left = [(b, argv) for b, argv in sweeps if unfinished_jobs(argv)]  # every sweep checked before any runs
+    for b, _ in sweeps:
+        if all(b is not other for other, _ in left):
+            print(f"budget {b.name}: every job finished; skipped", file=sys.stderr)
+    failed = []
+    for b, argv in left:
+        print(f"budget {b.name}: python invert.py {shlex.join(argv)}", file=sys.stderr, flush=True)
+        code = run_sweep(argv)
+        if code == 1:
+            failed.append(b.name)
+        elif code:
+            sys.exit(code)
+    return failed
 
 
 if __name__ == "__main__":

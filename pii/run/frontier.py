@@ -1,7 +1,8 @@
-"""The runs of scripts/frontier.py: each budget is one invert.py sweep (`-m experiment=<methods> <budget>`)
-in its own folder, <out>/sweeps/<budget name>/, so that the sweep machinery does the rest (pii.run.sweep):
-any Hydra launcher, a failed job failing alone, and the same command again continuing each stopped
-sweep (resume=<sweep dir>: finished jobs skipped). The report is pii.eval.frontier's.
+"""The sweeps of scripts/frontier.py (the script runs them: it may import the entry point). Each budget is one
+invert.py sweep (`-m experiment=<methods> <budget>`) in its own folder, <out>/sweeps/<budget name>/, so that
+the sweep machinery does the rest (pii.run.sweep): any Hydra launcher, a failed job failing alone, and the
+same command again continuing each stopped sweep (resume=<sweep dir>: finished jobs skipped). The report
+is pii.eval.frontier's.
 
 A budget is a name and overrides of invert.py, whatever keys they set (steps per stage, stages, copies
 per image, classes per job): the defaults are conf/frontier/config.yaml's.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,54 +104,3 @@ def sweep_arguments(budget: Budget, methods: list[str], classes: str | None, see
     if (sweep_dir / MULTIRUN).is_file():
         argv.append(f"resume={quoted(str(sweep_dir))}")
     return argv
-
-
-def unfinished_jobs(argv: list[str]) -> int:
-    """How many of the sweep's jobs have no metrics.json yet, every job checked as invert.py checks it
-    (a bad override, or a sweep folder that holds another command's sweep, is a ConfigError now, before
-    any budget runs). A sweeper that draws its jobs as it goes (Optuna) cannot be counted: -1."""
-    from pii.run.checks import check_invert_job
-    from pii.run.cli import planned
-    from pii.run.sweep import FINISHED, register_plugins
-
-    register_plugins()
-    with planned(argv, CONF_DIR, "config", check_invert_job) as plan:
-        if plan is None:
-            raise ConfigError(f"{' '.join(argv)}: a flag of Hydra's that prints (--help, --cfg) runs no sweep")
-        if plan.jobs is None:
-            return -1
-        return sum(job.state != FINISHED for job in plan.jobs)
-
-
-def run_sweep(argv: list[str]) -> int:
-    """invert.py with `argv`, in this process (its imports paid once for every budget); its exit code."""
-    from pii.run.cli import invert_main
-
-    saved = sys.argv
-    sys.argv = ["invert.py", *argv]  # what invert.py reads, and names in the command that continues a job
-    try:
-        invert_main()
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    finally:
-        sys.argv = saved
-    return 0
-
-
-def run_sweeps(sweeps: list[tuple[Budget, list[str]]]) -> list[str]:
-    """Each budget's sweep (its invert.py command line) that has jobs left, in turn. Returns the budgets
-    whose sweep did not finish (a job failed or was stopped: the same command again continues them); a
-    sweep refused or interrupted ends this command too, with its exit code (invert.py has said why)."""
-    left = [(b, argv) for b, argv in sweeps if unfinished_jobs(argv)]  # every sweep checked before any runs
-    for b, _ in sweeps:
-        if all(b is not other for other, _ in left):
-            print(f"budget {b.name}: every job finished; skipped", file=sys.stderr)
-    failed = []
-    for b, argv in left:
-        print(f"budget {b.name}: python invert.py {shlex.join(argv)}", file=sys.stderr, flush=True)
-        code = run_sweep(argv)
-        if code == 1:
-            failed.append(b.name)
-        elif code:
-            sys.exit(code)
-    return failed
