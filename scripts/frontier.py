@@ -2,7 +2,7 @@
 
     python scripts/frontier.py --out outputs/frontier                      # conf/frontier/config.yaml's
     python scripts/frontier.py --out outputs/frontier --methods pii,maco \
-        --budget 'steps50: schedule.steps=50' --budget 'ens8: schedule.steps=50 augmentation.ensemble_size=8'
+        --budget 'steps50: schedule.steps=50' --budget 'ens8: schedule.steps=50 augmentation.ensemble.size=8'
     python scripts/frontier.py --out outputs/frontier hydra/launcher=parallel hydra.launcher.n_jobs=2
     python scripts/frontier.py --report outputs/frontier/sweeps --out docs/results/frontier   # only the report
 
