@@ -16,8 +16,8 @@ FILES = {"frontier.md", "frontier.json", "frontier.png"}
 
 
 def frontier(out, *extra, timeout=900):
-    """2 methods x 2 budgets (1 and 2 steps in one stage) on the tiny model, judged by a tiny judge."""
-    return run_cli("scripts/frontier.py", "--out", out, "--methods", "pii,maco", "--classes", "none",
+    """2 methods (pii, pii_fourier: the tiny overrides set the jitter that maco turns off) x 2 budgets (1 and 2 steps in one stage) on the tiny model, judged by a tiny judge."""
+    return run_cli("scripts/frontier.py", "--out", out, "--methods", "pii,pii_fourier", "--classes", "none",
                    "--budget", "s1: schedule.steps=1", "--budget", "s2: schedule.steps=2",
                    *RANDOM_TINY, "schedule.stages=1", *TINY_JUDGE, *extra, timeout=timeout, env={"OMP_NUM_THREADS": "1"})
 
@@ -29,13 +29,13 @@ def test_a_frontier_runs_each_method_at_each_budget_reports_and_continues_a_stop
     board = json.loads((out / "frontier.json").read_text())
     # each run at its (method, budget): the budget's steps (1 stage) are what the run did
     assert sorted((p["method"], p["budget"], p["steps"]) for p in board["points"]) == [
-        ("maco", "s1", 1), ("maco", "s2", 2), ("pii", "s1", 1), ("pii", "s2", 2)]
+        ("pii", "s1", 1), ("pii", "s2", 2), ("pii_fourier", "s1", 1), ("pii_fourier", "s2", 2)]
     for p in board["points"]:
         assert p["judge"] == "timm" and 0 <= p["top1"] <= 1 and 0 <= p["mean_probability"] <= 1
         assert p["seconds_per_class"] > 0 and p["images"] == 2 and p["classes_per_run"] == 2
-    assert set(board["knees"]) == {"pii", "maco"}
+    assert set(board["knees"]) == {"pii", "pii_fourier"}
     table = (out / "frontier.md").read_text()
-    assert "| pii | s2 |" in table and "| maco | s1 |" in table and "- pii: " in table
+    assert "| pii | s2 |" in table and "| pii_fourier | s1 |" in table and "- pii: " in table
     plot = Image.open(out / "frontier.png").convert("RGB")
     colours = {colour for _, colour in plot.getcolors(1 << 20)}
     assert all(tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) in colours for c in COLOURS[:2])  # a line per method
@@ -47,7 +47,7 @@ def test_a_frontier_runs_each_method_at_each_budget_reports_and_continues_a_stop
     # one job lost its result: the same command runs that job only
     finished = sorted(out.glob("sweeps/*/*/metrics.json"))
     assert len(finished) == 4
-    lost = next(p for p in finished if "s2" == p.parent.parent.name and "experiment=maco" in p.parent.name)
+    lost = next(p for p in finished if "s2" == p.parent.parent.name and "experiment=pii_fourier" in p.parent.name)
     lost.unlink()
     before = {p: p.stat().st_mtime_ns for p in finished if p != lost}
     proc = frontier(out)
