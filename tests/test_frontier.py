@@ -16,7 +16,8 @@ FILES = {"frontier.md", "frontier.json", "frontier.png"}
 
 
 def frontier(out, *extra, timeout=900):
-    """2 methods (pii, pii_fourier: the tiny overrides set the jitter that maco turns off) x 2 budgets (1 and 2 steps in one stage) on the tiny model, judged by a tiny judge."""
+    """2 methods (pii, pii_fourier: the tiny overrides set the jitter that maco turns off) x 2 budgets (1 and 2
+    steps in one stage) on the tiny model, judged by a tiny judge."""
     return run_cli("scripts/frontier.py", "--out", out, "--methods", "pii,pii_fourier", "--classes", "none",
                    "--budget", "s1: schedule.steps=1", "--budget", "s2: schedule.steps=2",
                    *RANDOM_TINY, "schedule.stages=1", *TINY_JUDGE, *extra, timeout=timeout, env={"OMP_NUM_THREADS": "1"})
