@@ -58,7 +58,7 @@ class Job:
         return [Cell(c.class_id, f"{c.class_id} {c.name}", c.image, c.probability, f"p={c.probability:.3f}")
                 for c in self.classes] + \
                [Cell(u.unit, f"unit {u.unit}", u.image, u.activation,
-                     f"a={u.activation:.2f}{'' if u.top1 is None else ' top' if u.top1 else ' not top'}")
+                     f"a={u.activation:.2f}{' top' if u.top1 else ''}")
                 for u in self.result.units or []]
 
     def image(self, target: int) -> Path | None:
@@ -154,7 +154,7 @@ def _wrap(text: str, font, width: int) -> list[str]:
 
 def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
     """Rows = jobs (labelled with their swept values), columns = classes (or units); each
-    image captioned with its target probability (or the unit's activation, and whether it is
+    image captioned with its target probability (or the unit's activation, and `top` where it is
     the most activated of its layer)."""
     keys, cols = swept_keys(jobs), columns(jobs)
     font, small = _font(14), _font(12)
