@@ -24,7 +24,7 @@ def made_up_result(images: dict[int, str], judged: bool = True) -> RunResult:
     classes = [ClassResult(cid, f"class {cid}", 0.5, True, [TopClass(cid, f"class {cid}", 0.5), TopClass(0, "z", 0.1)],
                            0.1, name, -2.0) for cid, name in images.items()]
     verdicts = [Verdict(c.class_id, c.name, 0.25, False, True, 0, "z", -2.0) for c in classes]
-    judge = {"lite": JudgeResult("lite", 32, len(classes), 0.0, 1.0, 0.25, -2.0, verdicts)} if judged else {}
+    judge = {"lite": JudgeResult("lite", 32, len(classes), 0.0, 1.0, 0.25, -2.0, classes=verdicts)} if judged else {}
     return RunResult(model="test", device="cpu", seconds=2.0, seconds_per_class=2.0 / len(classes), steps=6,
                      stage_sizes=[16, 32], ensemble_size=2, param="pixel", spectral_slope=-2.0, mean_probability=0.5,
                      top1_rate=1.0, classes=classes, config={"seed": 0, "param": {"name": "pixel"}, "resume": None},
