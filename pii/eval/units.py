@@ -34,6 +34,9 @@ def activations(objective: Objective, classifier: nn.Module, images: torch.Tenso
     return scores.tolist()
 
 
+NOISE = 8  # noise images in the reference of specificity
+
+
 @torch.no_grad()
 def unit_means(objective: Objective, classifier: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
     """(images, units): each unit's mean activation over the layer's positions."""
@@ -41,27 +44,19 @@ def unit_means(objective: Objective, classifier: nn.Module, images: torch.Tensor
     return layers[layer].values.mean(-1)
 
 
-def specific(objective: Objective, classifier: nn.Module, images: torch.Tensor, units: list[int], layer: str,
-             noise: int = 8, seed: int = 0, real: torch.Tensor | None = None) -> list[bool]:
-    """Per image: is its unit the most activated of `layer` after z-scoring each unit over the
-    reference batch (these images, `noise` uniform noise images and the `real` images, if any)?"""
-    generator = torch.Generator().manual_seed(seed)
-    reference = torch.rand(noise, *images.shape[1:], generator=generator).to(images.device)
-    if real is not None:
-        reference = torch.cat([reference, real.to(images.device)])
-    means = unit_means(objective, classifier, images, layer)
-    pool = torch.cat([means, unit_means(objective, classifier, reference, layer)])
+def specific(means: torch.Tensor, reference: torch.Tensor, units: list[int]) -> list[bool]:
+    """Per image: is its unit the most activated of the layer after z-scoring each unit over the
+    images' `means` (unit_means) and those of the `reference` images?"""
+    pool = torch.cat([means, reference])
     z = (means - pool.mean(0)) / (pool.std(0) + 1e-8)
     return (z.argmax(1).cpu() == torch.tensor(units)).tolist()
 
 
-def versus_real(objective: Objective, classifier: nn.Module, images: torch.Tensor, units: list[int], layer: str,
-                real: torch.Tensor) -> list[float]:
-    """Per image: its unit's mean activation as a multiple of the unit's largest on the `real` images."""
-    means = unit_means(objective, classifier, images, layer)
-    best = unit_means(objective, classifier, real.to(images.device), layer).amax(0)
+def versus_real(means: torch.Tensor, real: torch.Tensor, units: list[int]) -> list[float]:
+    """Per image: its unit's mean activation (`means`, unit_means) as a multiple of the unit's largest
+    on the real images (`real`, their unit_means)."""
     picked = torch.tensor(units, device=means.device)
-    return (means.gather(1, picked[:, None])[:, 0] / best[picked]).tolist()
+    return (means.gather(1, picked[:, None])[:, 0] / real.amax(0)[picked]).tolist()
 
 
 def unit_report(objective: Objective, classifier: nn.Module, image: torch.Tensor, units: list[int],
@@ -70,12 +65,16 @@ def unit_report(objective: Objective, classifier: nn.Module, image: torch.Tensor
     (objective.real_images), in the reference of specificity and the measure of `versus_real`."""
     layer = objective.reported.layer
     end = activations(objective, classifier, image, units)
-    # a direction's or a whole layer's images have no unit to be specific to
-    targeted = objective.reported.targeted
-    tops = specific(objective, classifier, image, units, layer, seed=seed, real=real) if targeted \
-        else [None] * len(units)
-    ratios = versus_real(objective, classifier, image, units, layer, real) if targeted and real is not None \
-        else [None] * len(units)
+    tops = ratios = [None] * len(units)
+    if objective.reported.targeted:  # a direction's or a whole layer's images have no unit to be specific to
+        means = unit_means(objective, classifier, image, layer)
+        # the reference of specificity: NOISE uniform noise images, and the real images where there are some
+        noise = torch.rand(NOISE, *image.shape[1:], generator=torch.Generator().manual_seed(seed)).to(image.device)
+        reference = [unit_means(objective, classifier, noise, layer)]
+        if real is not None:
+            reference.append(unit_means(objective, classifier, real.to(image.device), layer))
+            ratios = versus_real(means, reference[-1], units)
+        tops = specific(means, torch.cat(reference), units)
     return [UnitResult(layer, unit, a, a0, top, ratio, name, spectral_slope(img))
             for unit, a, a0, top, ratio, name, img in zip(units, end, start, tops, ratios, image_names(layer, units),
                                                           image)]

@@ -123,8 +123,7 @@ def run_checked(cfg: DictConfig) -> RunResult:
         observers = Observers([ProgressBar(len(stages), "activation" if unit_run else "p_target"), timer, Saver(out_dir, class_ids, param, elapsed), tracker])
         image = pieces.invert(class_ids, observers, param, first_stage)
         seconds = elapsed()
-        result = _result(cfg, classifier, class_ids, stages, image, start, seconds, device, pieces.augment.copies,
-                         loss_fn if unit_run else None, pieces.real)
+        result = _result(pieces, image, start, seconds)
         result.device_settings = asdict(pieces.settings)
         result.first_stage = first_stage + 1
         result.stage_seconds = timer.stages
@@ -141,28 +140,28 @@ def run_checked(cfg: DictConfig) -> RunResult:
     return result
 
 
-def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, copies, objective=None,
-            real=None) -> RunResult:
-    """The run's metrics (`copies`: the augmentation's views per image); with a unit `objective`, its
-    images' activations and specificity (against the `real` images too, where the run names them)
-    instead of the classifier's probabilities."""
+def _result(pieces: build.Pieces, image, start, seconds) -> RunResult:
+    """The run's metrics; for units, its images' activations and specificity (against the real
+    images too, where the run names them) instead of the classifier's probabilities."""
+    cfg, classifier, class_ids, stages = pieces.cfg, pieces.classifier, pieces.targets, pieces.stages
+    objective = pieces.loss if pieces.unit_run else None
     report = [] if objective else judge_lib.class_report(classifier, image, class_ids)
     names = results.image_names([class_key(entry.class_id, classifier.num_classes) for entry in report])
     for entry, p0, img, name in zip(report, start, image, names):
         entry.start_probability = p0
         entry.image = name
         entry.spectral_slope = judge_lib.spectral_slope(img)
-    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed), real) \
+    unit_report = units.unit_report(objective, classifier, image, class_ids, start, int(cfg.seed), pieces.real) \
         if objective else None
     entries = report or unit_report
     result = RunResult(
         model=classifier.name,
-        device=str(device),
+        device=str(pieces.device),
         seconds=seconds,
         seconds_per_class=None if seconds is None else seconds / len(class_ids),
         steps=sum(s.steps for s in stages),
         stage_sizes=[s.size for s in stages],
-        ensemble_size=copies,
+        ensemble_size=pieces.augment.copies,
         param=str(cfg.param.name),
         spectral_slope=sum(entry.spectral_slope for entry in entries) / len(entries),
         mean_probability=sum(e.probability for e in report) / len(report) if report else math.nan,
@@ -174,7 +173,8 @@ def _result(cfg, classifier, class_ids, stages, image, start, seconds, device, c
     if unit_report:
         tops = [u.top1 for u in unit_report if u.top1 is not None]
         result.specificity = sum(tops) / len(tops) if tops else None
-        result.diversity = judge_lib.diversity(judge_lib.features(classifier, image), class_ids)
+        if len(set(class_ids)) < len(class_ids):  # several images of a unit: how far apart they are
+            result.diversity = judge_lib.diversity(judge_lib.features(classifier, image), class_ids)
         for entry in unit_report:
             log.info("%s unit %d: activation %.3f (from %.3f)%s, the most activated of its layer: %s -> %s", entry.layer,
                      entry.unit, entry.activation, entry.start_activation,
