@@ -117,6 +117,19 @@ def test_maco_reads_a_spectrum_file(tmp_path):
     assert p.render().shape == (2, 3, 32, 32)
 
 
+def test_maco_photos_spectrum_makes_natural_images():
+    """param.spectrum=photos (scikit-learn's sample photos' mean magnitude, no download): MACO's canvases are
+    as steep as photos (slope near -2.5), steeper than under the 1 / f law, in colour, not grey."""
+    natural, law = make("maco", 2, "param.spectrum=photos"), make("maco", 2)
+    assert natural.magnitude(64).shape == (3, 64, 33)
+    slopes = {}
+    for name, p in (("photos", natural), ("law", law)):
+        image = p.canvas(224, draws(1))[0]
+        slopes[name] = spectral_slope(image)
+        assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.05
+    assert -3.2 < slopes["photos"] < -2.0 and slopes["photos"] < slopes["law"] - 0.3, slopes
+
+
 def papers_loop(classifier, class_ids, augment_views, stages, cfg, seed):
     """Section 3.4 of the paper written out plainly, on raw pixels: for each stage grow the image
     (fresh U[0, 1) canvas, previous image pasted in the centre), a fresh Adam with cosine decay, then

@@ -6,7 +6,8 @@ next stage's size and gives / restores its state for checkpoints.
 - `fourier`: lucent's `fft_image`: rfft2 coefficients scaled by 1 / f^decay,
   inverse rfft2, Lucid's decorrelated colour, a sigmoid.
 - `maco`: MACO (Fel et al. 2023): only the Fourier phase is learned; the
-  magnitude is fixed (a file, or a 1 / f^decay law).
+  magnitude is fixed (a file, the mean of scikit-learn's sample photos, or a
+  1 / f^decay law).
 
 Growing between stages is the schedule's (pii.core.schedule.grow): the rendered
 image is pasted into a fresh canvas of the new size, then re-expressed in the
@@ -263,12 +264,39 @@ class Maco(Param):
         return self.phase.shape[-2]
 
 
+PHOTOS = "photos"  # param.spectrum=photos: photo_spectrum()
+
+
+def photo_spectrum(size: int = 224) -> torch.Tensor:
+    """A natural magnitude (3, size, size // 2 + 1) from photos every install has: the mean |rfft2|, in
+    decorrelated colour, of square crops of scikit-learn's two sample photos (a Chinese temple, a flower),
+    3 scales x 3 x 3 places x a mirror each. MACO's own (the mean over ImageNet) is a download."""
+    from sklearn.datasets import load_sample_images
+
+    crops = []
+    for photo in load_sample_images().images:
+        x = torch.tensor(photo).permute(2, 0, 1).float() / 255
+        height, width = x.shape[-2:]
+        for scale in (1.0, 0.7, 0.5):
+            side = int(min(height, width) * scale)
+            for top in np.linspace(0, height - side, 3).astype(int):
+                for left in np.linspace(0, width - side, 3).astype(int):
+                    crop = x[None, :, top:top + side, left:left + side]
+                    crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True))
+    x = torch.cat(crops)
+    x = rgb_to_decorrelated(torch.cat([x, x.flip(-1)]))
+    return torch.fft.rfft2(x).abs().mean(0)
+
+
 def load_spectrum(path: str) -> torch.Tensor:
-    """A magnitude spectrum file in MACO's format: a (3, H, W // 2 + 1) float array (.npy)."""
+    """A magnitude spectrum file in MACO's format: a (3, H, W // 2 + 1) float array (.npy), or `photos`."""
+    if str(path) == PHOTOS:
+        return photo_spectrum()
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise ConfigError(f"param.spectrum={path}: no such file; pass a .npy magnitude spectrum of shape "
-                          f"(3, H, W//2+1) (MACO's ImageNet spectrum), or param.spectrum=null for a 1/f^decay law")
+                          f"(3, H, W//2+1) (MACO's ImageNet spectrum), param.spectrum=photos for the mean of scikit-learn's "
+                          f"sample photos, or param.spectrum=null for a 1/f^decay law")
     with open(file, "rb") as f:
         magic = f.read(len(np.lib.format.MAGIC_PREFIX))
     if magic != np.lib.format.MAGIC_PREFIX:  # text, an .npz archive, a pickle (which np.load would try to read)
