@@ -4,6 +4,7 @@
     python scripts/frontier.py --out outputs/frontier --methods pii,maco \
         --budget 'steps50: schedule.steps=50' --budget 'ens8: schedule.steps=50 augmentation.ensemble.size=8'
     python scripts/frontier.py --out outputs/frontier hydra/launcher=parallel hydra.launcher.n_jobs=2
+    python scripts/frontier.py --out outputs/holdout --classes holdout20 --seed 0,1 --methods fast   # seeds pooled
     python scripts/frontier.py --report outputs/frontier/sweeps --out docs/results/frontier   # only the report
 
 Runs each budget (a name and overrides of invert.py; --budgets FILE or --budget 'name: overrides', by
@@ -29,7 +30,8 @@ from pii.eval import provenance
 from pii.eval.frontier import knees, markdown, plot, points
 from pii.files import writable_file, write_atomic, write_json, write_text
 from pii.run.cli import ScriptParser, script_main, writable_directory
-from pii.run.frontier import SETTINGS, SWEEPS, Budget, budgets, check_methods, parse_budget, settings, sweep_arguments
+from pii.run.frontier import (SETTINGS, SWEEPS, Budget, budgets, check_methods, parse_budget, parse_seeds, settings,
+                              sweep_arguments)
 
 FILES = ("frontier.md", "frontier.json", "frontier.png")
 
@@ -42,7 +44,8 @@ def parser() -> ScriptParser:
                                                  "frontier goes, default the first directory)")
     parser.add_argument("--methods", help="experiment presets, comma-separated (default: conf/frontier/config.yaml's)")
     parser.add_argument("--classes", help="a class list of conf/classes/, or none (default: the config's)")
-    parser.add_argument("--seed", type=int, help="the seed of every run (default: the config's)")
+    parser.add_argument("--seed", help="the seed of every run, or seeds comma-separated (each a run, pooled in the "
+                                       "report; default: the config's)")
     parser.add_argument("--budgets", type=Path, help="a YAML file with a `budgets:` table (name: [overrides])")
     parser.add_argument("--budget", action="append", default=[],
                         help="'name: override ...', repeated; replaces the file's budgets")
@@ -70,11 +73,11 @@ def main(argv: list[str]) -> int:
         if len({b.name for b in chosen}) != len(chosen):
             raise ConfigError(f"--budget: a budget name given twice ({', '.join(b.name for b in chosen)})")
         classes = args.classes if args.classes is not None else conf.get("classes")
-        seed = args.seed if args.seed is not None else int(conf.seed)
+        seeds = parse_seeds(args.seed if args.seed is not None else conf.seed)
         out = writable_directory(args.out, "--out")
         sweeps = out.absolute() / SWEEPS
         check_outputs(out)
-        failed = run_sweeps([(b, sweep_arguments(b, methods, None if classes in (None, "none") else str(classes), seed,
+        failed = run_sweeps([(b, sweep_arguments(b, methods, None if classes in (None, "none") else str(classes), seeds,
                                                  args.overrides, sweeps / b.name)) for b in chosen])
         roots = [sweeps]
     check_outputs(out)

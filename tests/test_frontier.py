@@ -95,12 +95,24 @@ def test_the_knee_is_the_cheapest_point_whose_doubling_adds_less_than_the_gain()
     assert knees(points, 0.02) == {"pii": {"budget": "b", "seconds_per_class": 2}, "maco": None}
 
 
+def test_several_seeds_are_one_sweep_whose_runs_the_report_pools(tmp_path):
+    """--seed 0,1: each budget's sweep runs every method at both seeds (pooled by the report, as above)."""
+    from pii.run.frontier import Budget, parse_seeds, sweep_arguments
+
+    assert parse_seeds("0, 1") == [0, 1] and parse_seeds(3) == [3]
+    argv = sweep_arguments(Budget("b", ["schedule.steps=5"]), ["pii", "maco"], "holdout20", parse_seeds("0,1"), [],
+                           tmp_path / "b")
+    assert "seed=0,1" in argv and "experiment=pii,maco" in argv and argv.count("-m") == 1
+
+
 @pytest.mark.parametrize("args,why", [
     (["--methods", "pii,nonexistent"], "unknown method 'nonexistent'"),
     (["--budgets", "EMPTY"], "no budgets"),
     (["--budget", "steps 50"], "give a name, a colon"),
     (["--budget", "s1: schedule.stepz=1"], "schedule.stepz"),
     (["--report", "EMPTY_DIR"], "no finished runs"),
+    (["--seed", "0,x"], "whole numbers"),
+    (["--seed", "1,1"], "each seed once"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, why):
     (tmp_path / "budgets.yaml").write_text("budgets: {}\n")

@@ -93,13 +93,25 @@ def check_methods(methods: list[str]) -> list[str]:
     return methods
 
 
-def sweep_arguments(budget: Budget, methods: list[str], classes: str | None, seed: int, overrides: list[str],
+def parse_seeds(value) -> list[int]:
+    """--seed (or the config's seed): one whole number or several, comma-separated (a list in the config)."""
+    items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else str(value).split(",")
+    try:
+        seeds = [int(str(item).strip()) for item in items]
+    except ValueError:
+        raise ConfigError(f"--seed {value!r}: give whole numbers, comma-separated (e.g. --seed 0,1)") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seed {value!r}: give each seed once (e.g. --seed 0,1)")
+    return seeds
+
+
+def sweep_arguments(budget: Budget, methods: list[str], classes: str | None, seeds: list[int], overrides: list[str],
                     sweep_dir: Path) -> list[str]:
     """invert.py's command line for one budget's sweep; with resume= once the sweep has begun (its record)."""
     from pii.run.sweep import MULTIRUN
 
     # the budget's overrides last: they win over the same key among the overrides for every sweep
-    argv = ["-m", f"experiment={','.join(methods)}", *([f"classes={classes}"] if classes else []), f"seed={seed}",
+    argv = ["-m", f"experiment={','.join(methods)}", *([f"classes={classes}"] if classes else []), f"seed={','.join(map(str, seeds))}",
             *overrides, *budget.overrides, f"hydra.sweep.dir={quoted(str(sweep_dir))}"]
     if (sweep_dir / MULTIRUN).is_file():
         argv.append(f"resume={quoted(str(sweep_dir))}")
