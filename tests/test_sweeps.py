@@ -107,6 +107,26 @@ def test_report_writes_a_labelled_grid_and_a_page(multirun):
     assert 'id="metrics"' in text and text.count("<tr><td>") == 2 and "augmentation.ensemble.size=2" in text
 
 
+def test_report_of_a_folder_of_sweeps_names_each_row_by_its_sweep(multirun, tmp_path):
+    """scripts/frontier.py's <out>/sweeps/ (one sweep per budget): one grid of every sweep's jobs, each row
+    named by its sweep, the first --columns classes only, written where --out says with links that work there."""
+    import re
+
+    for name in ("new", "old"):
+        shutil.copytree(multirun, tmp_path / "sweeps" / name)
+    out = tmp_path / "side_by_side"
+    proc = run_cli("scripts/report.py", tmp_path / "sweeps", "--cell", "64", "--columns", "1", "--out", out, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = gallery.collect(tmp_path / "sweeps")
+    keys = gallery.swept_keys(jobs)
+    assert [gallery.row_label(j, keys) for j in jobs] == [f"sweep={s}, ensemble.size={n}" for s in ("new", "old")
+                                                           for n in (1, 2)]
+    assert Image.open(out / gallery.GRID).size == (200 + (64 + 6) + 6, 40 + 4 * (64 + 18 + 6) + 6)  # 4 rows x 1 class
+    links = re.findall(r'<img src="([^"]+\.png)" width', (out / gallery.PAGE).read_text())
+    assert links and all((out / link).is_file() for link in links)
+    assert not (tmp_path / "sweeps" / gallery.GRID).exists()
+
+
 def chromium() -> str:
     path = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,16 @@ class Cell:
 
 def collect(multirun_dir: Path) -> list[Job]:
     """The sweep's jobs (sub-directories with .hydra/overrides.yaml), in job order; the finished chunks of
-    one class list (classes_per_job) as one job, which has every class of them."""
+    one class list (classes_per_job) as one job, which has every class of them. A folder of sweeps (such as
+    scripts/frontier.py's <out>/sweeps/, one per budget): every sweep's jobs, each marked `sweep=<its folder>`."""
     root = Path(multirun_dir)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory; pass a multirun dir such as outputs/sweeps/<time>_<name>")
+    if not any(root.glob("*/.hydra/overrides.yaml")):
+        sweeps = sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("*/.hydra/overrides.yaml")))
+        if sweeps:
+            return [Job(job.dir, [f"sweep={sweep.name}", *job.overrides], job.result)
+                    for sweep in sweeps for job in collect(sweep)]
     jobs = []
     for overrides in root.glob("*/.hydra/overrides.yaml"):
         job_dir = overrides.parent.parent
@@ -152,11 +159,11 @@ def _wrap(text: str, font, width: int) -> list[str]:
     return textwrap.wrap(text, chars) or [""]
 
 
-def grid(jobs: list[Job], cell: int = 128) -> Image.Image:
-    """Rows = jobs (labelled with their swept values), columns = classes (or units); each
-    image captioned with its target probability (or the unit's activation, and `top` where it is
-    the most activated of its layer)."""
-    keys, cols = swept_keys(jobs), columns(jobs)
+def grid(jobs: list[Job], cell: int = 128, first: int | None = None) -> Image.Image:
+    """Rows = jobs (labelled with their swept values), columns = classes (or units; the `first` ones
+    only, when given); each image captioned with its target probability (or the unit's activation, and
+    `top` where it is the most activated of its layer)."""
+    keys, cols = swept_keys(jobs), columns(jobs)[:first]
     font, small = _font(14), _font(12)
     label_w, head_h, caption_h, pad = 200, 40, 18, 6
     width = label_w + len(cols) * (cell + pad) + pad
@@ -194,7 +201,7 @@ def _cell(value) -> str:
 
 
 def page(jobs: list[Job], root: Path, title: str) -> str:
-    """The report page: the grid, then one table row per job (overrides, metrics, images)."""
+    """The report page (written into `root`): the grid, then one table row per job (overrides, metrics, images)."""
     keys, cols = swept_keys(jobs), columns(jobs)
     head = ["job", "swept", "overrides", "mean p", "top-1 rate", "seconds", "steps"]
     head += [f"p {header}" if header[0].isdigit() else header for _, header in cols] + ["images"]
@@ -203,7 +210,7 @@ def page(jobs: list[Job], root: Path, title: str) -> str:
         r = job.result
         probs = {e.target: e.score for e in job.cells}
         images = "".join(
-            f'<img src="{quote(job.image(cid).relative_to(root).as_posix())}" width="64" height="64" alt="{cid}">'
+            f'<img src="{quote(Path(os.path.relpath(job.image(cid), root)).as_posix())}" width="64" height="64" alt="{cid}">'
             for cid, _ in cols if job.image(cid) is not None)
         figures = ([r.mean_probability, r.top1_rate, "unknown" if r.seconds is None else r.seconds, r.steps] if r
                    else ["not finished", "", "", ""])
@@ -226,12 +233,14 @@ Probabilities are the inverted model's own target-class probabilities.</p>
 """
 
 
-def write_report(multirun_dir: Path, cell: int = 128) -> tuple[Path, Path]:
-    """Write ablation_grid.png and report.html into the multirun dir; return their paths."""
+def write_report(multirun_dir: Path, cell: int = 128, first: int | None = None,
+                 out: Path | None = None) -> tuple[Path, Path]:
+    """Write ablation_grid.png (its `first` columns, when given) and report.html into `out` (default: the
+    multirun dir); return their paths."""
     root = Path(multirun_dir)
     jobs = collect(root)
-    grid_path, page_path = root / GRID, root / PAGE
-    image = grid(jobs, cell)
+    grid_path, page_path = (out or root) / GRID, (out or root) / PAGE
+    image = grid(jobs, cell, first)
     write_atomic(grid_path, lambda f: image.save(f, format="png", optimize=True))
-    write_text(page_path, page(jobs, root, f"Sweep {root.name}"))
+    write_text(page_path, page(jobs, out or root, f"Sweep {root.name}"))
     return grid_path, page_path
