@@ -54,7 +54,7 @@ def continue_command(stderr: str) -> list[str]:
     return [sys.executable, *words[1:]]
 
 
-def test_a_class_list_split_into_jobs_is_gathered_as_one_run(tmp_path):
+def test_a_class_list_split_into_jobs_is_gathered_as_one_run(tmp_path, monkeypatch):
     sweep_dir = tmp_path / "split"
     proc = sweep(*TINY, "class_id=[1,2,3,4,5,6]", "classes_per_job=2", "logger=wandb", *JUDGE,
                  f"hydra.sweep.dir={sweep_dir}", SHORT)
@@ -67,6 +67,9 @@ def test_a_class_list_split_into_jobs_is_gathered_as_one_run(tmp_path):
     # the report: one row with all six classes
     (job,) = gallery.collect(sweep_dir)
     assert [c.class_id for c in job.classes] == [1, 2, 3, 4, 5, 6] and all(job.image(c) for c in range(1, 7))
+    monkeypatch.chdir(tmp_path)  # named relative to where the command runs, as on a command line
+    (job,) = gallery.collect(Path("split"))
+    assert all(job.image(c) and job.image(c).is_file() for c in range(1, 7))
     grid_path, _ = gallery.write_report(sweep_dir, cell=64)
     assert Image.open(grid_path).size == (200 + 6 * (64 + 6) + 6, 40 + (64 + 18 + 6) + 6)
 

@@ -89,11 +89,12 @@ def test_the_readme_caption_quotes_the_stored_make_run():
     (volcano,) = metrics["classes"]
     (judged,) = metrics["judge"]["efficientnet_lite2"]["classes"]
     assert volcano["class_id"] == judged["class_id"] == 980 and judged["top1"]
-    aug, decay = metrics["config"]["augmentation"], metrics["config"]["param"]["decay"]
+    crops, decay = metrics["config"]["augmentation"]["ensemble"], metrics["config"]["param"]["decay"]
     for figure in [f"p(volcano) = {volcano['probability']:.3f}", f"(p = {judged['probability']:.2f}, top-1)",
                    f"{metrics['seconds']:.0f} s for this one class", f"1/f^{decay:g} spectrum",
-                   f"each of the {aug['ensemble_size']} copies a random crop of "
-                   f"{aug['crops'][0]:.0%}-{aug['crops'][1]:.0%}".replace("%-", "-"),
+                   f"{metrics['config']['schedule']['stages']} stages x {metrics['config']['schedule']['steps']} steps",
+                   f"each of the {crops['size']} copies a random crop of "
+                   f"{crops['box'][0]:.0%}-{crops['box'][1]:.0%}".replace("%-", "-"),
                    f"{entry['date'][:10]}, commit {entry['commit'][:7]}"]:
         assert figure in caption
     assert entry["command"].startswith("python invert.py experiment=fast")  # what make run runs

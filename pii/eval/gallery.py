@@ -85,9 +85,9 @@ def collect(multirun_dir: Path) -> list[Job]:
     """The sweep's jobs (sub-directories with .hydra/overrides.yaml), in job order; the finished chunks of
     one class list (classes_per_job) as one job, which has every class of them. A folder of sweeps (such as
     scripts/frontier.py's <out>/sweeps/, one per budget): every sweep's jobs, each marked `sweep=<its folder>`."""
-    root = Path(multirun_dir)
+    root = Path(multirun_dir).absolute()  # a merged class list names its other chunks' images by their paths
     if not root.is_dir():
-        raise ConfigError(f"{root} is not a directory; pass a multirun dir such as outputs/sweeps/<time>_<name>")
+        raise ConfigError(f"{multirun_dir} is not a directory; pass a multirun dir such as outputs/sweeps/<time>_<name>")
     if not any(root.glob("*/.hydra/overrides.yaml")):
         sweeps = sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("*/.hydra/overrides.yaml")))
         if sweeps:
