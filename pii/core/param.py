@@ -214,11 +214,12 @@ class Maco(Param):
     a phase (a standardised angle is another image), so this is `standardize_phase` (off in conf/param/maco.yaml).
     """
 
-    def __init__(self, batch: int, device: torch.device | str, *, decay: float, spectrum: str | None,
-                 standardize_phase: bool):
+    def __init__(self, batch: int, device: torch.device | str, *, decay: float,
+                 spectrum: str | torch.Tensor | None, standardize_phase: bool):
         super().__init__(batch, device)
         self.decay, self.standardize_phase = decay, standardize_phase
-        self.template = load_spectrum(spectrum) if spectrum else None
+        # a file, or the magnitude itself (param.spectrum=photos: pii.models.photos, made by the builder)
+        self.template = spectrum if isinstance(spectrum, torch.Tensor) else load_spectrum(spectrum) if spectrum else None
         self.phase = torch.empty(0)  # (batch, 3, size, size // 2 + 1)
         self._magnitudes: dict[int, torch.Tensor] = {}
 
@@ -264,34 +265,8 @@ class Maco(Param):
         return self.phase.shape[-2]
 
 
-PHOTOS = "photos"  # param.spectrum=photos: photo_spectrum()
-
-
-def photo_spectrum(size: int = 224) -> torch.Tensor:
-    """A natural magnitude (3, size, size // 2 + 1) from photos every install has: the mean |rfft2|, in
-    decorrelated colour, of square crops of scikit-learn's two sample photos (a Chinese temple, a flower),
-    3 scales x 3 x 3 places x a mirror each. MACO's own (the mean over ImageNet) is a download."""
-    from sklearn.datasets import load_sample_images
-
-    crops = []
-    for photo in load_sample_images().images:
-        x = torch.tensor(photo).permute(2, 0, 1).float() / 255
-        height, width = x.shape[-2:]
-        for scale in (1.0, 0.7, 0.5):
-            side = int(min(height, width) * scale)
-            for top in np.linspace(0, height - side, 3).astype(int):
-                for left in np.linspace(0, width - side, 3).astype(int):
-                    crop = x[None, :, top:top + side, left:left + side]
-                    crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True))
-    x = torch.cat(crops)
-    x = rgb_to_decorrelated(torch.cat([x, x.flip(-1)]))
-    return torch.fft.rfft2(x).abs().mean(0)
-
-
 def load_spectrum(path: str) -> torch.Tensor:
-    """A magnitude spectrum file in MACO's format: a (3, H, W // 2 + 1) float array (.npy), or `photos`."""
-    if str(path) == PHOTOS:
-        return photo_spectrum()
+    """A magnitude spectrum file in MACO's format: a (3, H, W // 2 + 1) float array (.npy)."""
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise ConfigError(f"param.spectrum={path}: no such file; pass a .npy magnitude spectrum of shape "

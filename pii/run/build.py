@@ -28,6 +28,7 @@ from pii.models import calibration
 from pii.errors import ConfigError
 from pii.models import device as device_policy
 from pii.models import layers
+from pii.models import photos
 from pii.models.classes import job_classes
 from pii.run.config import parse_units, target, transforms
 
@@ -96,7 +97,10 @@ def optimizer(cfg: DictConfig) -> Callable[[list[torch.Tensor]], torch.optim.Opt
 
 def param(cfg: DictConfig, batch: int, device: torch.device | str) -> Param:
     """The `param` group's parametrization of `batch` images on `device`."""
-    return target(cfg.param, "param", "batch", "device")(batch=batch, device=device)
+    make = target(cfg.param, "param", "batch", "device")
+    if cfg.param.get("spectrum") == photos.PHOTOS:  # a magnitude made from photos, not a file
+        return make(batch=batch, device=device, spectrum=photos.photo_spectrum())
+    return make(batch=batch, device=device)
 
 
 def real_images(cfg: DictConfig, size: int) -> torch.Tensor | None:

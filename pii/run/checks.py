@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from pii.models.photos import PHOTOS
 from pii.run.config import check_invert, check_stages
 
 
@@ -35,7 +36,7 @@ def check_invert_job(cfg: DictConfig, overrides: list[str] | None = None) -> Dic
     check_weights(cfg.model.get("weights"), "model.weights")
     for name, judge in (cfg.get("verifier") or {}).items():
         check_weights(judge.get("weights"), f"verifier.{name}.weights")
-    if cfg.get("param") is not None and cfg.param.get("spectrum"):
+    if cfg.get("param") is not None and cfg.param.get("spectrum") not in (None, "", PHOTOS):
         from pii.core.param import load_spectrum
 
         load_spectrum(str(cfg.param.spectrum))
