@@ -30,8 +30,7 @@ from pii.eval import provenance
 from pii.eval.frontier import knees, markdown, plot, points
 from pii.files import writable_file, write_atomic, write_json, write_text
 from pii.run.cli import ScriptParser, script_main, writable_directory
-from pii.run.frontier import (SETTINGS, SWEEPS, Budget, budgets, check_methods, parse_budget, parse_seeds, settings,
-                              sweep_arguments)
+from pii.run.frontier import SETTINGS, SWEEPS, Budget, planned, settings
 
 FILES = ("frontier.md", "frontier.json", "frontier.png")
 
@@ -67,18 +66,11 @@ def main(argv: list[str]) -> int:
     else:
         if args.out is None:
             raise ConfigError("--out: give the directory of the sweeps and the frontier (e.g. --out outputs/frontier)")
-        methods = check_methods(args.methods.split(",") if args.methods is not None else list(conf.methods))
-        where = f"--budgets {args.budgets}" if args.budgets else str(SETTINGS.name)
-        chosen = [parse_budget(b) for b in args.budget] if args.budget else budgets(conf.get("budgets"), where)
-        if len({b.name for b in chosen}) != len(chosen):
-            raise ConfigError(f"--budget: a budget name given twice ({', '.join(b.name for b in chosen)})")
-        classes = args.classes if args.classes is not None else conf.get("classes")
-        seeds = parse_seeds(args.seed if args.seed is not None else conf.seed)
+        sweeps = args.out.absolute() / SWEEPS
+        plan = planned(args, conf, sweeps)  # every budget checked before anything is written
         out = writable_directory(args.out, "--out")
-        sweeps = out.absolute() / SWEEPS
         check_outputs(out)
-        failed = run_sweeps([(b, sweep_arguments(b, methods, None if classes in (None, "none") else str(classes), seeds,
-                                                 args.overrides, sweeps / b.name)) for b in chosen])
+        failed = run_sweeps(plan)
         roots = [sweeps]
     check_outputs(out)
     found = points(roots)

@@ -185,19 +185,12 @@ def check_python(command: Command) -> None:
 
 
 def frontier_sweeps(args) -> None:
-    """scripts/frontier.py: each budget's invert.py sweep, as the script builds it (pii.run.frontier)."""
-    from pii.run.frontier import SETTINGS, budgets, check_methods, parse_budget, parse_seeds, settings, sweep_arguments
+    """scripts/frontier.py: each budget's invert.py sweep, as the script plans it (pii.run.frontier.planned)."""
+    from pii.run.frontier import SETTINGS, planned, settings
 
     if args.report:
         return
-    conf = settings(args.budgets or SETTINGS)
-    methods = check_methods(args.methods.split(",") if args.methods else list(conf.methods))
-    chosen = [parse_budget(b) for b in args.budget] if args.budget else budgets(conf.get("budgets"), "budgets")
-    classes = args.classes if args.classes is not None else conf.get("classes")
-    seeds = parse_seeds(args.seed if args.seed is not None else conf.seed)
-    for budget in chosen:
-        argv = sweep_arguments(budget, methods, None if classes in (None, "none") else str(classes), seeds,
-                               args.overrides, Path("sweeps") / budget.name)
+    for _, argv in planned(args, settings(args.budgets or SETTINGS), Path("sweeps")):
         preflight([a for a in argv if not a.startswith("hydra.sweep.dir=")])
 
 

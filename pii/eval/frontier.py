@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pii.eval import provenance, results
-from pii.eval.gallery import _font
+from pii.eval.gallery import text_font
 from pii.eval.leaderboard import Row, class_ids, class_lists, find_runs
 from pii.eval.results import RunResult
 
@@ -122,7 +122,7 @@ def log_ticks(low: float, high: float) -> list[float]:
 def plot(found: list[dict], bends: dict[str, dict | None], panel: int = 480) -> Image.Image:
     """Two panels over seconds per class (log): the judged mean p (left) and the judged top-1 (right), one
     coloured line and marker per method (and class list); each knee ringed."""
-    font, small = _font(16), _font(13)
+    font, small = text_font(16), text_font(13)
     drawn = [p for p in found if p["seconds_per_class"] and p["mean_probability"] is not None]
     names = list(bends) or sorted({p["method"] for p in drawn})
     several = len({p["classes"] for p in found}) > 1

@@ -147,7 +147,7 @@ def columns(jobs: list[Job]) -> list[tuple[int, str]]:
     return list(seen.items())
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def text_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one bitmap size
@@ -164,7 +164,7 @@ def grid(jobs: list[Job], cell: int = 128, first: int | None = None) -> Image.Im
     only, when given); each image captioned with its target probability (or the unit's activation, and
     `top` where it is the most activated of its layer)."""
     keys, cols = swept_keys(jobs), columns(jobs)[:first]
-    font, small = _font(14), _font(12)
+    font, small = text_font(14), text_font(12)
     label_w, head_h, caption_h, pad = 200, 40, 18, 6
     width = label_w + len(cols) * (cell + pad) + pad
     height = head_h + len(jobs) * (cell + caption_h + pad) + pad
@@ -239,8 +239,9 @@ def write_report(multirun_dir: Path, cell: int = 128, first: int | None = None,
     multirun dir); return their paths."""
     root = Path(multirun_dir)
     jobs = collect(root)
-    grid_path, page_path = (out or root) / GRID, (out or root) / PAGE
+    out = out or root
+    grid_path, page_path = out / GRID, out / PAGE
     image = grid(jobs, cell, first)
     write_atomic(grid_path, lambda f: image.save(f, format="png", optimize=True))
-    write_text(page_path, page(jobs, out or root, f"Sweep {root.name}"))
+    write_text(page_path, page(jobs, out, f"Sweep {root.name}"))
     return grid_path, page_path

@@ -4,6 +4,8 @@ ImageNet, is a download)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,9 +15,10 @@ from pii.core.param import rgb_to_decorrelated
 PHOTOS = "photos"  # param.spectrum=photos
 
 
+@functools.cache  # made once per process: every job of an in-process sweep builds its param
 def photo_spectrum(size: int = 224) -> torch.Tensor:
     """The mean |rfft2|, in decorrelated colour, of square crops of the sample photos (3 scales x 3 x 3
-    places x a mirror each) at `size` px: a (3, size, size // 2 + 1) magnitude."""
+    places x a mirror each) at `size` px: a (3, size, size // 2 + 1) magnitude (shared: not to be changed)."""
     from sklearn.datasets import load_sample_images
 
     crops = []

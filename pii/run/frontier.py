@@ -116,3 +116,18 @@ def sweep_arguments(budget: Budget, methods: list[str], classes: str | None, see
     if (sweep_dir / MULTIRUN).is_file():
         argv.append(f"resume={quoted(str(sweep_dir))}")
     return argv
+
+
+def planned(args, conf: DictConfig, sweeps: Path) -> list[tuple[Budget, list[str]]]:
+    """Each budget's sweep in `sweeps`/<budget>/ with its invert.py command line, as scripts/frontier.py's
+    command line (`args`: --methods, --budgets, --budget, --classes, --seed and the overrides) and its
+    settings (`conf`, conf/frontier/config.yaml's where an option is not given) say; checked, nothing run."""
+    methods = check_methods(args.methods.split(",") if args.methods is not None else list(conf.methods))
+    where = f"--budgets {args.budgets}" if args.budgets else str(SETTINGS.name)
+    chosen = [parse_budget(b) for b in args.budget] if args.budget else budgets(conf.get("budgets"), where)
+    if len({b.name for b in chosen}) != len(chosen):
+        raise ConfigError(f"--budget: a budget name given twice ({', '.join(b.name for b in chosen)})")
+    classes = args.classes if args.classes is not None else conf.get("classes")
+    classes = None if classes in (None, "none") else str(classes)
+    seeds = parse_seeds(args.seed if args.seed is not None else conf.seed)
+    return [(b, sweep_arguments(b, methods, classes, seeds, args.overrides, sweeps / b.name)) for b in chosen]
